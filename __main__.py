@@ -1,0 +1,5 @@
+"""Pulumi entry point: load and validate the stack config, build every component, export."""
+
+from components.stack import program
+
+program()

@@ -1,0 +1,1 @@
+"""Components of the TF Serving on EKS stack, one module per component."""

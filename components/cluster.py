@@ -1,0 +1,509 @@
+"""The cluster connection: a new VPC + EKS cluster, or an existing cluster looked up by name.
+
+Either way the rest of the stack receives the same `ClusterOutputs`, including the
+Kubernetes provider every Kubernetes object of the stack is created with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components import catalog
+from components.config import ClusterConfig
+from components.iam import pod_identity_trust_policy, role_with_managed_policies, service_trust_policy
+from components.naming import k8s_labels
+from components.netplan import plan_subnets
+from components.nodes import launch_template_args, node_role
+
+ELB_ROLE_TAG = "kubernetes.io/role/elb"
+INTERNAL_ELB_ROLE_TAG = "kubernetes.io/role/internal-elb"
+CLUSTER_ADMIN_POLICY = "arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+SYSTEM_POOL_LABEL = "tf-serving-eks/pool"
+SYSTEM_POOL = "system"
+EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
+# Add-ons nodes need before they turn Ready; the others schedule pods and so wait for nodes.
+ADDONS_BEFORE_NODES: tuple[catalog.AddonName, ...] = (
+    "vpc-cni",
+    "kube-proxy",
+    "eks-pod-identity-agent",
+)
+ADDONS_AFTER_NODES: tuple[catalog.AddonName, ...] = ("coredns", "aws-ebs-csi-driver")
+
+
+@dataclass(frozen=True)
+class ClusterOutputs:
+    """What the rest of the stack needs of the cluster, in both modes."""
+
+    name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    kubernetes_version: pulumi.Output[str]
+    oidc_issuer_url: pulumi.Output[str]
+    oidc_provider_arn: pulumi.Output[str]
+    vpc_id: pulumi.Output[str]
+    vpc_cidr: pulumi.Output[str]
+    private_subnet_ids: pulumi.Output[list[str]]
+    node_security_group_id: pulumi.Output[str]
+    provider: k8s.Provider
+    # Node selector for cluster controllers; empty for an existing cluster (we don't know it).
+    system_node_selector: dict[str, str] = field(default_factory=dict)
+
+
+def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
+    """A kubeconfig that authenticates with `aws eks get-token` (no static credentials)."""
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": "aws",
+            "args": [
+                "eks",
+                "get-token",
+                "--cluster-name",
+                cluster_name,
+                "--region",
+                region,
+                "--output",
+                "json",
+            ],
+            "interactiveMode": "Never",
+        }
+    }
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": cluster_name,
+                    "cluster": {"server": endpoint, "certificate-authority-data": ca_data},
+                }
+            ],
+            "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
+            "current-context": cluster_name,
+            "users": [{"name": cluster_name, "user": user}],
+        }
+    )
+
+
+def addon_configuration(addon: catalog.AddonName) -> str | None:
+    """Add-on configuration values, as the JSON text EKS expects."""
+    if addon == "vpc-cni":
+        # Turns on the CNI's network policy agent, so Kubernetes NetworkPolicies are enforced.
+        return json.dumps({"enableNetworkPolicy": "true"})
+    return None
+
+
+def oidc_provider_arn(partition: str, account_id: str, issuer_url: str) -> str:
+    return f"arn:{partition}:iam::{account_id}:oidc-provider/{issuer_url.removeprefix('https://')}"
+
+
+def gp3_storage_class_args(labels: dict[str, str]) -> k8s.storage.v1.StorageClassInitArgs:
+    """Default StorageClass: encrypted gp3 through the EBS CSI driver, bound where the pod lands."""
+    return k8s.storage.v1.StorageClassInitArgs(
+        metadata=k8s.meta.v1.ObjectMetaArgs(
+            name="gp3",
+            labels=labels,
+            annotations={"storageclass.kubernetes.io/is-default-class": "true"},
+        ),
+        provisioner="ebs.csi.aws.com",
+        parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
+        reclaim_policy="Delete",
+        volume_binding_mode="WaitForFirstConsumer",
+        allow_volume_expansion=True,
+    )
+
+
+class Cluster(pulumi.ComponentResource):
+    outputs: ClusterOutputs
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ClusterConfig,
+        *,
+        region: str,
+        partition: str,
+        account_id: str,
+        aws_provider: aws.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("tf-serving-eks:cluster:Cluster", name, None, opts)
+        self._name = name
+        self._cfg = cfg
+        self._region = region
+        self._partition = partition
+        self._account_id = account_id
+        self._aws = aws_provider
+        # Children inherit the AWS provider from this component's `providers`.
+        self._child = pulumi.ResourceOptions(parent=self)
+        if cfg.mode == "create":
+            self.outputs = self._create()
+        else:
+            self.outputs = self._existing()
+        self.register_outputs(
+            {
+                "name": self.outputs.name,
+                "endpoint": self.outputs.endpoint,
+                "oidc_provider_arn": self.outputs.oidc_provider_arn,
+                "vpc_id": self.outputs.vpc_id,
+            }
+        )
+
+    def _opts(self, **kwargs: object) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(**kwargs))  # type: ignore[arg-type]
+
+    # --- mode: create -------------------------------------------------------------------
+
+    def _create(self) -> ClusterOutputs:
+        cfg, n = self._cfg, self._name
+        vpc, private_subnets = self._network()
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{n}-control-plane-logs",
+            name=f"/aws/eks/{cfg.name}/cluster",
+            retention_in_days=cfg.log_retention_days,
+            opts=self._child,
+        )
+        secrets_key = aws.kms.Key(
+            f"{n}-secrets-key",
+            description=f"Envelope encryption of Kubernetes Secrets in EKS cluster {cfg.name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=cfg.kms_key_deletion_window_days,
+            opts=self._child,
+        )
+        aws.kms.Alias(
+            f"{n}-secrets-key-alias",
+            name=f"alias/{cfg.name}-eks-secrets",
+            target_key_id=secrets_key.key_id,
+            opts=self._child,
+        )
+        cluster_role, cluster_role_attachments = role_with_managed_policies(
+            f"{n}-control-plane-role",
+            service_trust_policy("eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession")),
+            ("AmazonEKSClusterPolicy",),
+            self._partition,
+            self,
+            description=f"EKS control plane of {cfg.name}",
+        )
+        endpoint = cfg.endpoint
+        cluster = aws.eks.Cluster(
+            f"{n}-eks",
+            name=cfg.name,
+            version=cfg.kubernetes_version,
+            role_arn=cluster_role.arn,
+            vpc_config=aws.eks.ClusterVpcConfigArgs(
+                subnet_ids=[s.id for s in private_subnets],
+                endpoint_private_access=endpoint.private_access,
+                endpoint_public_access=endpoint.public_access,
+                public_access_cidrs=[str(c) for c in endpoint.public_access_cidrs]
+                if endpoint.public_access
+                else None,
+            ),
+            access_config=aws.eks.ClusterAccessConfigArgs(
+                authentication_mode=cfg.authentication_mode,
+                bootstrap_cluster_creator_admin_permissions=cfg.bootstrap_creator_admin,
+            ),
+            encryption_config=aws.eks.ClusterEncryptionConfigArgs(
+                resources=["secrets"],
+                provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=secrets_key.arn),
+            ),
+            enabled_cluster_log_types=list(cfg.log_types),
+            # The managed add-ons below own vpc-cni, kube-proxy and coredns from the start.
+            bootstrap_self_managed_addons=False,
+            deletion_protection=cfg.deletion_protection,
+            opts=self._opts(depends_on=[log_group, *cluster_role_attachments]),
+        )
+        issuer = cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer or "")  # type: ignore[index]
+        oidc = aws.iam.OpenIdConnectProvider(
+            f"{n}-oidc",
+            url=issuer,
+            client_id_lists=["sts.amazonaws.com"],
+            opts=self._child,
+        )
+        for key, principal in cfg.admin_principals.items():
+            entry = aws.eks.AccessEntry(
+                f"{n}-admin-{key}",
+                cluster_name=cluster.name,
+                principal_arn=principal,
+                type="STANDARD",
+                opts=self._child,
+            )
+            aws.eks.AccessPolicyAssociation(
+                f"{n}-admin-{key}-policy",
+                cluster_name=cluster.name,
+                principal_arn=principal,
+                policy_arn=CLUSTER_ADMIN_POLICY.format(partition=self._partition),
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=self._opts(depends_on=[entry]),
+            )
+
+        early_addons = [self._addon(cluster, a) for a in ADDONS_BEFORE_NODES]
+        system_nodes = self._system_node_group(cluster, private_subnets, early_addons)
+        ebs_role, ebs_attachments = role_with_managed_policies(
+            f"{n}-ebs-csi-role",
+            pod_identity_trust_policy(),
+            ("service-role/AmazonEBSCSIDriverPolicy",),
+            self._partition,
+            self,
+            description=f"EBS CSI driver controller of {cfg.name} (EKS Pod Identity)",
+        )
+        for addon in ADDONS_AFTER_NODES:
+            self._addon(
+                cluster,
+                addon,
+                depends_on=[system_nodes, *ebs_attachments],
+                pod_identity_role=ebs_role if addon == "aws-ebs-csi-driver" else None,
+            )
+
+        ca_data = cluster.certificate_authority.apply(lambda ca: ca.data or "")
+        provider = k8s.Provider(
+            f"{n}-k8s",
+            kubeconfig=pulumi.Output.all(cluster.name, cluster.endpoint, ca_data).apply(
+                lambda a: kubeconfig(a[0], a[1], a[2], self._region)
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes]),
+        )
+        k8s.storage.v1.StorageClass(
+            f"{n}-gp3",
+            args=gp3_storage_class_args(k8s_labels("storage", "gp3")),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
+        return ClusterOutputs(
+            name=cluster.name,
+            endpoint=cluster.endpoint,
+            kubernetes_version=cluster.version,
+            oidc_issuer_url=issuer,
+            oidc_provider_arn=oidc.arn,
+            vpc_id=vpc.id,
+            vpc_cidr=vpc.cidr_block,
+            private_subnet_ids=pulumi.Output.all(*[s.id for s in private_subnets]),
+            node_security_group_id=cluster.vpc_config.apply(
+                lambda v: v.cluster_security_group_id or ""
+            ),
+            provider=provider,
+            system_node_selector={SYSTEM_POOL_LABEL: SYSTEM_POOL},
+        )
+
+    def _network(self) -> tuple[aws.ec2.Vpc, list[aws.ec2.Subnet]]:
+        cfg, n = self._cfg, self._name
+        zones = aws.get_availability_zones(
+            state="available",
+            filters=[
+                aws.GetAvailabilityZonesFilterArgs(
+                    name="opt-in-status", values=["opt-in-not-required"]
+                )
+            ],
+            opts=pulumi.InvokeOptions(provider=self._aws),
+        ).names
+        if len(zones) < cfg.vpc.az_count:
+            raise ValueError(
+                f"cluster.vpc.az_count is {cfg.vpc.az_count} but region {self._region} "
+                f"offers {len(zones)} availability zones"
+            )
+        zones = zones[: cfg.vpc.az_count]
+        vpc = aws.ec2.Vpc(
+            f"{n}-vpc",
+            cidr_block=str(cfg.vpc.cidr),
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags={"Name": cfg.name},
+            opts=self._child,
+        )
+        igw = aws.ec2.InternetGateway(
+            f"{n}-igw", vpc_id=vpc.id, tags={"Name": cfg.name}, opts=self._child
+        )
+        public_rt = aws.ec2.RouteTable(
+            f"{n}-public-rt",
+            vpc_id=vpc.id,
+            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=igw.id)],
+            tags={"Name": f"{cfg.name}-public"},
+            opts=self._child,
+        )
+        cluster_tag = f"kubernetes.io/cluster/{cfg.name}"
+        public: list[aws.ec2.Subnet] = []
+        private: list[aws.ec2.Subnet] = []
+        for plan in plan_subnets(str(cfg.vpc.cidr), cfg.vpc.az_count):
+            zone = zones[plan.az_index]
+            role_tag = ELB_ROLE_TAG if plan.tier == "public" else INTERNAL_ELB_ROLE_TAG
+            subnet = aws.ec2.Subnet(
+                f"{n}-{plan.tier}-{zone}",
+                vpc_id=vpc.id,
+                cidr_block=plan.cidr,
+                availability_zone=zone,
+                map_public_ip_on_launch=False,
+                tags={"Name": f"{cfg.name}-{plan.tier}-{zone}", role_tag: "1", cluster_tag: "shared"},
+                opts=self._child,
+            )
+            (public if plan.tier == "public" else private).append(subnet)
+            if plan.tier == "public":
+                aws.ec2.RouteTableAssociation(
+                    f"{n}-public-{zone}-rta",
+                    subnet_id=subnet.id,
+                    route_table_id=public_rt.id,
+                    opts=self._child,
+                )
+
+        nat_count = 1 if cfg.vpc.nat_gateways == "single" else len(zones)
+        nats = []
+        for i in range(nat_count):
+            eip = aws.ec2.Eip(
+                f"{n}-nat-{zones[i]}-eip",
+                domain="vpc",
+                tags={"Name": f"{cfg.name}-nat-{zones[i]}"},
+                opts=self._child,
+            )
+            nats.append(
+                aws.ec2.NatGateway(
+                    f"{n}-nat-{zones[i]}",
+                    allocation_id=eip.id,
+                    subnet_id=public[i].id,
+                    tags={"Name": f"{cfg.name}-nat-{zones[i]}"},
+                    opts=self._opts(depends_on=[igw]),
+                )
+            )
+        private_rts = []
+        for i, zone in enumerate(zones):
+            nat = nats[i if cfg.vpc.nat_gateways == "per_az" else 0]
+            rt = aws.ec2.RouteTable(
+                f"{n}-private-{zone}-rt",
+                vpc_id=vpc.id,
+                routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
+                tags={"Name": f"{cfg.name}-private-{zone}"},
+                opts=self._child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{n}-private-{zone}-rta",
+                subnet_id=private[i].id,
+                route_table_id=rt.id,
+                opts=self._child,
+            )
+            private_rts.append(rt)
+        # Models are pulled from S3; a gateway endpoint keeps that traffic off the NAT (and its bill).
+        aws.ec2.VpcEndpoint(
+            f"{n}-s3-endpoint",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{self._region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[rt.id for rt in private_rts],
+            tags={"Name": f"{cfg.name}-s3"},
+            opts=self._child,
+        )
+        return vpc, private
+
+    def _addon(
+        self,
+        cluster: aws.eks.Cluster,
+        addon: catalog.AddonName,
+        depends_on: list[pulumi.Resource] | None = None,
+        pod_identity_role: aws.iam.Role | None = None,
+    ) -> aws.eks.Addon:
+        associations = (
+            [
+                aws.eks.AddonPodIdentityAssociationArgs(
+                    role_arn=pod_identity_role.arn, service_account=EBS_CSI_SERVICE_ACCOUNT
+                )
+            ]
+            if pod_identity_role is not None
+            else None
+        )
+        return aws.eks.Addon(
+            f"{self._name}-addon-{addon}",
+            cluster_name=cluster.name,
+            addon_name=addon,
+            addon_version=self._cfg.addon_version(addon),
+            configuration_values=addon_configuration(addon),
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            pod_identity_associations=associations,
+            opts=self._opts(depends_on=depends_on or []),
+        )
+
+    def _system_node_group(
+        self,
+        cluster: aws.eks.Cluster,
+        subnets: list[aws.ec2.Subnet],
+        depends_on: list[aws.eks.Addon],
+    ) -> aws.eks.NodeGroup:
+        cfg, n = self._cfg, self._name
+        group = cfg.system_node_group
+        role, attachments = node_role(f"{n}-system-node-role", self._partition, self)
+        template = aws.ec2.LaunchTemplate(
+            f"{n}-system-lt",
+            args=launch_template_args(group.disk_size_gib, {"Name": f"{cfg.name}-system"}),
+            opts=self._child,
+        )
+        return aws.eks.NodeGroup(
+            f"{n}-system-nodes",
+            cluster_name=cluster.name,
+            node_role_arn=role.arn,
+            subnet_ids=[s.id for s in subnets],
+            ami_type="AL2023_x86_64_STANDARD",
+            capacity_type="ON_DEMAND",
+            instance_types=list(group.instance_types),
+            labels={SYSTEM_POOL_LABEL: SYSTEM_POOL},
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
+                min_size=group.min_size, desired_size=group.desired_size, max_size=group.max_size
+            ),
+            update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)
+            ),
+            opts=self._opts(
+                depends_on=[*attachments, *depends_on],
+                # The cluster autoscaler owns the node count after creation.
+                ignore_changes=["scalingConfig.desiredSize"],
+            ),
+        )
+
+    # --- mode: existing -----------------------------------------------------------------
+
+    def _existing(self) -> ClusterOutputs:
+        cfg = self._cfg
+        invoke = pulumi.InvokeOptions(provider=self._aws)
+        found = aws.eks.get_cluster(name=cfg.name, opts=invoke)
+        vpc_id = found.vpc_config.vpc_id
+        issuer = found.identities[0].oidcs[0].issuer
+        subnet_ids = list(cfg.existing.private_subnet_ids) if cfg.existing else []
+        if not subnet_ids:
+            subnet_ids = list(aws.ec2.get_subnets(
+                filters=[
+                    aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id]),
+                    aws.ec2.GetSubnetsFilterArgs(
+                        name=f"tag:{INTERNAL_ELB_ROLE_TAG}", values=["1"]
+                    ),
+                ],
+                opts=invoke,
+            ).ids)
+        if not subnet_ids:
+            raise ValueError(
+                f"cluster '{cfg.name}': no private subnets found in {vpc_id} (tag "
+                f"{INTERNAL_ELB_ROLE_TAG}=1); set cluster.existing.private_subnet_ids"
+            )
+        vpc = aws.ec2.get_vpc(id=vpc_id, opts=invoke)
+        provider = k8s.Provider(
+            f"{self._name}-k8s",
+            kubeconfig=kubeconfig(
+                found.name, found.endpoint, found.certificate_authorities[0].data, self._region
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return ClusterOutputs(
+            name=pulumi.Output.from_input(found.name),
+            endpoint=pulumi.Output.from_input(found.endpoint),
+            kubernetes_version=pulumi.Output.from_input(found.version),
+            oidc_issuer_url=pulumi.Output.from_input(issuer),
+            oidc_provider_arn=pulumi.Output.from_input(
+                oidc_provider_arn(self._partition, self._account_id, issuer)
+            ),
+            vpc_id=pulumi.Output.from_input(vpc_id),
+            vpc_cidr=pulumi.Output.from_input(vpc.cidr_block),
+            private_subnet_ids=pulumi.Output.from_input(subnet_ids),
+            node_security_group_id=pulumi.Output.from_input(
+                found.vpc_config.cluster_security_group_id
+            ),
+            provider=provider,
+        )

@@ -1,0 +1,433 @@
+"""The stack configuration: one pydantic model, validated once, before any resource exists.
+
+Every key lives under the project namespace in `Pulumi.<stack>.yaml`
+(`tf-serving-eks:<key>`), except the region, which is the AWS provider's own
+`aws:region`. Defaults depend on `environment`: a key left out of a dev stack gets
+the small, cheap value; left out of a prod stack, the highly available one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from components import catalog
+from components.netplan import MAX_AZS, plan_subnets
+
+PROJECT = "tf-serving-eks"
+
+Environment = Literal["dev", "staging", "prod"]
+ENVIRONMENTS: tuple[Environment, ...] = ("dev", "staging", "prod")
+
+# RFC 1123 label, the shape of Kubernetes names and of our keyed-map keys.
+Name = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+]
+ClusterName = Annotated[
+    str, StringConstraints(pattern=r"^[0-9A-Za-z][A-Za-z0-9_-]*$", max_length=100)
+]
+AwsRegion = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")]
+IamPrincipalArn = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[A-Za-z0-9_+=,.@/-]+$", max_length=600
+    ),
+]
+SubnetId = Annotated[str, StringConstraints(pattern=r"^subnet-[0-9a-f]{8,17}$")]
+TagKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_ .:/=+@-]+$")]
+TagValue = Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z0-9_ .:/=+@-]*$")]
+AddonVersion = Annotated[str, StringConstraints(pattern=r"^v\d+\.\d+\.\d+-eksbuild\.\d+$")]
+LogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
+ALL_LOG_TYPES: tuple[LogType, ...] = (
+    "api",
+    "audit",
+    "authenticator",
+    "controllerManager",
+    "scheduler",
+)
+# The values CloudWatch Logs accepts for a log group's retention.
+LogRetentionDays = Literal[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+]
+
+
+class RuleError(ValueError):
+    """A rule that spans fields failed; `key` is relative to the model that raised it."""
+
+    def __init__(self, key: str, value: Any, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.value = value
+        self.message = message
+
+
+class Section(BaseModel):
+    """Base of every config model: unknown keys rejected, values frozen after validation.
+
+    `env_defaults` maps a field name to its default per environment; it fills keys the
+    stack file leaves out, so the model's types stay exact (no Optional for "unset").
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    env_defaults: ClassVar[Mapping[str, Mapping[Environment, Any]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_env_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        env = (info.context or {}).get("environment")
+        if not cls.env_defaults or env not in ENVIRONMENTS or not isinstance(data, dict):
+            return data
+        filled = dict(data)
+        for key, per_env in cls.env_defaults.items():
+            filled.setdefault(key, per_env[env])
+        return filled
+
+
+def section(description: str) -> Any:
+    """A nested section that may be left out: validated from `{}` so env defaults apply."""
+    return Field(default_factory=dict, validate_default=True, description=description)
+
+
+def _by_env(dev: Any, prod: Any, staging: Any | None = None) -> dict[Environment, Any]:
+    return {"dev": dev, "staging": prod if staging is None else staging, "prod": prod}
+
+
+class VpcConfig(Section):
+    env_defaults = {"nat_gateways": _by_env("single", "per_az")}
+
+    cidr: ipaddress.IPv4Network = Field(
+        ipaddress.IPv4Network("10.0.0.0/16"),
+        description="IPv4 CIDR of the new VPC, /16 to /20. Pods take IPs from it (VPC CNI).",
+    )
+    az_count: int = Field(
+        3,
+        ge=1,
+        le=MAX_AZS,
+        description="Availability zones to spread subnets over (EKS needs at least 2; prod 3).",
+    )
+    nat_gateways: Literal["single", "per_az"] = Field(
+        description="One shared NAT gateway (cheap, dev) or one per AZ (no cross-AZ "
+        "dependency, prod). Default: single in dev, per_az otherwise.",
+    )
+
+    @model_validator(mode="after")
+    def _subnets_fit(self) -> VpcConfig:
+        if self.az_count < 2:
+            raise RuleError("az_count", self.az_count, "EKS needs subnets in at least 2 AZs")
+        try:
+            plan_subnets(str(self.cidr), self.az_count)
+        except ValueError as exc:
+            raise RuleError("cidr", str(self.cidr), str(exc)) from None
+        return self
+
+
+class EndpointConfig(Section):
+    public_access: bool = Field(True, description="Expose the Kubernetes API endpoint publicly.")
+    private_access: bool = Field(
+        True, description="Reach the Kubernetes API endpoint from inside the VPC (nodes use it)."
+    )
+    public_access_cidrs: list[ipaddress.IPv4Network] = Field(
+        default_factory=lambda: [ipaddress.IPv4Network("0.0.0.0/0")],
+        description="Source CIDRs allowed to reach the public endpoint. Prod must narrow it.",
+    )
+
+    @model_validator(mode="after")
+    def _reachable(self) -> EndpointConfig:
+        if not (self.public_access or self.private_access):
+            raise RuleError(
+                "public_access", False, "public_access and private_access cannot both be false"
+            )
+        if not self.public_access_cidrs and self.public_access:
+            raise RuleError(
+                "public_access_cidrs", [], "must list at least one CIDR while public_access is true"
+            )
+        return self
+
+
+class NodeGroupSizing(Section):
+    min_size: int = Field(ge=0, le=100, description="Fewest nodes.")
+    desired_size: int = Field(
+        ge=0, le=100, description="Nodes at creation; later left to the autoscaler."
+    )
+    max_size: int = Field(ge=1, le=100, description="Most nodes.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NodeGroupSizing:
+        if self.min_size > self.max_size:
+            raise RuleError(
+                "min_size", self.min_size, f"must be <= max_size ({self.max_size})"
+            )
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise RuleError(
+                "desired_size",
+                self.desired_size,
+                f"must lie between min_size ({self.min_size}) and max_size ({self.max_size})",
+            )
+        return self
+
+
+class SystemNodeGroupConfig(NodeGroupSizing):
+    env_defaults = {
+        "instance_types": _by_env(["t3.large"], ["m7i.large"]),
+        "min_size": _by_env(1, 2),
+        "desired_size": _by_env(2, 3),
+        "max_size": _by_env(3, 6),
+    }
+
+    instance_types: list[
+        Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[0-9]*[a-z0-9]+$")]
+    ] = Field(min_length=1, description="On-demand instance types for controllers.")
+    disk_size_gib: int = Field(50, ge=20, le=1000, description="gp3 root volume size.")
+
+
+class AddonsConfig(Section):
+    """EKS managed add-on versions; unset means the version pinned in catalog.py."""
+
+    vpc_cni: AddonVersion | None = Field(None, description="vpc-cni add-on version.")
+    coredns: AddonVersion | None = Field(None, description="coredns add-on version.")
+    kube_proxy: AddonVersion | None = Field(None, description="kube-proxy add-on version.")
+    eks_pod_identity_agent: AddonVersion | None = Field(
+        None, description="eks-pod-identity-agent add-on version."
+    )
+    aws_ebs_csi_driver: AddonVersion | None = Field(
+        None, description="aws-ebs-csi-driver add-on version."
+    )
+
+
+class ExistingClusterConfig(Section):
+    private_subnet_ids: list[SubnetId] = Field(
+        default_factory=list,
+        description="Private subnets for node groups. Empty: the cluster VPC's subnets tagged "
+        "kubernetes.io/role/internal-elb=1.",
+    )
+
+
+class ClusterConfig(Section):
+    env_defaults = {
+        "log_types": _by_env(["api", "audit", "authenticator"], list(ALL_LOG_TYPES)),
+        "log_retention_days": _by_env(7, 90),
+        "kms_key_deletion_window_days": _by_env(7, 30),
+        "deletion_protection": _by_env(False, True),
+    }
+
+    mode: Literal["create", "existing"] = Field(
+        "create",
+        description="create: a new VPC and EKS cluster. existing: use the cluster `name`, "
+        "changing nothing of it.",
+    )
+    name: ClusterName = Field(description="EKS cluster name (created, or looked up).")
+    kubernetes_version: catalog.KubernetesVersion = Field(
+        catalog.DEFAULT_KUBERNETES_VERSION,
+        description="Kubernetes minor version of the control plane and nodes.",
+    )
+    authentication_mode: Literal["API", "API_AND_CONFIG_MAP"] = Field(
+        "API", description="How IAM principals are mapped: EKS access entries (API) only, "
+        "or also the aws-auth ConfigMap."
+    )
+    bootstrap_creator_admin: bool = Field(
+        True,
+        description="Give the IAM identity that runs `pulumi up` cluster-admin. Do not also list "
+        "that identity in admin_principals.",
+    )
+    admin_principals: dict[Name, IamPrincipalArn] = Field(
+        default_factory=dict,
+        description="Cluster admins: IAM role/user ARNs keyed by a stable name; each gets an "
+        "access entry with AmazonEKSClusterAdminPolicy.",
+    )
+    endpoint: EndpointConfig = section("Kubernetes API endpoint access.")
+    log_types: list[LogType] = Field(description="Control-plane log types sent to CloudWatch.")
+    log_retention_days: LogRetentionDays = Field(
+        description="Retention of the control-plane log group."
+    )
+    kms_key_deletion_window_days: int = Field(
+        ge=7, le=30, description="Waiting period before the Secrets KMS key is deleted."
+    )
+    deletion_protection: bool = Field(
+        description="Refuse to delete the EKS cluster until this is turned off (mode create)."
+    )
+    vpc: VpcConfig = section("The new VPC (mode create).")
+    system_node_group: SystemNodeGroupConfig = section("On-demand nodes for cluster controllers (mode create)."
+    )
+    addons: AddonsConfig = section("EKS managed add-on version overrides.")
+    existing: ExistingClusterConfig | None = Field(
+        None, description="Settings for mode existing only."
+    )
+
+    @model_validator(mode="after")
+    def _mode_specific(self) -> ClusterConfig:
+        if self.mode == "create" and self.existing is not None:
+            raise RuleError("existing", "...", "only allowed with mode: existing")
+        if len(set(self.log_types)) != len(self.log_types):
+            raise RuleError("log_types", self.log_types, "lists a log type twice")
+        return self
+
+    def addon_version(self, addon: catalog.AddonName) -> str:
+        override = getattr(self.addons, addon.replace("-", "_"))
+        return override or catalog.ADDON_VERSIONS[self.kubernetes_version][addon]
+
+
+class StackConfig(Section):
+    """The whole stack. Rules that need the environment live here."""
+
+    environment: Environment = Field(
+        description="dev, staging or prod: picks defaults and the production rules."
+    )
+    aws_region: AwsRegion = Field(
+        alias="aws:region", description="AWS region (the AWS provider's own key)."
+    )
+    tags: dict[TagKey, TagValue] = Field(
+        default_factory=dict, description="Extra tags on every AWS resource."
+    )
+    cluster: ClusterConfig = Field(description="The EKS cluster, created or existing.")
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> StackConfig:
+        if self.environment != "prod":
+            return self
+        cluster = self.cluster
+        if cluster.mode == "create":
+            if cluster.vpc.az_count < 3:
+                raise RuleError(
+                    "cluster.vpc.az_count", cluster.vpc.az_count, "prod must span at least 3 AZs"
+                )
+            if cluster.vpc.nat_gateways != "per_az":
+                raise RuleError(
+                    "cluster.vpc.nat_gateways",
+                    cluster.vpc.nat_gateways,
+                    "prod needs per_az so one AZ's outage does not cut the others' egress",
+                )
+            if cluster.system_node_group.min_size < 2:
+                raise RuleError(
+                    "cluster.system_node_group.min_size",
+                    cluster.system_node_group.min_size,
+                    "prod needs at least 2 system nodes",
+                )
+        endpoint = cluster.endpoint
+        if endpoint.public_access and any(c.prefixlen == 0 for c in endpoint.public_access_cidrs):
+            raise RuleError(
+                "cluster.endpoint.public_access_cidrs",
+                [str(c) for c in endpoint.public_access_cidrs],
+                "prod must not open the public API endpoint to 0.0.0.0/0; list your CIDRs "
+                "or set public_access: false",
+            )
+        if "audit" not in cluster.log_types:
+            raise RuleError("cluster.log_types", cluster.log_types, "prod must keep audit logs")
+        return self
+
+
+class StackConfigError(Exception):
+    """An invalid stack file: one message naming the stack, each key, value and what is allowed."""
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] | None:
+    """The keys a model accepts at `loc` (for 'unknown key' messages), if it is a model."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = next(
+            (f for n, f in current.model_fields.items() if part in (n, f.alias)), None
+        )
+        if field is None:
+            return None
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return None
+
+
+def _model_in(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def _dotted(parts: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def format_errors(stack: str, source: str, exc: ValidationError) -> str:
+    lines = [f"stack '{stack}': invalid configuration in {source}:"]
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        rule = (err.get("ctx") or {}).get("error")
+        if isinstance(rule, RuleError):
+            key = _dotted(loc + tuple(rule.key.split(".")))
+            message, value = rule.message, rule.value
+        elif err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(StackConfig, loc[:-1]) or []
+            near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            key, value = _dotted(loc), err["input"]
+            message = f"unknown key; {hint}allowed keys: {', '.join(sorted(allowed))}"
+        else:
+            key, value, message = _dotted(loc), err["input"], err["msg"]
+        shown = "" if err["type"] == "missing" else f" (got {_show(value)})"
+        full_key = key if key.startswith("aws:") else f"{PROJECT}:{key}"
+        lines.append(f"  - {full_key}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_stack_config(
+    raw: Mapping[str, Any], stack: str, source: str | None = None
+) -> StackConfig:
+    """Validate a stack's config (keys without the project prefix; `aws:region` as is)."""
+    source = source or f"Pulumi.{stack}.yaml"
+    env = raw.get("environment")
+    context = {"environment": env if env in ENVIRONMENTS else None}
+    try:
+        return StackConfig.model_validate(dict(raw), context=context)
+    except ValidationError as exc:
+        raise StackConfigError(format_errors(stack, source, exc)) from None
+
+
+def config_from_pulumi_settings(values: Mapping[str, str]) -> dict[str, Any]:
+    """Turn Pulumi's flat `namespace:key -> string` config into the model's raw dict.
+
+    Structured values arrive as JSON text; plain strings stay strings. Keys of other
+    namespaces are ignored, except `aws:region`.
+    """
+    raw: dict[str, Any] = {}
+    prefix = f"{PROJECT}:"
+    for key, text in values.items():
+        if key == "aws:region":
+            raw[key] = text
+        elif key.startswith(prefix):
+            try:
+                raw[key[len(prefix):]] = json.loads(text)
+            except (TypeError, json.JSONDecodeError):
+                raw[key[len(prefix):]] = text
+    return raw
+
+
+def load_stack_config() -> StackConfig:
+    """Read and validate the running stack's config (`pulumi up` or the offline preview)."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    values: dict[str, str] = dict(runtime_config.get_config_env())
+    values.update(runtime_config.CONFIG.get())
+    return parse_stack_config(config_from_pulumi_settings(values), pulumi.get_stack())

@@ -1,0 +1,94 @@
+"""IAM policy documents as pure functions, and the role helpers every component shares."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+# EKS Pod Identity assumes roles through this service principal, with session tags.
+POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
+
+
+def managed_policy_arn(partition: str, name: str) -> str:
+    return f"arn:{partition}:iam::aws:policy/{name}"
+
+
+def service_trust_policy(service: str, actions: Sequence[str] = ("sts:AssumeRole",)) -> str:
+    """Trust policy letting an AWS service principal assume the role."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": service},
+                    "Action": list(actions),
+                }
+            ],
+        }
+    )
+
+
+def pod_identity_trust_policy() -> str:
+    """Trust policy for an EKS Pod Identity role (the agent needs sts:TagSession too)."""
+    return service_trust_policy(POD_IDENTITY_PRINCIPAL, ("sts:AssumeRole", "sts:TagSession"))
+
+
+def irsa_trust_policy(
+    oidc_provider_arn: str, oidc_issuer_url: str, namespace: str, service_account: str
+) -> str:
+    """Trust policy for IAM Roles for Service Accounts, bound to one service account."""
+    issuer = oidc_issuer_url.removeprefix("https://")
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": oidc_provider_arn},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {
+                            f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                            f"{issuer}:aud": "sts.amazonaws.com",
+                        }
+                    },
+                }
+            ],
+        }
+    )
+
+
+def policy_document(statements: Sequence[dict[str, Any]]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def role_with_managed_policies(
+    name: str,
+    trust_policy: pulumi.Input[str],
+    managed_policy_names: Sequence[str],
+    partition: str,
+    parent: pulumi.Resource,
+    description: str,
+) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
+    """An IAM role with AWS managed policies attached, children named `<name>-<policy>`."""
+    role = aws.iam.Role(
+        name,
+        assume_role_policy=trust_policy,
+        description=description,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    attachments = [
+        aws.iam.RolePolicyAttachment(
+            f"{name}-{policy.split('/')[-1]}",
+            role=role.name,
+            policy_arn=managed_policy_arn(partition, policy),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        for policy in managed_policy_names
+    ]
+    return role, attachments

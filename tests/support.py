@@ -1,0 +1,39 @@
+"""Helpers the tests share: stack files as dicts, and rendering a config under mocks."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import yaml
+
+from components.config import PROJECT, StackConfig, parse_stack_config
+from tools.mock_engine import Rendering, render
+from tools.stackfile import stack_file
+
+
+def raw_stack(stack: str) -> dict[str, Any]:
+    """A repo stack file's config as the model's raw dict (keys without the project prefix)."""
+    document = yaml.safe_load(stack_file(stack).read_text())
+    raw: dict[str, Any] = {}
+    for key, value in document["config"].items():
+        raw[key if key.startswith("aws:") else key.removeprefix(f"{PROJECT}:")] = value
+    return copy.deepcopy(raw)
+
+
+def settings_for(raw: dict[str, Any]) -> dict[str, str]:
+    """The flat Pulumi settings for a raw config dict."""
+    out = {}
+    for key, value in raw.items():
+        full = key if key.startswith("aws:") else f"{PROJECT}:{key}"
+        out[full] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def render_raw(raw: dict[str, Any], stack: str = "test") -> Rendering:
+    return render(stack, settings_for(raw))
+
+
+def parse(raw: dict[str, Any], stack: str = "test") -> StackConfig:
+    return parse_stack_config(raw, stack)

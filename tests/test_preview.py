@@ -1,0 +1,60 @@
+"""The offline preview command: files written, summary printed, config errors exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tools import preview, stackfile
+
+
+def test_preview_writes_objects_inventory_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert preview.main(["--stack", "dev", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "aws:eks/cluster:Cluster" in printed and "stack 'dev'" in printed
+    inventory = yaml.safe_load((tmp_path / "inventory.yaml").read_text())
+    cluster = [e for e in inventory if e["type"] == "aws:eks/cluster:Cluster"]
+    assert cluster[0]["settings"]["name"] == "tfs-dev"
+    node_group = [e for e in inventory if e["type"] == "aws:eks/nodeGroup:NodeGroup"]
+    assert node_group[0]["ignore_changes"] == ["scalingConfig.desiredSize"]
+    manifests = list((tmp_path / "k8s").rglob("*.yaml"))
+    assert [yaml.safe_load(p.read_text())["kind"] for p in manifests] == ["StorageClass"]
+    outputs = yaml.safe_load((tmp_path / "outputs.yaml").read_text())
+    assert outputs["cluster_name"] == "tfs-dev"
+
+
+def test_preview_of_misspelled_key_exits_2_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = stackfile.stack_file("dev").read_text().replace("nat_gateways:", "nat_gatways:")
+    (tmp_path / "Pulumi.broken.yaml").write_text(text)
+    monkeypatch.setattr(stackfile, "ROOT", tmp_path)
+    monkeypatch.setattr(preview, "stack_file", lambda s: stackfile.stack_file(s, tmp_path))
+    assert preview.main(["--stack", "broken", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "stack 'broken'" in err
+    assert "tf-serving-eks:cluster.vpc.nat_gatways: unknown key; did you mean 'nat_gateways'?" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_secure_values_are_replaced_offline() -> None:
+    settings, secret_keys = stackfile.settings_from_document(
+        {"config": {"tf-serving-eks:monitoring": {"grafana": {"admin_password": {"secure": "v1:abc"}}}}}
+    )
+    assert secret_keys == ["tf-serving-eks:monitoring"]
+    assert stackfile.OFFLINE_SECRET in settings["tf-serving-eks:monitoring"]
+
+
+def test_unknown_stack_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert preview.main(["--stack", "nope"]) == 2
+    assert "Pulumi.nope.yaml" in capsys.readouterr().err
+
+
+def test_readme_config_reference_matches_the_model() -> None:
+    from tools.config_docs import BEGIN, END, table
+
+    readme = (stackfile.ROOT / "README.md").read_text()
+    documented = readme.split(BEGIN)[1].split(END)[0].strip()
+    assert documented == table(), "README is stale: paste `python -m tools.config_docs` between the markers"

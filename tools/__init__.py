@@ -1,0 +1,1 @@
+"""Command-line entry points (offline preview, ...): thin wrappers over library code."""

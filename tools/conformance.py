@@ -1,0 +1,74 @@
+"""Conformance checks of rendered Kubernetes objects, independent of the code that built them.
+
+- built-in kinds: strict schema validation with `kubernetes-validate` against the stack's
+  Kubernetes version (unknown fields rejected);
+- custom resources: JSON Schema validation against the upstream CRD schemas in
+  `../shared/reference/crds-pinned` (the versions of the charts we pin), when present.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_DIR = Path(os.environ.get("TFS_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
+CRD_DIR = REFERENCE_DIR / "crds-pinned"
+
+
+def object_id(manifest: dict[str, Any]) -> str:
+    meta = manifest.get("metadata") or {}
+    where = f"{meta.get('namespace')}/" if meta.get("namespace") else ""
+    return f"{manifest.get('kind')} {where}{meta.get('name')}"
+
+
+@functools.cache
+def crd_schema(api_version: str, kind: str) -> dict[str, Any] | None:
+    """The reference schema of a custom resource kind, or None if the reference has none."""
+    if "/" not in api_version:
+        return None
+    group, version = api_version.split("/", 1)
+    path = CRD_DIR / group / f"{kind.lower()}_{version}.json"
+    if not path.is_file():
+        return None
+    schema: dict[str, Any] = json.loads(path.read_text())
+    return schema
+
+
+def validate_object(manifest: dict[str, Any], kubernetes_version: str) -> list[str]:
+    """Problems with one object; empty when it conforms."""
+    try:
+        kubernetes_validate.validate(manifest, kubernetes_version, strict=True)
+        return []
+    except kubernetes_validate.ValidationError as exc:
+        path = "/".join(str(p) for p in exc.path)
+        return [f"{object_id(manifest)}: {exc.message} at '{path}'"]
+    except kubernetes_validate.SchemaNotFoundError:
+        pass
+    if not CRD_DIR.is_dir():
+        return []
+    schema = crd_schema(str(manifest.get("apiVersion")), str(manifest.get("kind")))
+    if schema is None:
+        return [
+            f"{object_id(manifest)}: no schema for {manifest.get('apiVersion')} "
+            f"{manifest.get('kind')} (neither Kubernetes {kubernetes_version} nor {CRD_DIR})"
+        ]
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        f"{object_id(manifest)}: {err.message} at '{'/'.join(str(p) for p in err.absolute_path)}'"
+        for err in validator.iter_errors(manifest)
+    ]
+
+
+def validate_objects(manifests: Iterable[dict[str, Any]], kubernetes_version: str) -> list[str]:
+    problems: list[str] = []
+    for manifest in manifests:
+        problems.extend(validate_object(manifest, kubernetes_version))
+    return problems

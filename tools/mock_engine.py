@@ -1,0 +1,279 @@
+"""Run the real Pulumi program under the SDK's mock engine and record what it registers.
+
+One harness for the tests and the offline preview: no cloud account, no Pulumi CLI, no
+network. Mocks answer with plausible computed values (ARNs, endpoints, IDs) so wiring can
+be followed end to end; they prove wiring, not what AWS would accept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.stack import run_pulumi_func
+
+from components.config import PROJECT
+
+ACCOUNT_ID = "123456789012"
+# Fixture of an existing cluster, returned for `aws.eks.get_cluster` (mode: existing).
+EXISTING_VPC_ID = "vpc-0a1b2c3d4e5f60718"
+EXISTING_SUBNETS = ["subnet-0aaa1111bbbb2222c", "subnet-0ddd3333eeee4444f", "subnet-0abc5555def6666a"]
+
+
+@dataclass
+class Registered:
+    """One resource as the program registered it."""
+
+    type: str
+    name: str
+    urn: str
+    inputs: dict[str, Any]
+    custom: bool
+    parent: str
+    provider: str
+    protect: bool
+    retain_on_delete: bool
+    ignore_changes: list[str]
+    depends_on: list[str]
+
+    @property
+    def component(self) -> str:
+        """The top-level component this resource belongs to ('stack' if none)."""
+        chain = self.urn.split("::")[2].split("$")
+        for token in chain:
+            if token.startswith(f"{PROJECT}:"):
+                return token.split(":")[1]
+        return "stack"
+
+    @property
+    def is_k8s_object(self) -> bool:
+        return (
+            self.custom
+            and self.type.startswith("kubernetes:")
+            and not self.type.startswith("kubernetes:helm.sh/")
+        )
+
+    def manifest(self) -> dict[str, Any]:
+        """The Kubernetes object as it would be applied (typed inputs are the object)."""
+        return {k: v for k, v in self.inputs.items() if k not in ("__defaults",)}
+
+
+@dataclass
+class Rendering:
+    stack: str
+    resources: list[Registered] = field(default_factory=list)
+    invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_token: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str, name: str | None = None) -> Registered:
+        found = [r for r in self.of_type(type_token) if name is None or r.name == name]
+        if len(found) != 1:
+            raise LookupError(f"expected one {type_token} {name or ''}, found {len(found)}")
+        return found[0]
+
+    def by_urn(self, urn: str) -> Registered:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def k8s_objects(self) -> list[dict[str, Any]]:
+        return [r.manifest() for r in self.resources if r.is_k8s_object]
+
+
+def _normalise(value: Any) -> Any:
+    """Protobuf carries every number as a double; give integral ones back as ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:17]
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Answers registrations and invokes with computed values shaped like AWS's."""
+
+    def __init__(self, region: str, rendering: Rendering) -> None:
+        self.region = region
+        self.rendering = rendering
+
+    def _arn(self, service: str, kind: str, name: str, regional: bool = True) -> str:
+        region = self.region if regional else ""
+        return f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{kind}/{name}"
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        inputs = _normalise(args.inputs)
+        state: dict[str, Any] = dict(inputs)
+        name, token = args.name, args.typ
+        rid = f"{name}-{_short_hash(token + name)[:8]}"
+        computed: dict[str, Callable[[], dict[str, Any]]] = {
+            "aws:eks/cluster:Cluster": lambda: {
+                "arn": self._arn("eks", "cluster", inputs.get("name", name)),
+                "endpoint": f"https://{_short_hash(name).upper()}.gr7.{self.region}.eks.amazonaws.com",
+                "certificateAuthority": {"data": base64.b64encode(b"mock-ca").decode()},
+                "identities": [
+                    {
+                        "oidcs": [
+                            {
+                                "issuer": f"https://oidc.eks.{self.region}.amazonaws.com/id/"
+                                f"{_short_hash(name).upper()}"
+                            }
+                        ]
+                    }
+                ],
+                "vpcConfig": {
+                    **inputs.get("vpcConfig", {}),
+                    "clusterSecurityGroupId": f"sg-{_short_hash(name)}",
+                    "vpcId": "vpc-mock",
+                },
+                "version": inputs.get("version", "1.35"),
+            },
+            "aws:iam/role:Role": lambda: {
+                "name": f"{name}-{_short_hash(name)[:7]}",
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}-{_short_hash(name)[:7]}",
+            },
+            "aws:iam/policy:Policy": lambda: {
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:policy/{name}-{_short_hash(name)[:7]}"
+            },
+            "aws:iam/openIdConnectProvider:OpenIdConnectProvider": lambda: {
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/"
+                + str(inputs.get("url", "")).removeprefix("https://")
+            },
+            "aws:kms/key:Key": lambda: {
+                "keyId": rid,
+                "arn": self._arn("kms", "key", _short_hash(name)),
+            },
+            "aws:ec2/vpc:Vpc": lambda: {"id": f"vpc-{_short_hash(name)}"},
+            "aws:ec2/subnet:Subnet": lambda: {"id": f"subnet-{_short_hash(name)}"},
+            "aws:ec2/launchTemplate:LaunchTemplate": lambda: {
+                "id": f"lt-{_short_hash(name)}",
+                "latestVersion": 1,
+            },
+            "aws:s3/bucketV2:BucketV2": lambda: {
+                "bucket": inputs.get("bucket", rid),
+                "arn": f"arn:aws:s3:::{inputs.get('bucket', rid)}",
+            },
+            "aws:s3/bucket:Bucket": lambda: {
+                "bucket": inputs.get("bucket", rid),
+                "arn": f"arn:aws:s3:::{inputs.get('bucket', rid)}",
+            },
+        }
+        state.update(computed.get(token, lambda: {})())
+        state.setdefault("arn", self._arn(token.split(":")[1].split("/")[0], token.split(":")[-1].lower(), name))
+        return state.get("id", rid), state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> Any:
+        token = args.token
+        call_args = _normalise(dict(args.args))
+        self.rendering.invokes.append((token, call_args))
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = [f"{self.region}{s}" for s in "abcdef"]
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "id": self.region}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": ACCOUNT_ID,
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/preview",
+                "userId": "AIDAPREVIEW",
+                "id": ACCOUNT_ID,
+            }
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:eks/getCluster:getCluster":
+            cluster = call_args["name"]
+            return {
+                "name": cluster,
+                "id": cluster,
+                "arn": self._arn("eks", "cluster", cluster),
+                "endpoint": f"https://{_short_hash(cluster).upper()}.gr7.{self.region}.eks.amazonaws.com",
+                "version": "1.35",
+                "certificateAuthorities": [{"data": base64.b64encode(b"mock-ca").decode()}],
+                "identities": [
+                    {"oidcs": [{"issuer": f"https://oidc.eks.{self.region}.amazonaws.com/id/EXISTING"}]}
+                ],
+                "vpcConfig": {
+                    "vpcId": EXISTING_VPC_ID,
+                    "subnetIds": EXISTING_SUBNETS,
+                    "clusterSecurityGroupId": "sg-0existing0cluster0",
+                    "securityGroupIds": [],
+                    "endpointPrivateAccess": True,
+                    "endpointPublicAccess": True,
+                    "publicAccessCidrs": ["0.0.0.0/0"],
+                },
+            }
+        if token == "aws:ec2/getSubnets:getSubnets":
+            return {"ids": EXISTING_SUBNETS, "id": self.region}
+        if token == "aws:ec2/getVpc:getVpc":
+            return {"id": call_args.get("id"), "cidrBlock": "10.42.0.0/16", "arn": "arn"}
+        raise NotImplementedError(f"the mock engine has no answer for invoke {token}")
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """Records the resource options (parent, protect, ignoreChanges ...) mocks don't see."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.rendering = mocks.rendering
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.rendering.resources.append(
+                Registered(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    inputs=_normalise(
+                        pulumi.runtime.rpc.deserialize_properties(request.object)
+                    ),
+                    custom=bool(request.custom),
+                    parent=request.parent,
+                    provider=request.provider,
+                    protect=bool(request.protect),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    ignore_changes=list(request.ignoreChanges),
+                    depends_on=list(request.dependencies),
+                )
+            )
+        return response
+
+
+def render(
+    stack: str,
+    settings: Mapping[str, str],
+    secret_keys: list[str] | None = None,
+    program: Callable[[], Mapping[str, Any]] | None = None,
+) -> Rendering:
+    """Run `program` (default: the real one) for `stack` with Pulumi config `settings`."""
+    if program is None:
+        from components.stack import program as real_program
+
+        program = real_program
+    rendering = Rendering(stack=stack)
+    region = settings.get("aws:region", "us-east-1")
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    pulumi.runtime.set_all_config(dict(settings), secret_keys or [])
+    mocks = RecordingMocks(region, rendering)
+    pulumi.runtime.set_mocks(
+        mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks)
+    )
+
+    def run() -> None:
+        outputs = program()
+        pulumi.Output.all(**dict(outputs)).apply(rendering.outputs.update)
+
+    # The loop is left open: the SDK keeps references to it in module state until exit.
+    loop.run_until_complete(run_pulumi_func(run))
+    return rendering
