@@ -23,7 +23,7 @@ from components.nodes import launch_template_args, node_role
 ELB_ROLE_TAG = "kubernetes.io/role/elb"
 INTERNAL_ELB_ROLE_TAG = "kubernetes.io/role/internal-elb"
 CLUSTER_ADMIN_POLICY = "arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
-SYSTEM_POOL_LABEL = "tf-serving-eks/pool"
+POOL_LABEL = "tf-serving-eks/pool"
 SYSTEM_POOL = "system"
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
 # Add-ons nodes need before they turn Ready; the others schedule pods and so wait for nodes.
@@ -285,7 +285,7 @@ class Cluster(pulumi.ComponentResource):
                 lambda v: v.cluster_security_group_id or ""
             ),
             provider=provider,
-            system_node_selector={SYSTEM_POOL_LABEL: SYSTEM_POOL},
+            system_node_selector={POOL_LABEL: SYSTEM_POOL},
         )
 
     def _network(self) -> tuple[aws.ec2.Vpc, list[aws.ec2.Subnet]]:
@@ -444,7 +444,7 @@ class Cluster(pulumi.ComponentResource):
             ami_type="AL2023_x86_64_STANDARD",
             capacity_type="ON_DEMAND",
             instance_types=list(group.instance_types),
-            labels={SYSTEM_POOL_LABEL: SYSTEM_POOL},
+            labels={POOL_LABEL: SYSTEM_POOL},
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
                 min_size=group.min_size, desired_size=group.desired_size, max_size=group.max_size
             ),

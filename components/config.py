@@ -280,6 +280,134 @@ class ClusterConfig(Section):
         return override or catalog.ADDON_VERSIONS[self.kubernetes_version][addon]
 
 
+Duration = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(s|m|h)$")]
+LabelValue = Annotated[
+    str, StringConstraints(pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$", max_length=63)
+]
+QualifiedName = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        max_length=316,
+    ),
+]
+
+
+class TaintConfig(Section):
+    key: QualifiedName = Field("nvidia.com/gpu", description="Taint key on every GPU node.")
+    value: LabelValue = Field("true", description="Taint value.")
+    effect: Literal["NoSchedule", "NoExecute", "PreferNoSchedule"] = Field(
+        "NoSchedule", description="Taint effect; NoSchedule keeps non-GPU pods off GPU nodes."
+    )
+
+
+class GpuPoolConfig(NodeGroupSizing):
+    """One GPU managed node group. Pools are keyed by name in `gpu_pools`."""
+
+    env_defaults = {
+        "capacity_type": _by_env("SPOT", "ON_DEMAND"),
+        "min_size": _by_env(0, 1),
+        "desired_size": _by_env(0, 1),
+        "max_size": _by_env(2, 4),
+    }
+
+    instance_types: list[str] = Field(
+        min_length=1,
+        description="GPU instance types from the catalogue (components/catalog.py); all of one "
+        "pool must have the same GPU model and count.",
+    )
+    ami_type: catalog.AmiType = Field(
+        "AL2023_x86_64_NVIDIA", description="EKS-optimized NVIDIA AMI: AL2023 or Bottlerocket."
+    )
+    capacity_type: Literal["SPOT", "ON_DEMAND"] = Field(
+        description="SPOT (cheap, may be reclaimed) or ON_DEMAND."
+    )
+    disk_size_gib: int = Field(
+        100,
+        ge=50,
+        le=2000,
+        description="Encrypted gp3 volume for images and models (serving GPU images are ~6 GB).",
+    )
+    max_unavailable: int = Field(
+        1, ge=1, le=100, description="Nodes replaced at once during a node group update."
+    )
+    taint: TaintConfig = section("Taint that keeps non-GPU pods off these nodes.")
+    time_slicing_replicas: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="NVIDIA time-slicing: pods that share one GPU (1 = no sharing; for dev only).",
+    )
+
+    @model_validator(mode="after")
+    def _known_gpu_types(self) -> GpuPoolConfig:
+        for i, name in enumerate(self.instance_types):
+            found = catalog.instance_type(name)
+            if found is None or not found.is_gpu:
+                what = "not a GPU instance type" if found else "not in the GPU catalogue"
+                raise RuleError(
+                    f"instance_types.{i}",
+                    name,
+                    f"{what}; known GPU types: {', '.join(sorted(catalog.GPU_INSTANCE_TYPES))}",
+                )
+        shapes = {
+            (t.gpus, t.gpu_model) for t in (catalog.GPU_INSTANCE_TYPES[n] for n in self.instance_types)
+        }
+        if len(shapes) > 1:
+            raise RuleError(
+                "instance_types",
+                self.instance_types,
+                "mixes GPU models or counts; one pool must offer one node shape "
+                "(make a pool per shape)",
+            )
+        return self
+
+    @property
+    def instances(self) -> list[catalog.InstanceType]:
+        return [catalog.GPU_INSTANCE_TYPES[n] for n in self.instance_types]
+
+    @property
+    def gpus_per_node(self) -> int:
+        """`nvidia.com/gpu` a node of this pool advertises (time-slicing multiplies it)."""
+        return self.instances[0].gpus * self.time_slicing_replicas
+
+    @property
+    def gpu_model(self) -> str:
+        return str(self.instances[0].gpu_model)
+
+
+class NodeAutoscalingConfig(Section):
+    """cluster-autoscaler: adds nodes for pending pods, removes idle ones (down to zero)."""
+
+    env_defaults = {
+        "scale_down_unneeded_time": _by_env("5m", "15m"),
+        "scale_down_delay_after_add": _by_env("5m", "10m"),
+    }
+
+    enabled: bool = Field(True, description="Install cluster-autoscaler.")
+    expander: Literal["least-waste", "random", "most-pods", "priority"] = Field(
+        "least-waste", description="How to choose among node groups that could take a pod."
+    )
+    scale_down_unneeded_time: Duration = Field(
+        description="How long a node must be idle before it is removed (dev: quickly to zero)."
+    )
+    scale_down_delay_after_add: Duration = Field(
+        description="Pause after a scale-up before scale-down is considered again."
+    )
+    max_node_provision_time: Duration = Field(
+        "15m", description="Give up on a node that has not joined after this long."
+    )
+
+
+class MonitoringConfig(Section):
+    enabled: bool = Field(
+        False,
+        description="Create monitoring objects (ServiceMonitors ...); needs the Prometheus "
+        "Operator CRDs in the cluster.",
+    )
+
+
 class StackConfig(Section):
     """The whole stack. Rules that need the environment live here."""
 
@@ -293,11 +421,23 @@ class StackConfig(Section):
         default_factory=dict, description="Extra tags on every AWS resource."
     )
     cluster: ClusterConfig = Field(description="The EKS cluster, created or existing.")
+    gpu_pools: dict[Name, GpuPoolConfig] = Field(
+        default_factory=dict, description="GPU node pools keyed by a stable name."
+    )
+    node_autoscaling: NodeAutoscalingConfig = section("Node autoscaling (cluster-autoscaler).")
+    monitoring: MonitoringConfig = section("Monitoring.")
 
     @model_validator(mode="after")
     def _production_rules(self) -> StackConfig:
         if self.environment != "prod":
             return self
+        for name, pool in self.gpu_pools.items():
+            if pool.time_slicing_replicas > 1:
+                raise RuleError(
+                    f"gpu_pools.{name}.time_slicing_replicas",
+                    pool.time_slicing_replicas,
+                    "time-slicing gives no memory isolation between pods; not allowed in prod",
+                )
         cluster = self.cluster
         if cluster.mode == "create":
             if cluster.vpc.az_count < 3:

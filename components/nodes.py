@@ -19,6 +19,8 @@ NODE_MANAGED_POLICIES = (
 # our own workloads use EKS Pod Identity and never need the node's credentials.
 METADATA_HOP_LIMIT = 2
 ROOT_DEVICE = "/dev/xvda"
+# Bottlerocket keeps images and pod data on its second volume, so that is the one to size.
+BOTTLEROCKET_DATA_DEVICE = "/dev/xvdb"
 
 
 def node_role(
@@ -35,9 +37,9 @@ def node_role(
 
 
 def launch_template_args(
-    disk_size_gib: int, tags: Mapping[str, str]
+    disk_size_gib: int, tags: Mapping[str, str], device_name: str = ROOT_DEVICE
 ) -> aws.ec2.LaunchTemplateArgs:
-    """IMDSv2 only, encrypted gp3 root volume, tags on instances and volumes."""
+    """IMDSv2 only, an encrypted gp3 volume at `device_name`, tags on instances and volumes."""
     return aws.ec2.LaunchTemplateArgs(
         update_default_version=True,
         metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
@@ -47,7 +49,7 @@ def launch_template_args(
         ),
         block_device_mappings=[
             aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                device_name=ROOT_DEVICE,
+                device_name=device_name,
                 ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                     volume_size=disk_size_gib,
                     volume_type="gp3",

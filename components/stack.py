@@ -8,6 +8,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components.cluster import Cluster
+from components.gpu_node_pool import GpuNodePool, monthly_cost_range
+from components.catalog import PRICED_REGIONS
 from components.config import StackConfig, load_stack_config
 from components.naming import base_tags
 
@@ -32,6 +34,17 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         aws_provider=aws_provider,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     ).outputs
+    gpu = GpuNodePool(
+        "gpu",
+        cfg.gpu_pools,
+        cfg.node_autoscaling,
+        cluster=cluster,
+        kubernetes_version=cfg.cluster.kubernetes_version,
+        region=cfg.aws_region,
+        partition=partition,
+        service_monitor=cfg.monitoring.enabled,
+        opts=pulumi.ResourceOptions(providers=[aws_provider]),
+    )
 
     return {
         "environment": cfg.environment,
@@ -44,9 +57,33 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         "vpc_id": cluster.vpc_id,
         "private_subnet_ids": cluster.private_subnet_ids,
         "node_security_group_id": cluster.node_security_group_id,
+        "gpu_node_groups": gpu.node_group_names,
+        "gpu_scheduling": {
+            name: {"node_selector": s.node_selector, "tolerations": s.tolerations}
+            for name, s in gpu.scheduling.items()
+        },
+        "node_cost_usd_per_month": node_cost_estimate(cfg),
         "kubeconfig_command": cluster.name.apply(
             lambda name: f"aws eks update-kubeconfig --name {name} --region {cfg.aws_region}"
         ),
+    }
+
+
+def node_cost_estimate(cfg: StackConfig) -> dict[str, Any]:
+    """Monthly on-demand list price of the node pools: all at min size and all at max size."""
+    pools = {
+        name: (list(p.instance_types), p.min_size, p.max_size) for name, p in cfg.gpu_pools.items()
+    }
+    if cfg.cluster.mode == "create":
+        system = cfg.cluster.system_node_group
+        pools["system"] = (list(system.instance_types), system.min_size, system.max_size)
+    low, high = monthly_cost_range(pools)
+    priced_in = cfg.aws_region if cfg.aws_region in PRICED_REGIONS else "us-east-1"
+    return {
+        "min": low,
+        "max": high,
+        "pools": {name: dict(zip(("min", "max"), monthly_cost_range({name: p}))) for name, p in pools.items()},
+        "prices": f"on-demand list prices, {priced_in}; spot pools usually cost less",
     }
 
 

@@ -106,7 +106,7 @@ def test_addons_are_pinned_and_network_policy_is_enforced(dev: Rendering) -> Non
 
 def test_addon_order_cni_before_nodes_and_coredns_after(dev: Rendering) -> None:
     addons = {a.inputs["addonName"]: a for a in dev.of_type(ADDON)}
-    nodes = dev.one(NODE_GROUP)
+    nodes = dev.one(NODE_GROUP, "cluster-system-nodes")
     for early in ("vpc-cni", "kube-proxy", "eks-pod-identity-agent"):
         assert addons[early].urn in nodes.depends_on
     for late in ("coredns", "aws-ebs-csi-driver"):
@@ -123,13 +123,13 @@ def test_addon_version_override_wins() -> None:
 
 
 def test_system_node_group_is_on_demand_and_autoscaler_owned(prod: Rendering) -> None:
-    group = prod.one(NODE_GROUP)
+    group = prod.one(NODE_GROUP, "cluster-system-nodes")
     assert group.inputs["capacityType"] == "ON_DEMAND"
     assert group.inputs["amiType"] == "AL2023_x86_64_STANDARD"
     assert group.inputs["instanceTypes"] == ["m7i.large", "m6i.large"]
     assert group.inputs["scalingConfig"] == {"minSize": 3, "desiredSize": 3, "maxSize": 6}
     assert group.ignore_changes == ["scalingConfig.desiredSize"]
-    template = prod.one("aws:ec2/launchTemplate:LaunchTemplate").inputs
+    template = prod.one("aws:ec2/launchTemplate:LaunchTemplate", "cluster-system-lt").inputs
     assert template["metadataOptions"]["httpTokens"] == "required"
     ebs = template["blockDeviceMappings"][0]["ebs"]
     assert (ebs["volumeType"], ebs["encrypted"], ebs["volumeSize"]) == ("gp3", "true", 80)

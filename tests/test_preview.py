@@ -20,7 +20,11 @@ def test_preview_writes_objects_inventory_and_outputs(tmp_path: Path, capsys: py
     node_group = [e for e in inventory if e["type"] == "aws:eks/nodeGroup:NodeGroup"]
     assert node_group[0]["ignore_changes"] == ["scalingConfig.desiredSize"]
     manifests = list((tmp_path / "k8s").rglob("*.yaml"))
-    assert [yaml.safe_load(p.read_text())["kind"] for p in manifests] == ["StorageClass"]
+    kinds = sorted(yaml.safe_load(p.read_text())["kind"] for p in manifests)
+    assert kinds == ["Namespace", "StorageClass"]
+    helm = {p.stem: yaml.safe_load(p.read_text()) for p in (tmp_path / "helm").rglob("*.yaml")}
+    assert helm["gpu-device-plugin"]["chart"] == "nvidia-device-plugin"
+    assert "node pools: $" in printed and "l4: $0.00 .." in printed
     outputs = yaml.safe_load((tmp_path / "outputs.yaml").read_text())
     assert outputs["cluster_name"] == "tfs-dev"
 
@@ -57,4 +61,4 @@ def test_readme_config_reference_matches_the_model() -> None:
 
     readme = (stackfile.ROOT / "README.md").read_text()
     documented = readme.split(BEGIN)[1].split(END)[0].strip()
-    assert documented == table(), "README is stale: paste `python -m tools.config_docs` between the markers"
+    assert documented == table(), "README is stale: run `python -m tools.config_docs --write-readme`"

@@ -1,6 +1,7 @@
 """Print the config reference table for the README, generated from the config model.
 
-    python -m tools.config_docs
+    python -m tools.config_docs                  # print it
+    python -m tools.config_docs --write-readme   # refresh README.md between the markers
 
 A test checks the README holds exactly this table, so the docs cannot drift from the model.
 """
@@ -8,8 +9,10 @@ A test checks the README holds exactly this table, so the docs cannot drift from
 from __future__ import annotations
 
 import json
+import sys
 import typing
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -61,7 +64,11 @@ def rows(model: type[Section] = StackConfig, prefix: str = "") -> Iterator[tuple
         key = field.alias or name
         dotted = key if key.startswith("aws:") else f"{prefix}{key}"
         nested = _model_of(field.annotation)
-        if nested is not None and not typing.get_origin(field.annotation) is dict:
+        if nested is not None and typing.get_origin(field.annotation) is dict:
+            yield dotted, f"map of name to {nested.__name__}", "{}", field.description or ""
+            yield from rows(nested, f"{dotted}.<name>.")
+            continue
+        if nested is not None:
             yield from rows(nested, f"{dotted}.")
             continue
         if name in model.env_defaults:
@@ -88,5 +95,16 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def update_readme(path: Path) -> None:
+    """Replace the table between the README markers with the current one."""
+    text = path.read_text()
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(f"{head}{BEGIN}\n{table()}\n{END}{tail}")
+
+
 if __name__ == "__main__":
-    print(table())
+    if sys.argv[1:] == ["--write-readme"]:
+        update_readme(Path(__file__).resolve().parent.parent / "README.md")
+    else:
+        print(table())

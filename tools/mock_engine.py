@@ -157,6 +157,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
             },
             "aws:ec2/vpc:Vpc": lambda: {"id": f"vpc-{_short_hash(name)}"},
             "aws:ec2/subnet:Subnet": lambda: {"id": f"subnet-{_short_hash(name)}"},
+            "aws:eks/nodeGroup:NodeGroup": lambda: {
+                "nodeGroupName": f"{name}-{_short_hash(name)[:8]}",
+                "resources": [
+                    {"autoscalingGroups": [{"name": f"eks-{name}-{_short_hash(name)[:8]}"}]}
+                ],
+            },
             "aws:ec2/launchTemplate:LaunchTemplate": lambda: {
                 "id": f"lt-{_short_hash(name)}",
                 "latestVersion": 1,

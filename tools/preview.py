@@ -75,6 +75,12 @@ def write_rendering(rendering: Rendering, out: Path) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(manifest, sort_keys=False))
         written.append(path)
+    for resource in rendering.of_type("kubernetes:helm.sh/v3:Release"):
+        path = out / "helm" / resource.component / f"{resource.name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        release = {k: resource.inputs.get(k) for k in ("chart", "version", "namespace", "repositoryOpts")}
+        path.write_text(yaml.safe_dump({**release, "values": resource.inputs.get("values", {})}, sort_keys=False))
+        written.append(path)
     out.mkdir(parents=True, exist_ok=True)
     inventory = [inventory_entry(r) for r in rendering.resources if r.custom or r.type.startswith("pulumi:providers")]
     (out / "inventory.yaml").write_text(yaml.safe_dump(inventory, sort_keys=False))
@@ -92,6 +98,14 @@ def summary_table(rendering: Rendering) -> str:
     total = sum(counts.values())
     k8s = sum(1 for r in rendering.resources if r.is_k8s_object)
     lines.append(f"\n{total} resources, {k8s} Kubernetes objects, stack '{rendering.stack}'")
+    cost = rendering.outputs.get("node_cost_usd_per_month")
+    if cost:
+        lines.append(
+            f"node pools: ${cost['min']:,.2f} to ${cost['max']:,.2f} per month "
+            f"(all at min size .. all at max size; {cost['prices']})"
+        )
+        for pool, each in sorted(cost["pools"].items()):
+            lines.append(f"  {pool}: ${each['min']:,.2f} .. ${each['max']:,.2f}")
     return "\n".join(lines)
 
 
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary_table(rendering))
-    print(f"wrote {out}/inventory.yaml, {out}/outputs.yaml and {out}/k8s/")
+    print(f"wrote {out}/inventory.yaml, {out}/outputs.yaml, {out}/k8s/ and {out}/helm/")
     return 0
 
 

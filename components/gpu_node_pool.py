@@ -1,0 +1,398 @@
+"""GPU node pools that scale from zero, with the NVIDIA stack and the cluster autoscaler.
+
+Per pool (keyed by name): an EKS managed node group on the NVIDIA EKS AMI with its own
+node role and launch template, a taint and labels (the scheduling contract GPU workloads
+use), and node-template tags on its Auto Scaling group so cluster-autoscaler can build a
+node from nothing. Per cluster: the NVIDIA device plugin, the DCGM exporter and
+cluster-autoscaler, each from its upstream chart, pinned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+import yaml
+
+from components import catalog
+from components.cluster import POOL_LABEL, ClusterOutputs
+from components.config import GpuPoolConfig, NodeAutoscalingConfig, TaintConfig
+from components.helm import helm_release
+from components.iam import pod_identity_trust_policy, policy_document
+from components.naming import k8s_labels
+from components.nodes import BOTTLEROCKET_DATA_DEVICE, ROOT_DEVICE, launch_template_args, node_role
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+GPU_MODEL_LABEL = "tf-serving-eks/gpu-model"
+DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
+NVIDIA_NAMESPACE = "nvidia"
+AUTOSCALER_NAMESPACE = "kube-system"
+AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
+NODE_TEMPLATE_TAG = "k8s.io/cluster-autoscaler/node-template"
+# EKS maps Kubernetes taint effects to its own enum.
+EKS_TAINT_EFFECT = {
+    "NoSchedule": "NO_SCHEDULE",
+    "NoExecute": "NO_EXECUTE",
+    "PreferNoSchedule": "PREFER_NO_SCHEDULE",
+}
+
+
+@dataclass(frozen=True)
+class GpuScheduling:
+    """The contract a GPU workload must follow to land on a pool's nodes."""
+
+    pool: str
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, str]]
+    gpus_per_node: int
+    gpu_model: str
+    instance_types: list[str]
+
+
+def pool_labels(pool_name: str, pool: GpuPoolConfig) -> dict[str, str]:
+    labels = {
+        POOL_LABEL: pool_name,
+        GPU_MODEL_LABEL: pool.gpu_model,
+        GPU_PRESENT_LABEL: "true",
+    }
+    if pool.time_slicing_replicas > 1:
+        labels[DEVICE_PLUGIN_CONFIG_LABEL] = time_slicing_config_name(pool.time_slicing_replicas)
+    return labels
+
+
+def toleration(taint: TaintConfig) -> dict[str, str]:
+    return {"key": taint.key, "operator": "Equal", "value": taint.value, "effect": taint.effect}
+
+
+def scheduling(pool_name: str, pool: GpuPoolConfig) -> GpuScheduling:
+    return GpuScheduling(
+        pool=pool_name,
+        node_selector={POOL_LABEL: pool_name, GPU_PRESENT_LABEL: "true"},
+        tolerations=[toleration(pool.taint)],
+        gpus_per_node=pool.gpus_per_node,
+        gpu_model=pool.gpu_model,
+        instance_types=list(pool.instance_types),
+    )
+
+
+def node_template_tags(pool_name: str, pool: GpuPoolConfig) -> dict[str, str]:
+    """Auto Scaling group tags cluster-autoscaler reads to imagine a node of an empty pool."""
+    tags = {f"{NODE_TEMPLATE_TAG}/label/{k}": v for k, v in pool_labels(pool_name, pool).items()}
+    tags[f"{NODE_TEMPLATE_TAG}/taint/{pool.taint.key}"] = f"{pool.taint.value}:{pool.taint.effect}"
+    tags[f"{NODE_TEMPLATE_TAG}/resources/{GPU_RESOURCE}"] = str(pool.gpus_per_node)
+    tags[f"{NODE_TEMPLATE_TAG}/resources/ephemeral-storage"] = f"{pool.disk_size_gib}G"
+    return tags
+
+
+def time_slicing_config_name(replicas: int) -> str:
+    return f"time-sliced-{replicas}"
+
+
+def device_plugin_config(replicas: int) -> str:
+    """A device plugin config file: whole GPUs, or each GPU shared by `replicas` pods."""
+    config: dict[str, Any] = {"version": "v1", "flags": {"migStrategy": "none"}}
+    if replicas > 1:
+        config["sharing"] = {
+            "timeSlicing": {
+                "renameByDefault": False,
+                "failRequestsGreaterThanOne": True,
+                "resources": [{"name": GPU_RESOURCE, "replicas": replicas}],
+            }
+        }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def gpu_daemonset_tolerations(pools: Mapping[str, GpuPoolConfig]) -> list[dict[str, str]]:
+    unique = {(p.taint.key, p.taint.effect) for p in pools.values()}
+    return [{"key": k, "operator": "Exists", "effect": e} for k, e in sorted(unique)]
+
+
+def device_plugin_values(pools: Mapping[str, GpuPoolConfig]) -> dict[str, Any]:
+    replicas = sorted({p.time_slicing_replicas for p in pools.values() if p.time_slicing_replicas > 1})
+    config_map = {"default": device_plugin_config(1)}
+    config_map.update({time_slicing_config_name(r): device_plugin_config(r) for r in replicas})
+    return {
+        "config": {"map": config_map, "default": "default"},
+        "nodeSelector": {GPU_PRESENT_LABEL: "true"},
+        "tolerations": gpu_daemonset_tolerations(pools),
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    }
+
+
+def dcgm_exporter_values(
+    pools: Mapping[str, GpuPoolConfig], service_monitor: bool
+) -> dict[str, Any]:
+    return {
+        "nodeSelector": {GPU_PRESENT_LABEL: "true"},
+        "tolerations": gpu_daemonset_tolerations(pools),
+        "serviceMonitor": {"enabled": service_monitor, "interval": "15s"},
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "500m", "memory": "512Mi"},
+        },
+    }
+
+
+def cluster_autoscaler_values(
+    cluster_name: str,
+    region: str,
+    cfg: NodeAutoscalingConfig,
+    image_tag: str,
+    node_selector: Mapping[str, str],
+) -> dict[str, Any]:
+    return {
+        "cloudProvider": "aws",
+        "awsRegion": region,
+        "autoDiscovery": {"clusterName": cluster_name},
+        "image": {"tag": image_tag},
+        "rbac": {"serviceAccount": {"create": True, "name": AUTOSCALER_SERVICE_ACCOUNT}},
+        "extraArgs": {
+            "expander": cfg.expander,
+            "balance-similar-node-groups": True,
+            "skip-nodes-with-system-pods": False,
+            "scale-down-unneeded-time": cfg.scale_down_unneeded_time,
+            "scale-down-delay-after-add": cfg.scale_down_delay_after_add,
+            "max-node-provision-time": cfg.max_node_provision_time,
+        },
+        "nodeSelector": dict(node_selector),
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "300Mi"},
+            "limits": {"memory": "600Mi"},
+        },
+        "containerSecurityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+def cluster_autoscaler_policy(cluster_name: str) -> str:
+    """Least privilege: read anything, but change only this cluster's Auto Scaling groups."""
+    return policy_document(
+        [
+            {
+                "Sid": "ScaleOwnNodeGroups",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:SetDesiredCapacity",
+                    "autoscaling:TerminateInstanceInAutoScalingGroup",
+                ],
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {
+                        f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"
+                    }
+                },
+            },
+            {
+                "Sid": "DescribeCapacity",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeLaunchConfigurations",
+                    "autoscaling:DescribeScalingActivities",
+                    "autoscaling:DescribeTags",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeLaunchTemplateVersions",
+                    "ec2:GetInstanceTypesFromInstanceRequirements",
+                    "eks:DescribeNodegroup",
+                ],
+                "Resource": "*",
+            },
+        ]
+    )
+
+
+def monthly_cost_range(
+    pools: Mapping[str, tuple[list[str], int, int]]
+) -> tuple[float, float]:
+    """(all pools at min size, all at max size) in USD/month, priced at each pool's dearest type."""
+    low = high = 0.0
+    for types, min_size, max_size in pools.values():
+        known = [catalog.instance_type(t) for t in types]
+        hourly = max(t.usd_per_hour for t in known if t is not None) if any(known) else 0.0
+        low += hourly * min_size * catalog.HOURS_PER_MONTH
+        high += hourly * max_size * catalog.HOURS_PER_MONTH
+    return round(low, 2), round(high, 2)
+
+
+class GpuNodePool(pulumi.ComponentResource):
+    scheduling: dict[str, GpuScheduling]
+    node_group_names: dict[str, pulumi.Output[str]]
+
+    def __init__(
+        self,
+        name: str,
+        pools: Mapping[str, GpuPoolConfig],
+        autoscaling: NodeAutoscalingConfig,
+        *,
+        cluster: ClusterOutputs,
+        kubernetes_version: catalog.KubernetesVersion,
+        region: str,
+        partition: str,
+        service_monitor: bool,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("tf-serving-eks:gpu:GpuNodePool", name, None, opts)
+        self._name = name
+        self._cluster = cluster
+        self._partition = partition
+        child = pulumi.ResourceOptions(parent=self)
+        k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+
+        self.scheduling = {}
+        self.node_group_names = {}
+        groups = []
+        for pool_name, pool in pools.items():
+            group = self._node_group(pool_name, pool, child)
+            groups.append(group)
+            self.scheduling[pool_name] = scheduling(pool_name, pool)
+            self.node_group_names[pool_name] = group.node_group_name
+
+        if pools:
+            namespace = k8s.core.v1.Namespace(
+                f"{name}-nvidia-namespace",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=NVIDIA_NAMESPACE,
+                    labels=k8s_labels(
+                        "gpu",
+                        NVIDIA_NAMESPACE,
+                        # The device plugin mounts host paths and DCGM needs SYS_ADMIN.
+                        {"pod-security.kubernetes.io/enforce": "privileged"},
+                    ),
+                ),
+                opts=k8s_child,
+            )
+            in_namespace = pulumi.ResourceOptions.merge(
+                k8s_child, pulumi.ResourceOptions(depends_on=[namespace])
+            )
+            helm_release(
+                f"{name}-device-plugin",
+                catalog.CHARTS["nvidia-device-plugin"],
+                NVIDIA_NAMESPACE,
+                device_plugin_values(pools),
+                in_namespace,
+            )
+            helm_release(
+                f"{name}-dcgm-exporter",
+                catalog.CHARTS["dcgm-exporter"],
+                NVIDIA_NAMESPACE,
+                dcgm_exporter_values(pools, service_monitor),
+                in_namespace,
+            )
+        if autoscaling.enabled:
+            self._cluster_autoscaler(autoscaling, kubernetes_version, region, child, k8s_child, groups)
+        self.register_outputs({"node_groups": self.node_group_names})
+
+    def _node_group(
+        self, pool_name: str, pool: GpuPoolConfig, child: pulumi.ResourceOptions
+    ) -> aws.eks.NodeGroup:
+        n = f"{self._name}-{pool_name}"
+        role, attachments = node_role(f"{n}-node-role", self._partition, self)
+        device = BOTTLEROCKET_DATA_DEVICE if pool.ami_type.startswith("BOTTLEROCKET") else ROOT_DEVICE
+        template = aws.ec2.LaunchTemplate(
+            f"{n}-lt",
+            args=launch_template_args(pool.disk_size_gib, {"gpu-pool": pool_name}, device),
+            opts=child,
+        )
+        group = aws.eks.NodeGroup(
+            f"{n}-nodes",
+            cluster_name=self._cluster.name,
+            node_role_arn=role.arn,
+            subnet_ids=self._cluster.private_subnet_ids,
+            ami_type=pool.ami_type,
+            capacity_type=pool.capacity_type,
+            instance_types=list(pool.instance_types),
+            labels=pool_labels(pool_name, pool),
+            taints=[
+                aws.eks.NodeGroupTaintArgs(
+                    key=pool.taint.key,
+                    value=pool.taint.value,
+                    effect=EKS_TAINT_EFFECT[pool.taint.effect],
+                )
+            ],
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
+                min_size=pool.min_size, desired_size=pool.desired_size, max_size=pool.max_size
+            ),
+            update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=pool.max_unavailable),
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)
+            ),
+            tags={"gpu-pool": pool_name},
+            opts=pulumi.ResourceOptions.merge(
+                child,
+                pulumi.ResourceOptions(
+                    depends_on=attachments,
+                    # cluster-autoscaler owns the node count once the group exists.
+                    ignore_changes=["scalingConfig.desiredSize"],
+                ),
+            ),
+        )
+        asg_name = group.resources.apply(lambda r: r[0].autoscaling_groups[0].name or "")  # type: ignore[index]
+        for key, value in node_template_tags(pool_name, pool).items():
+            suffix = key.removeprefix(f"{NODE_TEMPLATE_TAG}/").replace("/", "-").replace(".", "-")
+            aws.autoscaling.Tag(
+                f"{n}-asg-tag-{suffix}",
+                autoscaling_group_name=asg_name,
+                tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
+                opts=child,
+            )
+        return group
+
+    def _cluster_autoscaler(
+        self,
+        cfg: NodeAutoscalingConfig,
+        kubernetes_version: catalog.KubernetesVersion,
+        region: str,
+        child: pulumi.ResourceOptions,
+        k8s_child: pulumi.ResourceOptions,
+        groups: list[aws.eks.NodeGroup],
+    ) -> None:
+        n = f"{self._name}-cluster-autoscaler"
+        role = aws.iam.Role(
+            f"{n}-role",
+            assume_role_policy=pod_identity_trust_policy(),
+            description="cluster-autoscaler (EKS Pod Identity)",
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{n}-policy",
+            role=role.id,
+            policy=self._cluster.name.apply(cluster_autoscaler_policy),
+            opts=child,
+        )
+        association = aws.eks.PodIdentityAssociation(
+            f"{n}-identity",
+            cluster_name=self._cluster.name,
+            namespace=AUTOSCALER_NAMESPACE,
+            service_account=AUTOSCALER_SERVICE_ACCOUNT,
+            role_arn=role.arn,
+            opts=child,
+        )
+        values = self._cluster.name.apply(
+            lambda cluster_name: cluster_autoscaler_values(
+                cluster_name,
+                region,
+                cfg,
+                catalog.CLUSTER_AUTOSCALER_IMAGE_TAGS[kubernetes_version],
+                self._cluster.system_node_selector,
+            )
+        )
+        helm_release(
+            n,
+            catalog.CHARTS["cluster-autoscaler"],
+            AUTOSCALER_NAMESPACE,
+            values,
+            pulumi.ResourceOptions.merge(
+                k8s_child, pulumi.ResourceOptions(depends_on=[association, *groups])
+            ),
+        )
+
