@@ -72,3 +72,59 @@ def validate_objects(manifests: Iterable[dict[str, Any]], kubernetes_version: st
     for manifest in manifests:
         problems.extend(validate_object(manifest, kubernetes_version))
     return problems
+
+
+HELM_VALUES_DIR = REFERENCE_DIR / "helm-values"
+# Keys under these paths are free-form in the charts (maps of args, labels, selectors ...).
+FREE_FORM_VALUES = (
+    "extraArgs",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "config.map",
+    "podLabels",
+    "podAnnotations",
+    "resources",
+    "containerSecurityContext",
+    "securityContext",
+    "podSecurityContext",
+    "serviceMonitor.additionalLabels",
+)
+
+
+@functools.cache
+def chart_defaults(chart: str, version: str) -> dict[str, Any] | None:
+    import yaml
+
+    path = HELM_VALUES_DIR / f"{chart}-{version}.yaml"
+    if not path.is_file():
+        return None
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    return loaded
+
+
+def helm_values_problems(chart: str, version: str, values: dict[str, Any]) -> list[str]:
+    """Keys we set that the chart's default values.yaml does not have (typos, stale names).
+
+    Returns a single problem if the reference has no defaults for this chart version.
+    """
+    defaults = chart_defaults(chart, version)
+    if defaults is None:
+        return [f"{chart} {version}: no reference values in {HELM_VALUES_DIR}"]
+    problems: list[str] = []
+
+    def walk(ours: Any, theirs: Any, path: str) -> None:
+        if not isinstance(ours, dict) or path in FREE_FORM_VALUES:
+            return
+        if not isinstance(theirs, dict):
+            problems.append(f"{chart} {version}: '{path}' is not a map in the chart's values")
+            return
+        for key, value in ours.items():
+            child = f"{path}.{key}" if path else key
+            if key not in theirs:
+                problems.append(f"{chart} {version}: unknown value '{child}'")
+            else:
+                walk(value, theirs[key], child)
+
+    walk(values, defaults, "")
+    return problems
