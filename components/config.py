@@ -400,6 +400,49 @@ class NodeAutoscalingConfig(Section):
     )
 
 
+BucketName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+]
+S3Prefix = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$", max_length=200)
+]
+
+
+class ModelStoreConfig(Section):
+    """The versioned, encrypted S3 model repository and who may read and write it."""
+
+    env_defaults = {
+        "noncurrent_version_expiration_days": _by_env(7, 90),
+        "protect": _by_env(False, True),
+        "access_logging": _by_env(False, True),
+    }
+
+    bucket_name: BucketName | None = Field(
+        None,
+        description="S3 bucket name. Unset: `<cluster.name>-models-<account id>` (S3 names are "
+        "global, so the account keeps it unique).",
+    )
+    prefix: S3Prefix = Field(
+        "models", description="Key prefix; models live at <prefix>/<model>/<version>/."
+    )
+    noncurrent_version_expiration_days: int = Field(
+        ge=1, le=3650, description="Days an overwritten or deleted object version is kept."
+    )
+    protect: bool = Field(
+        description="Protect the bucket and its KMS key: `pulumi destroy` fails and never "
+        "deletes them."
+    )
+    access_logging: bool = Field(description="Write S3 server access logs to a log bucket.")
+    identity: Literal["pod_identity", "irsa"] = Field(
+        "pod_identity",
+        description="How serving pods get the read-only role: EKS Pod Identity or IRSA.",
+    )
+    publisher_principals: list[IamPrincipalArn] = Field(
+        default_factory=list,
+        description="IAM principals (e.g. CI roles) allowed to assume the publisher role.",
+    )
+
+
 class MonitoringConfig(Section):
     enabled: bool = Field(
         False,
@@ -425,6 +468,7 @@ class StackConfig(Section):
         default_factory=dict, description="GPU node pools keyed by a stable name."
     )
     node_autoscaling: NodeAutoscalingConfig = section("Node autoscaling (cluster-autoscaler).")
+    model_store: ModelStoreConfig = section("S3 model repository.")
     monitoring: MonitoringConfig = section("Monitoring.")
 
     @model_validator(mode="after")
