@@ -47,6 +47,8 @@ class ClusterOutputs:
     vpc_id: pulumi.Output[str]
     vpc_cidr: pulumi.Output[str]
     private_subnet_ids: pulumi.Output[list[str]]
+    # Where load balancers' traffic to pods comes from (ALB targets in IP mode).
+    load_balancer_cidrs: pulumi.Output[list[str]]
     node_security_group_id: pulumi.Output[str]
     provider: k8s.Provider
     # Node selector for cluster controllers; empty for an existing cluster (we don't know it).
@@ -281,6 +283,9 @@ class Cluster(pulumi.ComponentResource):
             vpc_id=vpc.id,
             vpc_cidr=vpc.cidr_block,
             private_subnet_ids=pulumi.Output.all(*[s.id for s in private_subnets]),
+            load_balancer_cidrs=pulumi.Output.from_input(
+                [p.cidr for p in plan_subnets(str(cfg.vpc.cidr), cfg.vpc.az_count)]
+            ),
             node_security_group_id=cluster.vpc_config.apply(
                 lambda v: v.cluster_security_group_id or ""
             ),
@@ -502,6 +507,8 @@ class Cluster(pulumi.ComponentResource):
             vpc_id=pulumi.Output.from_input(vpc_id),
             vpc_cidr=pulumi.Output.from_input(vpc.cidr_block),
             private_subnet_ids=pulumi.Output.from_input(subnet_ids),
+            # Unknown subnet layout: any address in the VPC may host the load balancer.
+            load_balancer_cidrs=pulumi.Output.from_input([vpc.cidr_block]),
             node_security_group_id=pulumi.Output.from_input(
                 found.vpc_config.cluster_security_group_id
             ),

@@ -443,6 +443,139 @@ class ModelStoreConfig(Section):
     )
 
 
+Quantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")]
+
+
+def cpu_milli(quantity: str) -> int:
+    """Kubernetes CPU quantity ("2", "1.5", "500m") in millicores."""
+    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
+
+
+def memory_mib(quantity: str) -> int:
+    """Kubernetes memory quantity ("8Gi", "512Mi") in MiB."""
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(float(quantity) / (1024 * 1024))
+
+
+class ModelConfig(Section):
+    """One model TF Serving serves, keyed by its name in `serving.models`."""
+
+    version_policy: Literal["latest", "specific"] = Field(
+        "latest", description="Serve the newest `latest_count` versions, or exactly `versions`."
+    )
+    latest_count: int = Field(1, ge=1, le=10, description="Versions served with policy latest.")
+    versions: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="Versions served with policy specific."
+    )
+    labels: dict[Name, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="Version labels (e.g. stable: 3, canary: 4); policy specific only, each "
+        "label on a served version.",
+    )
+
+    @model_validator(mode="after")
+    def _policy_consistent(self) -> ModelConfig:
+        if self.version_policy == "specific":
+            if not self.versions:
+                raise RuleError("versions", [], "policy specific needs at least one version")
+            if len(set(self.versions)) != len(self.versions):
+                raise RuleError("versions", self.versions, "lists a version twice")
+            for label, version in self.labels.items():
+                if version not in self.versions:
+                    raise RuleError(
+                        f"labels.{label}",
+                        version,
+                        f"points at a version that is not served ({self.versions})",
+                    )
+        else:
+            if self.versions:
+                raise RuleError("versions", self.versions, "only with version_policy: specific")
+            if self.labels:
+                raise RuleError(
+                    "labels",
+                    dict(self.labels),
+                    "labels need version_policy: specific (TF Serving labels only loaded "
+                    "versions, and `latest` changes them under the label)",
+                )
+        return self
+
+
+class BatchingConfig(Section):
+    """TF Serving's server-side batching (its batching guide's starting point for GPUs)."""
+
+    enabled: bool = Field(True, description="Batch requests on the server (GPU throughput).")
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Largest batch.")
+    batch_timeout_micros: int = Field(
+        1000, ge=0, le=1_000_000, description="Longest a request waits for a batch to fill."
+    )
+    max_enqueued_batches: int = Field(
+        100, ge=1, le=100_000, description="Queue bound; beyond it requests fail fast."
+    )
+    num_batch_threads: int | None = Field(
+        None, ge=1, le=256, description="Threads running batches. Unset: the pod's CPU count."
+    )
+
+
+class ServingConfig(Section):
+    """The TF Serving workload."""
+
+    env_defaults = {
+        "replicas": _by_env(1, 2),
+        "cpu": _by_env("2", "4"),
+        "memory": _by_env("8Gi", "16Gi"),
+    }
+
+    namespace: Name = Field("tf-serving", description="Namespace of the serving workload.")
+    name: Name = Field("tf-serving", description="Name of the Deployment, Service and friends.")
+    image_version: Annotated[str, StringConstraints(pattern=r"^2\.[0-9]+\.[0-9]+$")] = Field(
+        "2.19.1",
+        description="tensorflow/serving release; `-gpu` is appended on GPU pools.",
+    )
+    gpu_pool: Name | None = Field(
+        None, description="GPU pool (key of gpu_pools) to run on. Unset: CPU serving."
+    )
+    gpus: int = Field(1, ge=1, le=8, description="GPUs per pod (on a GPU pool).")
+    cpu: Quantity = Field(description="CPU request (and limit) per pod.")
+    memory: Quantity = Field(description="Memory request and limit per pod.")
+    replicas: int = Field(ge=1, le=100, description="Pods, when no autoscaler owns the count.")
+    gpu_memory_fraction: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of each GPU's memory TF Serving may allocate (per process).",
+    )
+    model_config_poll_seconds: int = Field(
+        30, ge=5, le=3600, description="How often the model config file is re-read (labels, versions)."
+    )
+    file_system_poll_seconds: int = Field(
+        15, ge=1, le=3600, description="How often model folders are scanned for new versions."
+    )
+    startup_timeout_seconds: int = Field(
+        900, ge=60, le=3600, description="Time a pod may take to load its models before it is restarted."
+    )
+    termination_grace_seconds: int = Field(
+        60, ge=10, le=600, description="Time to drain in-flight requests on shutdown."
+    )
+    enable_warmup: bool = Field(
+        True, description="Replay assets.extra/tf_serving_warmup_requests before serving."
+    )
+    batching: BatchingConfig = section("Server-side batching.")
+    models: dict[Name, ModelConfig] = Field(
+        min_length=1, description="Models to serve, keyed by model name."
+    )
+
+    @property
+    def cpu_milli(self) -> int:
+        return cpu_milli(self.cpu)
+
+    @property
+    def memory_mib(self) -> int:
+        return memory_mib(self.memory)
+
+
 class MonitoringConfig(Section):
     enabled: bool = Field(
         False,
@@ -469,12 +602,53 @@ class StackConfig(Section):
     )
     node_autoscaling: NodeAutoscalingConfig = section("Node autoscaling (cluster-autoscaler).")
     model_store: ModelStoreConfig = section("S3 model repository.")
+    serving: ServingConfig = Field(description="The TF Serving workload.")
     monitoring: MonitoringConfig = section("Monitoring.")
+
+    @model_validator(mode="after")
+    def _serving_fits_its_pool(self) -> StackConfig:
+        serving = self.serving
+        if serving.gpu_pool is None:
+            return self
+        pool = self.gpu_pools.get(serving.gpu_pool)
+        if pool is None:
+            raise RuleError(
+                "serving.gpu_pool",
+                serving.gpu_pool,
+                f"no such pool; gpu_pools has: {', '.join(sorted(self.gpu_pools)) or 'none'}",
+            )
+        for instance in pool.instances:
+            problems = catalog.pod_fit_problems(
+                instance,
+                serving.gpus,
+                serving.cpu_milli,
+                serving.memory_mib,
+                gpu_replicas=pool.time_slicing_replicas,
+            )
+            if problems:
+                raise RuleError(
+                    "serving",
+                    {"gpus": serving.gpus, "cpu": serving.cpu, "memory": serving.memory},
+                    f"a pod does not fit pool '{serving.gpu_pool}': " + "; ".join(problems),
+                )
+        shared = pool.time_slicing_replicas
+        if serving.gpu_memory_fraction * shared > 1.0 + 1e-9:
+            raise RuleError(
+                "serving.gpu_memory_fraction",
+                serving.gpu_memory_fraction,
+                f"pool '{serving.gpu_pool}' shares each GPU between {shared} pods; the fraction "
+                f"must be at most {1 / shared:.2f}",
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_rules(self) -> StackConfig:
         if self.environment != "prod":
             return self
+        if self.serving.replicas < 2:
+            raise RuleError(
+                "serving.replicas", self.serving.replicas, "prod needs at least 2 replicas"
+            )
         for name, pool in self.gpu_pools.items():
             if pool.time_slicing_replicas > 1:
                 raise RuleError(

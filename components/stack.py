@@ -9,6 +9,9 @@ import pulumi_aws as aws
 
 from components.cluster import Cluster
 from components.gpu_node_pool import GpuNodePool, monthly_cost_range
+from components.model_layout import model_bucket_name
+from components.model_store import ModelStore
+from components.tf_serving import TfServing
 from components.catalog import PRICED_REGIONS
 from components.config import StackConfig, load_stack_config
 from components.naming import base_tags
@@ -46,6 +49,28 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     )
 
+    store = ModelStore(
+        "models",
+        cfg.model_store,
+        bucket_name=model_bucket_name(cfg, account_id),
+        cluster=cluster,
+        serving_namespace=cfg.serving.namespace,
+        serving_service_account=cfg.serving.name,
+        account_id=account_id,
+        opts=pulumi.ResourceOptions(providers=[aws_provider]),
+    ).outputs
+    serving = TfServing(
+        "serving",
+        cfg.serving,
+        environment=cfg.environment,
+        gpu=gpu.scheduling.get(cfg.serving.gpu_pool) if cfg.serving.gpu_pool else None,
+        store=store,
+        region=cfg.aws_region,
+        load_balancer_cidrs=cluster.load_balancer_cidrs,
+        provider=cluster.provider,
+        replicas=cfg.serving.replicas,
+    ).outputs
+
     return {
         "environment": cfg.environment,
         "region": cfg.aws_region,
@@ -63,6 +88,16 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             for name, s in gpu.scheduling.items()
         },
         "node_cost_usd_per_month": node_cost_estimate(cfg),
+        "model_bucket": store.bucket_name,
+        "model_prefix": store.prefix,
+        "model_key_arn": store.key_arn,
+        "model_reader_role_arn": store.reader_role_arn,
+        "model_publisher_policy_arn": store.publisher_policy_arn,
+        "model_publisher_role_arn": store.publisher_role_arn,
+        "serving_namespace": serving.namespace,
+        "serving_models": serving.model_names,
+        "serving_grpc_in_cluster": f"{serving.service_name}.{serving.namespace}.svc:{serving.grpc_port}",
+        "serving_rest_in_cluster": f"http://{serving.service_name}.{serving.namespace}.svc:{serving.rest_port}",
         "kubeconfig_command": cluster.name.apply(
             lambda name: f"aws eks update-kubeconfig --name {name} --region {cfg.aws_region}"
         ),

@@ -48,7 +48,7 @@ def test_control_plane_settings_follow_config(prod: Rendering) -> None:
     assert eks["encryptionConfig"]["resources"] == ["secrets"]
     key_arn = eks["encryptionConfig"]["provider"]["keyArn"]
     assert key_arn.startswith("arn:aws:kms:")
-    assert prod.one("aws:kms/key:Key").inputs["enableKeyRotation"] is True
+    assert prod.one("aws:kms/key:Key", "cluster-secrets-key").inputs["enableKeyRotation"] is True
     assert eks["enabledClusterLogTypes"] == ["api", "audit", "authenticator", "controllerManager", "scheduler"]
     vpc = eks["vpcConfig"]
     assert vpc["endpointPublicAccess"] is True and vpc["endpointPrivateAccess"] is True

@@ -13,6 +13,7 @@ from components.config import StackConfigError, config_from_pulumi_settings
 from tests.support import parse, raw_stack
 
 Raw = dict[str, Any]
+MINIMAL_SERVING: dict[str, Any] = {"models": {"m": {}}}
 
 
 def base() -> Raw:
@@ -249,7 +250,7 @@ def test_every_error_is_reported_at_once() -> None:
 
 
 def test_dev_defaults_are_small_and_cheap() -> None:
-    cfg = parse({"environment": "dev", "aws:region": "us-east-1", "cluster": {"name": "c"}})
+    cfg = parse({"environment": "dev", "aws:region": "us-east-1", "cluster": {"name": "c"}, "serving": MINIMAL_SERVING})
     assert cfg.cluster.vpc.nat_gateways == "single"
     assert cfg.cluster.system_node_group.min_size == 1
     assert cfg.cluster.system_node_group.instance_types == ["t3.large"]
@@ -264,6 +265,7 @@ def test_prod_defaults_are_highly_available() -> None:
             "environment": "prod",
             "aws:region": "us-west-2",
             "cluster": {"name": "c", "endpoint": {"public_access": False, "public_access_cidrs": []}},
+            "serving": {**MINIMAL_SERVING, "replicas": 2},
         }
     )
     assert cfg.cluster.vpc.nat_gateways == "per_az"

@@ -54,9 +54,12 @@ def test_pools_are_keyed_node_groups_with_env_capacity(dev: Rendering, prod: Ren
 
 
 def test_gpu_defaults_follow_environment() -> None:
-    pool = {"instance_types": ["g5.xlarge"]}
-    dev = parse({**raw_stack("dev"), "gpu_pools": {"a": pool}}).gpu_pools["a"]
-    prod = parse({**raw_stack("prod"), "gpu_pools": {"a": pool}}).gpu_pools["a"]
+    pool = {"instance_types": ["g5.2xlarge"]}
+    dev_raw, prod_raw = raw_stack("dev"), raw_stack("prod")
+    dev_raw["serving"]["gpu_pool"] = prod_raw["serving"]["gpu_pool"] = "a"
+    dev_raw["serving"]["gpu_memory_fraction"] = 0.9
+    dev = parse({**dev_raw, "gpu_pools": {"a": pool}}).gpu_pools["a"]
+    prod = parse({**prod_raw, "gpu_pools": {"a": pool}}).gpu_pools["a"]
     assert (dev.capacity_type, dev.min_size) == ("SPOT", 0)
     assert (prod.capacity_type, prod.min_size) == ("ON_DEMAND", 1)
 
@@ -167,7 +170,7 @@ def test_cluster_autoscaler_identity_is_least_privilege(prod: Rendering) -> None
     assert (assoc["namespace"], assoc["serviceAccount"]) == ("kube-system", "cluster-autoscaler")
     role = prod.one("aws:iam/role:Role", "gpu-cluster-autoscaler-role")
     assert assoc["roleArn"].endswith(role.name + "-" + assoc["roleArn"].rsplit("-", 1)[-1])
-    policy = json.loads(prod.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
+    policy = json.loads(prod.one("aws:iam/rolePolicy:RolePolicy", "gpu-cluster-autoscaler-policy").inputs["policy"])
     mutating = [s for s in policy["Statement"] if "autoscaling:SetDesiredCapacity" in s["Action"]]
     assert mutating[0]["Condition"] == {
         "StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/tfs-prod": "owned"}
@@ -180,6 +183,7 @@ def test_cluster_autoscaler_identity_is_least_privilege(prod: Rendering) -> None
 def test_no_pools_means_no_nvidia_stack() -> None:
     raw = raw_stack("dev")
     del raw["gpu_pools"]
+    del raw["serving"]["gpu_pool"]
     rendering = render_raw(raw)
     charts = {r.inputs["chart"] for r in rendering.of_type(RELEASE)}
     assert charts == {"cluster-autoscaler"}
@@ -226,20 +230,21 @@ BAD_POOLS: list[tuple[str, dict[str, Any], str, str]] = [
 @pytest.mark.parametrize("pool, key, fragment", [b[1:] for b in BAD_POOLS], ids=[b[0] for b in BAD_POOLS])
 def test_impossible_pools_are_refused(pool: dict[str, Any], key: str, fragment: str) -> None:
     with pytest.raises(StackConfigError) as info:
-        parse({**raw_stack("dev"), "gpu_pools": {"x": pool}})
+        parse({**raw_stack("dev"), "gpu_pools": {"x": pool}, "serving": {"models": {"m": {}}}})
     assert f"tf-serving-eks:{key}" in str(info.value) and fragment in str(info.value), str(info.value)
 
 
 def test_prod_refuses_time_slicing() -> None:
     raw = raw_stack("prod")
     raw["gpu_pools"]["a10g"]["time_slicing_replicas"] = 2
+    raw["serving"]["gpu_memory_fraction"] = 0.45
     with pytest.raises(StackConfigError, match="gpu_pools.a10g.time_slicing_replicas: time-slicing"):
         parse(raw)
 
 
 def test_bad_pool_name_is_refused() -> None:
     with pytest.raises(StackConfigError, match="gpu_pools.A10G"):
-        parse({**raw_stack("dev"), "gpu_pools": {"A10G": {"instance_types": ["g5.xlarge"]}}})
+        parse({**raw_stack("dev"), "gpu_pools": {"A10G": {"instance_types": ["g5.xlarge"]}}, "serving": {"models": {"m": {}}}})
 
 
 def test_catalogue_entries_are_complete() -> None:

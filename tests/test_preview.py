@@ -21,7 +21,10 @@ def test_preview_writes_objects_inventory_and_outputs(tmp_path: Path, capsys: py
     assert node_group[0]["ignore_changes"] == ["scalingConfig.desiredSize"]
     manifests = list((tmp_path / "k8s").rglob("*.yaml"))
     kinds = sorted(yaml.safe_load(p.read_text())["kind"] for p in manifests)
-    assert kinds == ["Namespace", "StorageClass"]
+    assert kinds == [
+        "ConfigMap", "ConfigMap", "Deployment", "Namespace", "Namespace", "NetworkPolicy",
+        "PodDisruptionBudget", "PriorityClass", "Service", "ServiceAccount", "StorageClass",
+    ]
     helm = {p.stem: yaml.safe_load(p.read_text()) for p in (tmp_path / "helm").rglob("*.yaml")}
     assert helm["gpu-device-plugin"]["chart"] == "nvidia-device-plugin"
     assert "node pools: $" in printed and "l4: $0.00 .." in printed

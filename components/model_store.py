@@ -1,0 +1,546 @@
+"""The model store: a versioned, KMS-encrypted S3 bucket, its identities, and model delivery.
+
+TF Serving images from 2.7 on cannot read `s3://` paths, so models reach the pods through
+a pod volume: an init container syncs the configured versions before TF Serving starts, and
+a sidecar keeps syncing. A version becomes visible only once complete: the publisher writes
+a checksum manifest last (see model_layout.py); the sync downloads into a staging folder,
+verifies every checksum and then renames the folder into place, which is atomic on one
+filesystem, so TF Serving never sees half a version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components.cluster import ClusterOutputs
+from components.config import ModelStoreConfig
+from components.iam import irsa_trust_policy, pod_identity_trust_policy, policy_document
+from components.model_layout import COMPLETE_DIR
+
+# AWS CLI v2 (Pod Identity credentials need >= 2.15), on ECR Public to avoid pull limits.
+SYNC_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.34.48"
+SYNC_UID = 1000
+SYNC_INTERVAL_SECONDS = 30
+MODELS_FILE = "/etc/model-sync/models.txt"
+SYNC_SCRIPT = "/etc/model-sync/sync.sh"
+READY_SCRIPT = "/etc/model-sync/ready.sh"
+# EKS Pod Identity agent, on every node (link-local).
+POD_IDENTITY_AGENT_CIDR = "169.254.170.23/32"
+
+SYNC_SH = r"""#!/bin/bash
+# Keep $MODEL_ROOT/<model>/<version>/ in line with the complete versions in S3.
+# A version is complete when s3://$MODEL_BUCKET/$MODEL_PREFIX/<model>/_complete/<v>.sha256
+# exists; it is downloaded to a staging folder, checked against that manifest and only
+# then renamed into place (same filesystem: atomic), so TF Serving never sees a partial
+# version. Versions no longer wanted (config or S3) are removed, which TF Serving answers
+# by unloading them.
+set -euo pipefail
+: "${MODEL_BUCKET:?}" "${MODEL_PREFIX:?}" "${MODEL_ROOT:?}" "${MODELS_FILE:?}"
+INTERVAL="${SYNC_INTERVAL_SECONDS:-30}"
+STAGING="$MODEL_ROOT/.staging"
+COMPLETE="__COMPLETE_DIR__"
+
+complete_versions() {
+  aws s3api list-objects-v2 --bucket "$MODEL_BUCKET" --prefix "$MODEL_PREFIX/$1/$COMPLETE/" \
+    --query 'Contents[].Key' --output text \
+    | tr '\t' '\n' | sed -n 's#.*/\([1-9][0-9]*\)\.sha256$#\1#p' | sort -n
+}
+
+wanted_versions() {  # model policy arg
+  local available
+  available="$(complete_versions "$1")"
+  if [ "$2" = latest ]; then
+    printf '%s\n' "$available" | sed '/^$/d' | tail -n "$3"
+  else
+    for v in ${3//,/ }; do
+      if printf '%s\n' "$available" | grep -qx "$v"; then echo "$v"
+      else echo "model $1: version $v is not complete in S3; skipped" >&2; fi
+    done
+  fi
+}
+
+fetch() {  # model version
+  local dest="$MODEL_ROOT/$1/$2" tmp="$STAGING/$1-$2" sums="$STAGING/$1-$2.sha256"
+  [ -d "$dest" ] && return 0
+  rm -rf "$tmp" "$sums" && mkdir -p "$tmp" "$MODEL_ROOT/$1"
+  aws s3 cp --only-show-errors "s3://$MODEL_BUCKET/$MODEL_PREFIX/$1/$COMPLETE/$2.sha256" "$sums"
+  aws s3 cp --only-show-errors --recursive "s3://$MODEL_BUCKET/$MODEL_PREFIX/$1/$2/" "$tmp/"
+  (cd "$tmp" && sha256sum --check --quiet --strict "$sums")
+  mv "$tmp" "$dest"
+  rm -f "$sums"
+  echo "model $1: version $2 is live"
+}
+
+sync_model() {  # model policy arg
+  local wanted
+  wanted="$(wanted_versions "$@")"
+  if [ -z "$wanted" ]; then
+    # An empty answer never empties a serving model: keep what is loaded.
+    echo "model $1: no complete version wanted in S3; keeping local versions" >&2
+    return 0
+  fi
+  for v in $wanted; do fetch "$1" "$v"; done
+  for dir in "$MODEL_ROOT/$1"/*/; do
+    [ -d "$dir" ] || continue
+    v="$(basename "$dir")"
+    if ! printf '%s\n' "$wanted" | grep -qx "$v"; then
+      mv "$dir" "$STAGING/retired-$1-$v" && rm -rf "$STAGING/retired-$1-$v"
+      echo "model $1: version $v retired"
+    fi
+  done
+}
+
+mkdir -p "$STAGING"
+if [ "${1:-}" = "--once" ]; then
+  while read -r model policy arg; do
+    [ -n "$model" ] && sync_model "$model" "$policy" "$arg"
+  done < "$MODELS_FILE"
+  exit 0
+fi
+while true; do
+  # Each pass in its own shell, so `set -e` stops a failing pass before it removes anything.
+  bash "$0" --once || echo "sync pass failed; next try in ${INTERVAL}s" >&2
+  sleep "$INTERVAL"
+done
+""".replace("__COMPLETE_DIR__", COMPLETE_DIR)
+
+
+@dataclass(frozen=True)
+class ModelSync:
+    """Which versions of one model the pods should hold."""
+
+    policy: Literal["latest", "specific"]
+    latest_count: int = 1
+    versions: tuple[int, ...] = ()
+
+    def line(self, model: str) -> str:
+        arg = str(self.latest_count) if self.policy == "latest" else ",".join(map(str, self.versions))
+        return f"{model} {self.policy} {arg}"
+
+
+def models_file(models: Mapping[str, ModelSync]) -> str:
+    return "".join(f"{spec.line(name)}\n" for name, spec in sorted(models.items()))
+
+
+@dataclass(frozen=True)
+class ModelStoreOutputs:
+    bucket_name: pulumi.Output[str]
+    bucket_arn: pulumi.Output[str]
+    key_arn: pulumi.Output[str]
+    prefix: str
+    reader_role_arn: pulumi.Output[str]
+    publisher_policy_arn: pulumi.Output[str]
+    publisher_role_arn: pulumi.Output[str] | None
+    identity: Literal["pod_identity", "irsa"]
+
+
+def tls_only_policy(bucket_arn: str) -> str:
+    return policy_document(
+        [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ]
+    )
+
+
+def reader_policy(bucket_arn: str, prefix: str, key_arn: str) -> str:
+    """Read the model prefix and nothing else: list under it, get objects, decrypt."""
+    return policy_document(
+        [
+            {
+                "Sid": "ListModelPrefix",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": bucket_arn,
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}},
+            },
+            {
+                "Sid": "ReadModels",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"{bucket_arn}/{prefix}/*",
+            },
+            {"Sid": "DecryptModels", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn},
+        ]
+    )
+
+
+def publisher_policy(bucket_arn: str, prefix: str, key_arn: str) -> str:
+    """Write (and replace) versions under the model prefix."""
+    return policy_document(
+        [
+            {
+                "Sid": "ListModelPrefix",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": bucket_arn,
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}},
+            },
+            {
+                "Sid": "WriteModels",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                "Resource": f"{bucket_arn}/{prefix}/*",
+            },
+            {
+                "Sid": "EncryptModels",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": key_arn,
+            },
+        ]
+    )
+
+
+def principals_trust_policy(principals: list[str]) -> str:
+    return policy_document(
+        [{"Effect": "Allow", "Principal": {"AWS": principals}, "Action": "sts:AssumeRole"}]
+    )
+
+
+def access_log_policy(log_bucket_arn: str, source_bucket_arn: str, account_id: str) -> str:
+    """Let S3 server access logging write into the log bucket, for our bucket only."""
+    return policy_document(
+        [
+            {
+                "Sid": "S3ServerAccessLogs",
+                "Effect": "Allow",
+                "Principal": {"Service": "logging.s3.amazonaws.com"},
+                "Action": "s3:PutObject",
+                "Resource": f"{log_bucket_arn}/*",
+                "Condition": {
+                    "ArnLike": {"aws:SourceArn": source_bucket_arn},
+                    "StringEquals": {"aws:SourceAccount": account_id},
+                },
+            },
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [log_bucket_arn, f"{log_bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+        ]
+    )
+
+
+READY_SH = r"""#!/bin/bash
+# Ready when TF Serving reports an AVAILABLE version of every configured model. Plain bash
+# (/dev/tcp): the sidecar image has no HTTP client we can count on.
+set -euo pipefail
+while read -r model _; do
+  [ -n "$model" ] || continue
+  exec 3<>"/dev/tcp/127.0.0.1/${REST_PORT:?}"
+  printf 'GET /v1/models/%s HTTP/1.0\r\nHost: localhost\r\n\r\n' "$model" >&3
+  if ! grep -Eq '"state" *: *"AVAILABLE"' <&3; then
+    echo "model $model has no AVAILABLE version yet"
+    exit 1
+  fi
+  exec 3<&-
+done < "$MODELS_FILE"
+"""
+
+
+def sync_config_data(models: Mapping[str, ModelSync]) -> dict[str, str]:
+    """Contents of the ConfigMap mounted at /etc/model-sync."""
+    return {"sync.sh": SYNC_SH, "ready.sh": READY_SH, "models.txt": models_file(models)}
+
+
+def model_sync_containers(
+    *,
+    bucket: pulumi.Input[str],
+    prefix: str,
+    region: str,
+    model_root: str,
+    model_volume: str,
+    config_volume: str,
+    tmp_volume: str,
+    rest_port: int,
+) -> tuple[k8s.core.v1.ContainerArgs, k8s.core.v1.ContainerArgs]:
+    """The init container (one pass before TF Serving starts) and the native sidecar (loops).
+
+    The sidecar is an init container with `restartPolicy: Always`: it starts before TF
+    Serving, runs beside it, and does not keep the pod alive on its own.
+    """
+
+    def container(name: str, args: list[str], sidecar: bool) -> k8s.core.v1.ContainerArgs:
+        return k8s.core.v1.ContainerArgs(
+            name=name,
+            image=SYNC_IMAGE,
+            command=["/bin/bash"],
+            args=[SYNC_SCRIPT, *args],
+            restart_policy="Always" if sidecar else None,
+            env=[
+                k8s.core.v1.EnvVarArgs(name="MODEL_BUCKET", value=bucket),
+                k8s.core.v1.EnvVarArgs(name="MODEL_PREFIX", value=prefix),
+                k8s.core.v1.EnvVarArgs(name="MODEL_ROOT", value=model_root),
+                k8s.core.v1.EnvVarArgs(name="MODELS_FILE", value=MODELS_FILE),
+                k8s.core.v1.EnvVarArgs(name="SYNC_INTERVAL_SECONDS", value=str(SYNC_INTERVAL_SECONDS)),
+                k8s.core.v1.EnvVarArgs(name="AWS_REGION", value=region),
+                # The image's root filesystem is read-only; the CLI keeps its state in /tmp.
+                k8s.core.v1.EnvVarArgs(name="HOME", value="/tmp"),
+                k8s.core.v1.EnvVarArgs(name="REST_PORT", value=str(rest_port)),
+            ],
+            # The sidecar gates pod readiness: every configured model must be AVAILABLE.
+            readiness_probe=k8s.core.v1.ProbeArgs(
+                exec_=k8s.core.v1.ExecActionArgs(command=["/bin/bash", READY_SCRIPT]),
+                period_seconds=10,
+                timeout_seconds=5,
+                failure_threshold=3,
+            )
+            if sidecar
+            else None,
+            volume_mounts=[
+                k8s.core.v1.VolumeMountArgs(name=model_volume, mount_path=model_root),
+                k8s.core.v1.VolumeMountArgs(name=config_volume, mount_path="/etc/model-sync", read_only=True),
+                k8s.core.v1.VolumeMountArgs(name=tmp_volume, mount_path="/tmp"),
+            ],
+            resources=k8s.core.v1.ResourceRequirementsArgs(
+                requests={"cpu": "50m", "memory": "128Mi"},
+                limits={"cpu": "1", "memory": "512Mi"},
+            ),
+            security_context=k8s.core.v1.SecurityContextArgs(
+                run_as_non_root=True,
+                run_as_user=SYNC_UID,
+                run_as_group=SYNC_UID,
+                read_only_root_filesystem=True,
+                allow_privilege_escalation=False,
+                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+            ),
+        )
+
+    return (
+        container("model-sync-init", ["--once"], sidecar=False),
+        container("model-sync", [], sidecar=True),
+    )
+
+
+class ModelStore(pulumi.ComponentResource):
+    outputs: ModelStoreOutputs
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ModelStoreConfig,
+        *,
+        bucket_name: str,
+        cluster: ClusterOutputs,
+        serving_namespace: str,
+        serving_service_account: str,
+        account_id: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("tf-serving-eks:models:ModelStore", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        # Models outlive stacks: a protected bucket and key survive `pulumi destroy`.
+        keep = pulumi.ResourceOptions(parent=self, protect=cfg.protect, retain_on_delete=cfg.protect)
+
+        key = aws.kms.Key(
+            f"{name}-key",
+            description=f"Model store {bucket_name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=keep,
+        )
+        aws.kms.Alias(f"{name}-key-alias", name=f"alias/{bucket_name}", target_key_id=key.key_id, opts=child)
+        bucket = aws.s3.Bucket(f"{name}-bucket", bucket=bucket_name, force_destroy=False, opts=keep)
+        in_bucket = pulumi.ResourceOptions(parent=self, depends_on=[bucket])
+        aws.s3.BucketOwnershipControls(
+            f"{name}-ownership",
+            bucket=bucket.id,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=in_bucket,
+        )
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access-block",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=in_bucket,
+        )
+        aws.s3.BucketVersioning(
+            f"{name}-versioning",
+            bucket=bucket.id,
+            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
+            opts=in_bucket,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="aws:kms", kms_master_key_id=key.arn
+                    ),
+                    # One data key per bucket, not per object: far fewer KMS calls on sync.
+                    bucket_key_enabled=True,
+                )
+            ],
+            opts=in_bucket,
+        )
+        aws.s3.BucketPolicy(
+            f"{name}-tls-only", bucket=bucket.id, policy=bucket.arn.apply(tls_only_policy), opts=in_bucket
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-noncurrent-versions",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                        noncurrent_days=cfg.noncurrent_version_expiration_days
+                    ),
+                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                        days_after_initiation=7
+                    ),
+                )
+            ],
+            opts=in_bucket,
+        )
+        if cfg.access_logging:
+            self._access_logging(name, bucket, bucket_name, account_id, keep)
+
+        prefix = cfg.prefix.strip("/")
+        read_policy = pulumi.Output.all(bucket.arn, key.arn).apply(
+            lambda a: reader_policy(a[0], prefix, a[1])
+        )
+        if cfg.identity == "pod_identity":
+            trust: pulumi.Input[str] = pod_identity_trust_policy()
+        else:
+            trust = pulumi.Output.all(cluster.oidc_provider_arn, cluster.oidc_issuer_url).apply(
+                lambda a: irsa_trust_policy(a[0], a[1], serving_namespace, serving_service_account)
+            )
+        reader = aws.iam.Role(
+            f"{name}-reader-role",
+            assume_role_policy=trust,
+            description=f"Serving pods: read {bucket_name}/{prefix}",
+            opts=child,
+        )
+        aws.iam.RolePolicy(f"{name}-reader-policy", role=reader.id, policy=read_policy, opts=child)
+        if cfg.identity == "pod_identity":
+            aws.eks.PodIdentityAssociation(
+                f"{name}-reader-identity",
+                cluster_name=cluster.name,
+                namespace=serving_namespace,
+                service_account=serving_service_account,
+                role_arn=reader.arn,
+                opts=child,
+            )
+
+        publisher = aws.iam.Policy(
+            f"{name}-publisher-policy",
+            description=f"Publish models to {bucket_name}/{prefix}",
+            policy=pulumi.Output.all(bucket.arn, key.arn).apply(
+                lambda a: publisher_policy(a[0], prefix, a[1])
+            ),
+            opts=child,
+        )
+        publisher_role_arn: pulumi.Output[str] | None = None
+        if cfg.publisher_principals:
+            role = aws.iam.Role(
+                f"{name}-publisher-role",
+                assume_role_policy=principals_trust_policy(list(cfg.publisher_principals)),
+                description=f"CI: publish models to {bucket_name}/{prefix}",
+                opts=child,
+            )
+            aws.iam.RolePolicyAttachment(
+                f"{name}-publisher-role-policy", role=role.name, policy_arn=publisher.arn, opts=child
+            )
+            publisher_role_arn = role.arn
+
+        self.outputs = ModelStoreOutputs(
+            bucket_name=bucket.bucket,
+            bucket_arn=bucket.arn,
+            key_arn=key.arn,
+            prefix=prefix,
+            reader_role_arn=reader.arn,
+            publisher_policy_arn=publisher.arn,
+            publisher_role_arn=publisher_role_arn,
+            identity=cfg.identity,
+        )
+        self.register_outputs({"bucket": bucket.bucket, "reader_role_arn": reader.arn})
+
+    def _access_logging(
+        self,
+        name: str,
+        bucket: aws.s3.Bucket,
+        bucket_name: str,
+        account_id: str,
+        keep: pulumi.ResourceOptions,
+    ) -> None:
+        logs = aws.s3.Bucket(f"{name}-access-logs", bucket=f"{bucket_name[:58]}-logs", opts=keep)
+        in_logs = pulumi.ResourceOptions(parent=self, depends_on=[logs])
+        aws.s3.BucketOwnershipControls(
+            f"{name}-access-logs-ownership",
+            bucket=logs.id,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=in_logs,
+        )
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-access-logs-public-access-block",
+            bucket=logs.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=in_logs,
+        )
+        # Server access logs can only be delivered to SSE-S3 buckets, not SSE-KMS.
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-access-logs-encryption",
+            bucket=logs.id,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="AES256"
+                    )
+                )
+            ],
+            opts=in_logs,
+        )
+        aws.s3.BucketPolicy(
+            f"{name}-access-logs-policy",
+            bucket=logs.id,
+            policy=pulumi.Output.all(logs.arn, bucket.arn).apply(
+                lambda a: access_log_policy(a[0], a[1], account_id)
+            ),
+            opts=in_logs,
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-access-logs-lifecycle",
+            bucket=logs.id,
+            rules=[
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-access-logs",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=365),
+                )
+            ],
+            opts=in_logs,
+        )
+        aws.s3.BucketLogging(
+            f"{name}-access-logging",
+            bucket=bucket.id,
+            target_bucket=logs.id,
+            target_prefix=f"{bucket_name}/",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[bucket, logs]),
+        )

@@ -1,0 +1,510 @@
+"""The TensorFlow Serving workload: namespace, config files, Deployment, Service, PDB,
+NetworkPolicy, with models delivered from the model store.
+
+Every config file TF Serving reads is produced by a pure function from the stack config,
+in TF Serving's protobuf text format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import BatchingConfig, ModelConfig, ServingConfig
+from components.gpu_node_pool import GPU_RESOURCE, GpuScheduling
+from components.model_store import (
+    POD_IDENTITY_AGENT_CIDR,
+    ModelStoreOutputs,
+    ModelSync,
+    model_sync_containers,
+    sync_config_data,
+)
+from components.naming import k8s_labels
+
+GRPC_PORT = 8500
+REST_PORT = 8501
+MODEL_ROOT = "/models"
+CONFIG_DIR = "/etc/tf-serving"
+METRICS_PATH = "/monitoring/prometheus/metrics"
+SERVING_UID = 1000
+PRE_STOP_SLEEP_SECONDS = 15
+PRIORITY_CLASS_VALUE = 1_000_000
+MONITORING_NAMESPACE = "monitoring"
+PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+
+
+@dataclass(frozen=True)
+class ServingOutputs:
+    namespace: str
+    name: str
+    service_name: str
+    selector: dict[str, str]
+    grpc_port: int
+    rest_port: int
+    metrics_path: str
+    deployment: k8s.apps.v1.Deployment
+    model_names: list[str]
+
+
+def image(cfg: ServingConfig) -> str:
+    suffix = "-gpu" if cfg.gpu_pool else ""
+    return f"tensorflow/serving:{cfg.image_version}{suffix}"
+
+
+def model_sync_specs(models: Mapping[str, ModelConfig]) -> dict[str, ModelSync]:
+    return {
+        name: ModelSync(m.version_policy, m.latest_count, tuple(sorted(m.versions)))
+        for name, m in models.items()
+    }
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def model_config_text(models: Mapping[str, ModelConfig], model_root: str = MODEL_ROOT) -> str:
+    """TF Serving's --model_config_file (a ModelServerConfig in protobuf text format)."""
+    lines = ["model_config_list {"]
+    for name, model in sorted(models.items()):
+        lines += [
+            "  config {",
+            f"    name: {_quote(name)}",
+            f"    base_path: {_quote(f'{model_root}/{name}')}",
+            '    model_platform: "tensorflow"',
+            "    model_version_policy {",
+        ]
+        if model.version_policy == "latest":
+            lines.append(f"      latest {{ num_versions: {model.latest_count} }}")
+        else:
+            lines.append("      specific {")
+            lines += [f"        versions: {v}" for v in sorted(model.versions)]
+            lines.append("      }")
+        lines.append("    }")
+        for label, version in sorted(model.labels.items()):
+            lines += [
+                "    version_labels {",
+                f"      key: {_quote(label)}",
+                f"      value: {version}",
+                "    }",
+            ]
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def batching_parameters_text(batching: BatchingConfig, threads: int) -> str:
+    """TF Serving's --batching_parameters_file (BatchingParameters, protobuf text format).
+
+    Online GPU serving per TF Serving's batching guide: threads = CPU cores, a short batch
+    timeout to bound added latency, a bounded queue so overload fails fast.
+    """
+    return (
+        f"max_batch_size {{ value: {batching.max_batch_size} }}\n"
+        f"batch_timeout_micros {{ value: {batching.batch_timeout_micros} }}\n"
+        f"max_enqueued_batches {{ value: {batching.max_enqueued_batches} }}\n"
+        f"num_batch_threads {{ value: {batching.num_batch_threads or threads} }}\n"
+        "pad_variable_length_inputs: true\n"
+    )
+
+
+def monitoring_config_text(path: str = METRICS_PATH) -> str:
+    """TF Serving's --monitoring_config_file: Prometheus metrics on the REST port."""
+    return f"prometheus_config {{\n  enable: true\n  path: {_quote(path)}\n}}\n"
+
+
+def pod_cpus(cfg: ServingConfig) -> int:
+    return max(1, cfg.cpu_milli // 1000)
+
+
+def server_args(cfg: ServingConfig) -> list[str]:
+    threads = pod_cpus(cfg)
+    args = [
+        f"--port={GRPC_PORT}",
+        f"--rest_api_port={REST_PORT}",
+        f"--model_config_file={CONFIG_DIR}/models.config",
+        f"--model_config_file_poll_wait_seconds={cfg.model_config_poll_seconds}",
+        f"--file_system_poll_wait_seconds={cfg.file_system_poll_seconds}",
+        f"--monitoring_config_file={CONFIG_DIR}/monitoring.config",
+        f"--tensorflow_intra_op_parallelism={threads}",
+        f"--tensorflow_inter_op_parallelism={threads}",
+        f"--rest_api_num_threads={max(4, threads * 2)}",
+        f"--enable_model_warmup={'true' if cfg.enable_warmup else 'false'}",
+    ]
+    if cfg.batching.enabled:
+        args += ["--enable_batching=true", f"--batching_parameters_file={CONFIG_DIR}/batching.config"]
+    if cfg.gpu_pool:
+        args.append(f"--per_process_gpu_memory_fraction={cfg.gpu_memory_fraction}")
+    return args
+
+
+def config_files(cfg: ServingConfig) -> dict[str, str]:
+    return {
+        "models.config": model_config_text(cfg.models),
+        "batching.config": batching_parameters_text(cfg.batching, pod_cpus(cfg)),
+        "monitoring.config": monitoring_config_text(),
+    }
+
+
+def selector_labels(cfg: ServingConfig) -> dict[str, str]:
+    return {"app.kubernetes.io/name": cfg.name, "app.kubernetes.io/component": "serving"}
+
+
+def serving_container(cfg: ServingConfig) -> k8s.core.v1.ContainerArgs:
+    limits = {"cpu": cfg.cpu, "memory": cfg.memory}
+    if cfg.gpu_pool:
+        limits[GPU_RESOURCE] = str(cfg.gpus)
+    # Loads can take minutes (big models, warmup): only the startup probe waits for them;
+    # liveness starts after it and just checks the server still answers.
+    startup_period = 10
+    return k8s.core.v1.ContainerArgs(
+        name="tf-serving",
+        image=image(cfg),
+        command=["/usr/bin/tensorflow_model_server"],
+        args=server_args(cfg),
+        ports=[
+            k8s.core.v1.ContainerPortArgs(name="grpc", container_port=GRPC_PORT, protocol="TCP"),
+            k8s.core.v1.ContainerPortArgs(name="http", container_port=REST_PORT, protocol="TCP"),
+        ],
+        resources=k8s.core.v1.ResourceRequirementsArgs(
+            requests={"cpu": cfg.cpu, "memory": cfg.memory}, limits=limits
+        ),
+        startup_probe=k8s.core.v1.ProbeArgs(
+            tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="http"),
+            period_seconds=startup_period,
+            failure_threshold=cfg.startup_timeout_seconds // startup_period,
+        ),
+        readiness_probe=k8s.core.v1.ProbeArgs(
+            http_get=k8s.core.v1.HTTPGetActionArgs(
+                path=f"/v1/models/{sorted(cfg.models)[0]}", port="http"
+            ),
+            period_seconds=5,
+            failure_threshold=2,
+        ),
+        liveness_probe=k8s.core.v1.ProbeArgs(
+            tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="grpc"),
+            period_seconds=15,
+            timeout_seconds=5,
+            failure_threshold=4,
+        ),
+        lifecycle=k8s.core.v1.LifecycleArgs(
+            # Let the load balancer deregister the pod before the server stops accepting.
+            pre_stop=k8s.core.v1.LifecycleHandlerArgs(
+                sleep=k8s.core.v1.SleepActionArgs(seconds=PRE_STOP_SLEEP_SECONDS)
+            )
+        ),
+        volume_mounts=[
+            k8s.core.v1.VolumeMountArgs(name="models", mount_path=MODEL_ROOT, read_only=True),
+            k8s.core.v1.VolumeMountArgs(name="tf-serving-config", mount_path=CONFIG_DIR, read_only=True),
+            k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+        ],
+        security_context=k8s.core.v1.SecurityContextArgs(
+            run_as_non_root=True,
+            run_as_user=SERVING_UID,
+            run_as_group=SERVING_UID,
+            read_only_root_filesystem=True,
+            allow_privilege_escalation=False,
+            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+        ),
+    )
+
+
+def topology_spread(cfg: ServingConfig, strict_zones: bool) -> list[k8s.core.v1.TopologySpreadConstraintArgs]:
+    selector = k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(cfg))
+    return [
+        k8s.core.v1.TopologySpreadConstraintArgs(
+            topology_key="topology.kubernetes.io/zone",
+            max_skew=1,
+            when_unsatisfiable="DoNotSchedule" if strict_zones else "ScheduleAnyway",
+            label_selector=selector,
+        ),
+        k8s.core.v1.TopologySpreadConstraintArgs(
+            topology_key="kubernetes.io/hostname",
+            max_skew=1,
+            when_unsatisfiable="ScheduleAnyway",
+            label_selector=selector,
+        ),
+    ]
+
+
+def pod_spec(
+    cfg: ServingConfig,
+    *,
+    gpu: GpuScheduling | None,
+    store: ModelStoreOutputs,
+    region: str,
+    service_account: str,
+    priority_class: str,
+    strict_zones: bool,
+) -> k8s.core.v1.PodSpecArgs:
+    sync_init, sync_sidecar = model_sync_containers(
+        bucket=store.bucket_name,
+        prefix=store.prefix,
+        region=region,
+        model_root=MODEL_ROOT,
+        model_volume="models",
+        config_volume="model-sync",
+        tmp_volume="sync-tmp",
+        rest_port=REST_PORT,
+    )
+    return k8s.core.v1.PodSpecArgs(
+        service_account_name=service_account,
+        # Pod Identity and IRSA mount their own projected token; nothing else needs the API.
+        automount_service_account_token=False,
+        priority_class_name=priority_class,
+        termination_grace_period_seconds=cfg.termination_grace_seconds,
+        security_context=k8s.core.v1.PodSecurityContextArgs(
+            run_as_non_root=True,
+            run_as_user=SERVING_UID,
+            run_as_group=SERVING_UID,
+            fs_group=SERVING_UID,
+            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+        ),
+        node_selector=gpu.node_selector if gpu else None,
+        tolerations=[
+            k8s.core.v1.TolerationArgs(
+                key=t["key"], operator=t["operator"], value=t["value"], effect=t["effect"]
+            )
+            for t in gpu.tolerations
+        ]
+        if gpu
+        else None,
+        topology_spread_constraints=topology_spread(cfg, strict_zones),
+        init_containers=[sync_init, sync_sidecar],
+        containers=[serving_container(cfg)],
+        volumes=[
+            k8s.core.v1.VolumeArgs(name="models", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+            k8s.core.v1.VolumeArgs(
+                name="tf-serving-config",
+                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=f"{cfg.name}-config"),
+            ),
+            k8s.core.v1.VolumeArgs(
+                name="model-sync",
+                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                    name=f"{cfg.name}-model-sync", default_mode=0o555
+                ),
+            ),
+            k8s.core.v1.VolumeArgs(
+                name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Gi")
+            ),
+            k8s.core.v1.VolumeArgs(
+                name="sync-tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Gi")
+            ),
+        ],
+    )
+
+
+def network_policy_spec(
+    cfg: ServingConfig, load_balancer_cidrs: list[str]
+) -> k8s.networking.v1.NetworkPolicySpecArgs:
+    """Ingress: load balancer subnets to both ports, monitoring to metrics. Egress: DNS, the
+    Pod Identity agent, and HTTPS outside private ranges (S3 and STS have no fixed IPs)."""
+    ports = [
+        k8s.networking.v1.NetworkPolicyPortArgs(port=GRPC_PORT, protocol="TCP"),
+        k8s.networking.v1.NetworkPolicyPortArgs(port=REST_PORT, protocol="TCP"),
+    ]
+    return k8s.networking.v1.NetworkPolicySpecArgs(
+        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(cfg)),
+        policy_types=["Ingress", "Egress"],
+        ingress=[
+            k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                from_=[
+                    k8s.networking.v1.NetworkPolicyPeerArgs(
+                        ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr)
+                    )
+                    for cidr in load_balancer_cidrs
+                ],
+                ports=ports,
+            ),
+            k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                from_=[
+                    k8s.networking.v1.NetworkPolicyPeerArgs(
+                        namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                            match_labels={"kubernetes.io/metadata.name": MONITORING_NAMESPACE}
+                        )
+                    )
+                ],
+                ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=REST_PORT, protocol="TCP")],
+            ),
+        ],
+        egress=[
+            k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                to=[
+                    k8s.networking.v1.NetworkPolicyPeerArgs(
+                        namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                            match_labels={"kubernetes.io/metadata.name": "kube-system"}
+                        ),
+                        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"k8s-app": "kube-dns"}),
+                    )
+                ],
+                ports=[
+                    k8s.networking.v1.NetworkPolicyPortArgs(port=53, protocol="UDP"),
+                    k8s.networking.v1.NetworkPolicyPortArgs(port=53, protocol="TCP"),
+                ],
+            ),
+            k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                to=[
+                    k8s.networking.v1.NetworkPolicyPeerArgs(
+                        ip_block=k8s.networking.v1.IPBlockArgs(cidr=POD_IDENTITY_AGENT_CIDR)
+                    )
+                ],
+                ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=80, protocol="TCP")],
+            ),
+            k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                to=[
+                    k8s.networking.v1.NetworkPolicyPeerArgs(
+                        ip_block=k8s.networking.v1.IPBlockArgs(cidr="0.0.0.0/0", except_=PRIVATE_RANGES)
+                    )
+                ],
+                ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=443, protocol="TCP")],
+            ),
+        ],
+    )
+
+
+class TfServing(pulumi.ComponentResource):
+    outputs: ServingOutputs
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ServingConfig,
+        *,
+        environment: str,
+        gpu: GpuScheduling | None,
+        store: ModelStoreOutputs,
+        region: str,
+        load_balancer_cidrs: pulumi.Input[list[str]],
+        provider: k8s.Provider,
+        replicas: int | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("tf-serving-eks:serving:TfServing", name, None, opts)
+        k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
+        labels = k8s_labels("serving", cfg.name)
+        ns = cfg.namespace
+
+        def meta(object_name: str, **extra: object) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=ns, labels=labels, **extra)  # type: ignore[arg-type]
+
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=ns,
+                labels={
+                    **k8s_labels("serving", ns),
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+            ),
+            opts=k8s_child,
+        )
+        in_ns = pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[namespace]))
+        annotations = (
+            {"eks.amazonaws.com/role-arn": store.reader_role_arn} if store.identity == "irsa" else None
+        )
+        service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-service-account",
+            metadata=meta(cfg.name, annotations=annotations),
+            automount_service_account_token=False,
+            opts=in_ns,
+        )
+        priority_class = k8s.scheduling.v1.PriorityClass(
+            f"{name}-priority",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{cfg.name}-{ns}", labels=labels),
+            value=PRIORITY_CLASS_VALUE,
+            global_default=False,
+            preemption_policy="PreemptLowerPriority",
+            description="TF Serving pods: placed before batch and best-effort work.",
+            opts=k8s_child,
+        )
+        config = k8s.core.v1.ConfigMap(
+            f"{name}-config", metadata=meta(f"{cfg.name}-config"), data=config_files(cfg), opts=in_ns
+        )
+        sync_config = k8s.core.v1.ConfigMap(
+            f"{name}-model-sync",
+            metadata=meta(f"{cfg.name}-model-sync"),
+            data=sync_config_data(model_sync_specs(cfg.models)),
+            opts=in_ns,
+        )
+        selector = selector_labels(cfg)
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=meta(cfg.name),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=replicas,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_surge=1, max_unavailable=0),
+                ),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels={**labels, **selector}),
+                    spec=pod_spec(
+                        cfg,
+                        gpu=gpu,
+                        store=store,
+                        region=region,
+                        service_account=cfg.name,
+                        priority_class=f"{cfg.name}-{ns}",
+                        strict_zones=environment == "prod",
+                    ),
+                ),
+            ),
+            opts=pulumi.ResourceOptions.merge(
+                in_ns,
+                pulumi.ResourceOptions(depends_on=[service_account, priority_class, config, sync_config]),
+            ),
+        )
+        k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta(cfg.name),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                selector=selector,
+                ports=[
+                    k8s.core.v1.ServicePortArgs(
+                        name="grpc", port=GRPC_PORT, target_port="grpc", protocol="TCP",
+                        app_protocol="kubernetes.io/h2c",
+                    ),
+                    k8s.core.v1.ServicePortArgs(
+                        name="http", port=REST_PORT, target_port="http", protocol="TCP"
+                    ),
+                ],
+            ),
+            opts=in_ns,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=meta(cfg.name),
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                max_unavailable=1,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                unhealthy_pod_eviction_policy="AlwaysAllow",
+            ),
+            opts=in_ns,
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy",
+            metadata=meta(cfg.name),
+            spec=pulumi.Output.from_input(load_balancer_cidrs).apply(
+                lambda cidrs: network_policy_spec(cfg, cidrs)
+            ),
+            opts=in_ns,
+        )
+        self.outputs = ServingOutputs(
+            namespace=ns,
+            name=cfg.name,
+            service_name=cfg.name,
+            selector=selector,
+            grpc_port=GRPC_PORT,
+            rest_port=REST_PORT,
+            metrics_path=METRICS_PATH,
+            deployment=deployment,
+            model_names=sorted(cfg.models),
+        )
+        self.register_outputs({"namespace": ns, "service": cfg.name})
