@@ -284,7 +284,11 @@ class Cluster(pulumi.ComponentResource):
             vpc_cidr=vpc.cidr_block,
             private_subnet_ids=pulumi.Output.all(*[s.id for s in private_subnets]),
             load_balancer_cidrs=pulumi.Output.from_input(
-                [p.cidr for p in plan_subnets(str(cfg.vpc.cidr), cfg.vpc.az_count)]
+                [
+                    p.cidr
+                    for p in plan_subnets(str(cfg.vpc.cidr), cfg.vpc.az_count)
+                    if p.tier == "public"
+                ]
             ),
             node_security_group_id=cluster.vpc_config.apply(
                 lambda v: v.cluster_security_group_id or ""

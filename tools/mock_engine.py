@@ -172,6 +172,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "arn": f"arn:aws:s3:::{inputs.get('bucket', rid)}",
             },
             "aws:s3/bucket:Bucket": lambda: {
+                "id": inputs.get("bucket", rid),
                 "bucket": inputs.get("bucket", rid),
                 "arn": f"arn:aws:s3:::{inputs.get('bucket', rid)}",
             },
