@@ -23,5 +23,8 @@ unit: $(VENV)/.installed
 
 test: typecheck unit
 
+bench: $(VENV)/.installed
+	$(PY) -m tools.bench
+
 clean:
 	rm -rf build .mypy_cache .pytest_cache

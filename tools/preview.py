@@ -109,8 +109,8 @@ def summary_table(rendering: Rendering) -> str:
     return "\n".join(lines)
 
 
-def preview(stack: str, out: Path) -> Rendering:
-    settings, secret_keys = read_settings(stack_file(stack))
+def preview(stack: str, out: Path, path: Path | None = None) -> Rendering:
+    settings, secret_keys = read_settings(path or stack_file(stack))
     rendering = render(stack, settings, secret_keys)
     write_rendering(rendering, out)
     return rendering
@@ -120,13 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml")
     parser.add_argument("--out", type=Path, help="output folder (default build/<stack>)")
+    parser.add_argument("--stack-file", type=Path, help="read this file instead of Pulumi.<stack>.yaml")
     args = parser.parse_args(argv)
-    if not stack_file(args.stack).exists():
-        print(f"error: no stack file {stack_file(args.stack).name}", file=sys.stderr)
+    path = args.stack_file or stack_file(args.stack)
+    if not path.exists():
+        print(f"error: no stack file {path.name}", file=sys.stderr)
         return 2
     out = args.out or Path("build") / args.stack
     try:
-        rendering = preview(args.stack, out)
+        rendering = preview(args.stack, out, path)
     except StackConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

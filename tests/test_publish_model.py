@@ -1,0 +1,537 @@
+"""Publishing models to the S3 model store (tools/model_repository.py, tools/publish_model.py),
+against moto: validation, marker last, refusals, --force, listing, and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from components.config import config_from_pulumi_settings, parse_stack_config
+from components.model_layout import marker_key, model_bucket_name, version_prefix
+from tools import publish_model
+from tools.model_repository import (
+    PublishError,
+    VersionInfo,
+    list_versions,
+    publish,
+    validate_saved_model,
+    version_is_complete,
+)
+from tools.stackfile import read_settings, stack_file
+
+BUCKET = "models-test-bucket"
+PREFIX = "models"
+FILES: Mapping[str, bytes] = {
+    "saved_model.pb": b"graph-def",
+    "variables/variables.index": b"index",
+    "variables/variables.data-00000-of-00001": b"weights-0",
+    "assets/vocab.txt": b"cat\ndog\n",
+    "assets.extra/tf_serving_warmup_requests": b"warmup",
+}
+TOTAL_BYTES = sum(len(data) for data in FILES.values())
+
+
+def make_model(root: Path, files: Mapping[str, bytes] = FILES) -> Path:
+    for relative, data in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(data)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def keys(s3: Any, bucket: str = BUCKET, prefix: str = "") -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def sha256sum(files: Mapping[str, bytes]) -> str:
+    return "".join(
+        f"{hashlib.sha256(files[rel]).hexdigest()}  {rel}\n" for rel in sorted(files)
+    )
+
+
+def read(s3: Any, key: str, bucket: str = BUCKET) -> bytes:
+    body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
+
+
+class RecordingS3:
+    """A real client that records every upload, in order: (key, checksum algorithm)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.writes: list[tuple[str, str | None]] = []
+
+    def put_object(self, **kwargs: Any) -> Any:
+        self.writes.append((kwargs["Key"], kwargs.get("ChecksumAlgorithm")))
+        return self._client.put_object(**kwargs)
+
+    def upload_file(self, Filename: str, Bucket: str, Key: str, **kwargs: Any) -> Any:
+        self.writes.append((Key, (kwargs.get("ExtraArgs") or {}).get("ChecksumAlgorithm")))
+        return self._client.upload_file(Filename, Bucket, Key, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class SmallPages:
+    """A real client whose listings come two keys a page; counts the pages read."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.pages = 0
+
+    def get_paginator(self, name: str) -> SmallPages:
+        assert name == "list_objects_v2"
+        return self
+
+    def paginate(self, **kwargs: Any) -> Iterator[Any]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(PaginationConfig={"PageSize": 2}, **kwargs):
+            self.pages += 1
+            yield page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class NoClient:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"unexpected AWS call: {name}")
+
+
+@pytest.fixture(autouse=True)
+def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake credentials only, and none of the developer's AWS profile or endpoints."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_STS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return make_model(tmp_path / "export" / "3")
+
+
+# --- publishing -------------------------------------------------------------------------
+
+
+def test_publish_then_list_shows_a_complete_version(s3: Any, model: Path) -> None:
+    result = publish(s3, BUCKET, PREFIX, "resnet", 3, model)
+
+    assert (result.files, result.bytes, result.replaced) == (5, TOTAL_BYTES, 0)
+    assert result.version_prefix == "models/resnet/3/"
+    assert keys(s3) == sorted(
+        [f"models/resnet/3/{rel}" for rel in FILES] + ["models/resnet/_complete/3.sha256"]
+    )
+    assert read(s3, "models/resnet/3/assets/vocab.txt") == b"cat\ndog\n"
+    assert list_versions(s3, BUCKET, PREFIX, "resnet") == [
+        VersionInfo(version=3, complete=True, files=5, bytes=TOTAL_BYTES, problem=None)
+    ]
+    assert version_is_complete(s3, BUCKET, PREFIX, "resnet", 3)
+    assert not version_is_complete(s3, BUCKET, PREFIX, "resnet", 4)
+
+
+def test_marker_is_written_last_and_holds_each_files_sha256(s3: Any, model: Path) -> None:
+    recording = RecordingS3(s3)
+    reported: list[int] = []
+
+    publish(recording, BUCKET, PREFIX, "resnet", 3, model, progress=reported.append)
+
+    marker = marker_key(PREFIX, "resnet", 3)
+    written = [key for key, _ in recording.writes]
+    assert written[-1] == marker
+    assert sorted(written) == keys(s3), "every object in the bucket went through the recorder"
+    assert all(algorithm == "SHA256" for _, algorithm in recording.writes)
+    assert read(s3, marker).decode() == sha256sum(FILES)
+    assert sum(reported) == TOTAL_BYTES
+    stored = s3.head_object(
+        Bucket=BUCKET, Key="models/resnet/3/saved_model.pb", ChecksumMode="ENABLED"
+    )
+    assert "ChecksumSHA256" in stored
+
+
+def test_refuses_to_overwrite_a_published_version(s3: Any, model: Path) -> None:
+    publish(s3, BUCKET, PREFIX, "resnet", 3, model)
+    (model / "saved_model.pb").write_bytes(b"another graph")
+
+    with pytest.raises(PublishError, match="already published") as refused:
+        publish(s3, BUCKET, PREFIX, "resnet", 3, model)
+
+    assert "--force" in str(refused.value)
+    assert read(s3, "models/resnet/3/saved_model.pb") == b"graph-def"
+    assert read(s3, marker_key(PREFIX, "resnet", 3)).decode() == sha256sum(FILES)
+
+
+def test_refuses_a_half_finished_version_and_lists_it_incomplete(s3: Any, model: Path) -> None:
+    s3.put_object(Bucket=BUCKET, Key="models/resnet/3/saved_model.pb", Body=b"partial")
+
+    with pytest.raises(PublishError, match="no completion marker") as refused:
+        publish(s3, BUCKET, PREFIX, "resnet", 3, model)
+
+    assert "--force" in str(refused.value)
+    assert keys(s3) == ["models/resnet/3/saved_model.pb"]
+    assert list_versions(s3, BUCKET, PREFIX, "resnet") == [
+        VersionInfo(3, False, 1, 7, "no completion marker (upload running or interrupted)")
+    ]
+    assert not version_is_complete(s3, BUCKET, PREFIX, "resnet", 3)
+
+
+def test_force_replaces_a_version_and_removes_its_stale_files(
+    s3: Any, tmp_path: Path
+) -> None:
+    old = make_model(tmp_path / "old", {**FILES, "assets/stale.txt": b"old"})
+    publish(s3, BUCKET, PREFIX, "resnet", 3, old)
+    new_files = {**FILES, "saved_model.pb": b"new graph"}
+    new = make_model(tmp_path / "new", new_files)
+
+    result = publish(s3, BUCKET, PREFIX, "resnet", 3, new, force=True)
+
+    assert result.replaced == 7  # six files and the marker
+    assert "models/resnet/3/assets/stale.txt" not in keys(s3)
+    assert keys(s3, prefix="models/resnet/3/") == sorted(f"models/resnet/3/{r}" for r in FILES)
+    assert read(s3, "models/resnet/3/saved_model.pb") == b"new graph"
+    assert read(s3, marker_key(PREFIX, "resnet", 3)).decode() == sha256sum(new_files)
+    assert version_is_complete(s3, BUCKET, PREFIX, "resnet", 3)
+
+
+def test_force_completes_a_half_finished_version(s3: Any, model: Path) -> None:
+    s3.put_object(Bucket=BUCKET, Key="models/resnet/3/variables/junk", Body=b"x")
+
+    publish(s3, BUCKET, PREFIX, "resnet", 3, model, force=True)
+
+    assert "models/resnet/3/variables/junk" not in keys(s3)
+    assert [v.complete for v in list_versions(s3, BUCKET, PREFIX, "resnet")] == [True]
+
+
+def test_invalid_model_is_refused_before_any_upload(s3: Any, model: Path) -> None:
+    (model / "saved_model.pb").unlink()
+
+    with pytest.raises(PublishError) as refused:
+        publish(s3, BUCKET, PREFIX, "resnet", 3, model)
+
+    assert refused.value.problems == [
+        f"{model / 'saved_model.pb'} is missing (and no saved_model.pbtxt either)"
+    ]
+    assert keys(s3) == []
+
+
+# --- reading the store ------------------------------------------------------------------
+
+
+def test_marker_without_files_is_reported_incomplete(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key=marker_key(PREFIX, "resnet", 5), Body=sha256sum(FILES))
+
+    assert list_versions(s3, BUCKET, PREFIX, "resnet") == [
+        VersionInfo(5, False, 0, 0, "completion marker but no files (deleted after publishing?)")
+    ]
+    assert not version_is_complete(s3, BUCKET, PREFIX, "resnet", 5)
+
+
+def test_version_is_complete_needs_every_file_the_marker_lists(s3: Any, model: Path) -> None:
+    publish(s3, BUCKET, PREFIX, "resnet", 3, model)
+    s3.delete_object(Bucket=BUCKET, Key="models/resnet/3/variables/variables.index")
+
+    assert not version_is_complete(s3, BUCKET, PREFIX, "resnet", 3)
+
+
+def test_a_malformed_marker_is_not_complete(s3: Any, model: Path) -> None:
+    publish(s3, BUCKET, PREFIX, "resnet", 3, model)
+    s3.put_object(Bucket=BUCKET, Key=marker_key(PREFIX, "resnet", 3), Body=b"saved_model.pb\n")
+
+    assert not version_is_complete(s3, BUCKET, PREFIX, "resnet", 3)
+
+
+def test_list_versions_reads_every_page_and_sorts_numerically(s3: Any) -> None:
+    for version in (2, 10, 9):
+        key = f"{version_prefix(PREFIX, 'resnet', version)}saved_model.pb"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"12345")
+    for version in (2, 10):
+        s3.put_object(Bucket=BUCKET, Key=marker_key(PREFIX, "resnet", version), Body=b"")
+    for other in ("models/resnet/notes.txt", "models/resnet/latest/x", "models/resnet/007/x",
+                  "models/resnet/_complete/readme", "models/resnetv2/1/x"):
+        s3.put_object(Bucket=BUCKET, Key=other, Body=b"x")
+    paged = SmallPages(s3)
+
+    versions = list_versions(paged, BUCKET, PREFIX, "resnet")
+
+    assert [(v.version, v.complete, v.files, v.bytes) for v in versions] == [
+        (2, True, 1, 5),
+        (9, False, 1, 5),
+        (10, True, 1, 5),
+    ]
+    assert paged.pages >= 5  # ten keys under models/resnet/, two a page
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        FILES,
+        {"saved_model.pbtxt": b"text graph", "variables/variables.index": b"i",
+         "variables/variables.data-00000-of-00001": b"d"},
+        {"saved_model.pb": b"graph"},  # no variables at all
+        {"saved_model.pb": b"g", "variables/variables.index": b"i",
+         "variables/variables.data-00000-of-00002": b"d0",
+         "variables/variables.data-00001-of-00002": b"d1", "fingerprint.pb": b"f"},
+    ],
+    ids=["full", "pbtxt", "no-variables", "two-shards"],
+)
+def test_valid_saved_models_have_no_problems(tmp_path: Path, files: Mapping[str, bytes]) -> None:
+    assert validate_saved_model(make_model(tmp_path / "1", files), 1) == []
+
+
+def _without(*names: str) -> dict[str, bytes]:
+    return {rel: data for rel, data in FILES.items() if rel not in names}
+
+
+SHARD = "variables.data-{:05d}-of-{:05d}"
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        pytest.param(
+            _without("saved_model.pb"),
+            ["{m}/saved_model.pb is missing (and no saved_model.pbtxt either)"],
+            id="no-graph",
+        ),
+        pytest.param(
+            {**_without("variables/variables.data-00000-of-00001"),
+             "variables/" + SHARD.format(0, 2): b"d0"},
+            ["{m}/variables/" + SHARD.format(1, 2) + " is missing"],
+            id="missing-shard",
+        ),
+        pytest.param(
+            {**FILES, "variables/" + SHARD.format(0, 2): b"d0"},
+            ["{m}/variables: data shards from different saves (of-00001, of-00002)"],
+            id="mixed-shard-counts",
+        ),
+        pytest.param(
+            {**FILES, "variables/" + SHARD.format(1, 1): b"d1"},
+            ["{m}/variables/" + SHARD.format(1, 1) + " is out of range for 1 shard(s)"],
+            id="shard-out-of-range",
+        ),
+        pytest.param(
+            _without("variables/variables.data-00000-of-00001"),
+            ["{m}/variables has no data shard (variables.data-00000-of-00001, ...)"],
+            id="index-without-data",
+        ),
+        pytest.param(
+            _without("variables/variables.index"),
+            ["{m}/variables/variables.index is missing; the data shards can't be read without it"],
+            id="data-without-index",
+        ),
+    ],
+)
+def test_validation_problems_name_the_file(
+    tmp_path: Path, files: Mapping[str, bytes], expected: list[str]
+) -> None:
+    model = make_model(tmp_path / "3", files)
+
+    assert validate_saved_model(model, 3) == [e.format(m=model) for e in expected]
+
+
+def test_empty_variables_folder_is_a_problem(tmp_path: Path) -> None:
+    model = make_model(tmp_path / "3", {"saved_model.pb": b"g"})
+    (model / "variables").mkdir()
+
+    assert validate_saved_model(model, 3) == [
+        f"{model}/variables/variables.index is missing; the data shards can't be read without it",
+        f"{model}/variables has no data shard (variables.data-00000-of-00001, ...)",
+    ]
+
+
+@pytest.mark.parametrize("version", [0, -1])
+def test_version_must_be_positive(model: Path, version: int) -> None:
+    assert validate_saved_model(model, version) == [
+        f"version {version} is not a positive integer; versions are folders named 1, 2, ..."
+    ]
+
+
+def test_empty_or_missing_directory(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "variables").mkdir(parents=True)
+
+    assert validate_saved_model(tmp_path / "empty", 1) == [
+        f"{tmp_path / 'empty'} is empty; expected a SavedModel (saved_model.pb, variables/)"
+    ]
+    assert validate_saved_model(tmp_path / "nope", 1) == [f"{tmp_path / 'nope'} is not a directory"]
+
+
+def test_symlinks_must_stay_inside_the_model(tmp_path: Path, model: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the bucket")
+    (model / "assets" / "leak.txt").symlink_to(secret)
+    (model / "assets" / "alias.txt").symlink_to(model / "assets" / "vocab.txt")
+    (model / "assets" / "gone.txt").symlink_to(tmp_path / "missing")
+
+    assert validate_saved_model(model, 3) == [
+        f"{model}/assets/gone.txt is a broken symlink",
+        f"{model}/assets/leak.txt is a symlink to {secret.resolve()}, outside the model directory",
+    ]
+
+
+def test_symlinked_directories_are_refused(tmp_path: Path, model: Path) -> None:
+    (model / "assets.extra" / "more").symlink_to(model / "assets", target_is_directory=True)
+
+    assert validate_saved_model(model, 3) == [
+        f"{model}/assets.extra/more is a symlink to a directory; copy the directory instead"
+    ]
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sts(s3: Any) -> Any:
+    return boto3.client("sts", region_name="us-east-1")
+
+
+def dev_store(sts: Any) -> tuple[str, str]:
+    """The dev stack's model bucket and prefix, derived as the stack derives them."""
+    settings, _ = read_settings(stack_file("dev"))
+    cfg = parse_stack_config(config_from_pulumi_settings(settings), "dev")
+    return model_bucket_name(cfg, sts.get_caller_identity()["Account"]), cfg.model_store.prefix
+
+
+def test_cli_publishes_to_the_stack_bucket(
+    s3: Any, sts: Any, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bucket, prefix = dev_store(sts)
+    s3.create_bucket(Bucket=bucket)
+    argv = ["--stack", "dev", "--model", "resnet", "--version", "3", "--path", str(model)]
+
+    assert publish_model.main(argv, s3=s3, sts=sts) == 0
+
+    out, err = capsys.readouterr()
+    assert keys(s3, bucket) == sorted(
+        [f"{version_prefix(prefix, 'resnet', 3)}{rel}" for rel in FILES]
+        + [marker_key(prefix, "resnet", 3)]
+    )
+    assert keys(s3, BUCKET) == []
+    assert f"published resnet version 3: 5 files, {TOTAL_BYTES} B in s3://{bucket}/" in out
+    assert err.rstrip().endswith(f"100%  {TOTAL_BYTES} B of {TOTAL_BYTES} B")
+
+
+def test_cli_refuses_a_published_version_unless_forced(
+    s3: Any, sts: Any, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bucket, prefix = dev_store(sts)
+    s3.create_bucket(Bucket=bucket)
+    argv = ["--stack", "dev", "--model", "resnet", "--version", "3", "--path", str(model)]
+    assert publish_model.main(argv, s3=s3, sts=sts) == 0
+    capsys.readouterr()
+
+    assert publish_model.main(argv, s3=s3, sts=sts) == 1
+    assert "already published" in capsys.readouterr().err
+    assert publish_model.main([*argv, "--force"], s3=s3, sts=sts) == 0
+    assert "replacing 6 object(s)" in capsys.readouterr().out
+
+
+def test_cli_reports_an_invalid_model_and_a_missing_bucket_with_status_1(
+    s3: Any, sts: Any, tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base = ["--stack", "dev", "--model", "resnet", "--version", "3", "--path"]
+
+    assert publish_model.main([*base, str(empty)], s3=s3, sts=sts) == 1
+    assert f"{empty} is empty" in capsys.readouterr().err
+    assert publish_model.main([*base, str(model)], s3=s3, sts=sts) == 1  # bucket not created
+    assert "NoSuchBucket" in capsys.readouterr().err
+
+
+def test_cli_lists_versions(
+    s3: Any, sts: Any, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bucket, prefix = dev_store(sts)
+    s3.create_bucket(Bucket=bucket)
+    publish(s3, bucket, prefix, "resnet", 1, model)
+    key = f"{version_prefix(prefix, 'resnet', 2)}saved_model.pb"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"x" * 2048)
+    argv = ["--stack", "dev", "--model", "resnet", "--list"]
+
+    assert publish_model.main(argv, s3=s3, sts=sts) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:4] for line in lines] == [
+        ["version", "complete", "files", "size"],
+        ["1", "yes", "5", str(TOTAL_BYTES)],
+        ["2", "no", "1", "2.0"],
+    ]
+    assert lines[2].endswith("2.0 KiB  no completion marker (upload running or interrupted)")
+
+
+def test_cli_bucket_and_prefix_flags_override_the_stack(
+    s3: Any, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--stack", "dev", "--model", "resnet", "--version", "3", "--path", str(model),
+            "--bucket", BUCKET, "--prefix", "team/models"]
+
+    assert publish_model.main(argv, s3=s3, sts=NoClient()) == 0
+
+    assert marker_key("team/models", "resnet", 3) in keys(s3)
+    assert len(keys(s3, prefix="team/models/resnet/3/")) == 5
+
+
+@pytest.mark.parametrize("name", ["ResNet", "-resnet", "res_net", "resnet-"])
+def test_cli_bad_model_name_exits_2(
+    name: str, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--stack", "dev", f"--model={name}", "--version", "3", "--path", str(model)]
+
+    assert publish_model.main(argv, s3=NoClient(), sts=NoClient()) == 2
+    assert f"model name {name!r} is not allowed" in capsys.readouterr().err
+
+
+def test_cli_config_error_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "Pulumi.broken.yaml").write_text(
+        "config:\n"
+        "  aws:region: us-east-1\n"
+        "  tf-serving-eks:environment: dev\n"
+        "  tf-serving-eks:cluster: {name: tfs-broken}\n"
+        "  tf-serving-eks:model_store: {prefix: /models}\n"
+    )
+    monkeypatch.setattr(publish_model, "stack_file", lambda s: tmp_path / f"Pulumi.{s}.yaml")
+
+    assert publish_model.main(["--stack", "broken", "--model", "resnet", "--list"],
+                              s3=NoClient(), sts=NoClient()) == 2
+    err = capsys.readouterr().err
+    assert "stack 'broken'" in err and "tf-serving-eks:model_store.prefix" in err
+    assert publish_model.main(["--stack", "nope", "--model", "resnet", "--list"],
+                              s3=NoClient(), sts=NoClient()) == 2
+    assert "no stack file Pulumi.nope.yaml" in capsys.readouterr().err
+
+
+def test_cli_usage_errors_exit_2(model: Path) -> None:
+    for argv in (
+        ["--stack", "dev", "--model", "resnet", "--version", "3"],
+        ["--stack", "dev", "--model", "resnet", "--list", "--force"],
+        ["--stack", "dev", "--model", "resnet"],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            publish_model.main(argv, s3=NoClient(), sts=NoClient())
+        assert exited.value.code == 2, argv

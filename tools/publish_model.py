@@ -1,0 +1,169 @@
+"""Publish a SavedModel version to a stack's S3 model store, or list a model's versions.
+
+    python -m tools.publish_model --stack dev --model resnet --version 3 --path ./export/3 [--force]
+    python -m tools.publish_model --stack dev --model resnet --list
+
+The bucket and prefix come from `Pulumi.<stack>.yaml` and the AWS account of the current
+credentials; --bucket and --prefix override them. Exit status: 0 done, 1 publishing refused
+or failed, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from components.config import StackConfigError, config_from_pulumi_settings, parse_stack_config
+from components.model_layout import model_bucket_name, version_prefix
+from tools.model_repository import (
+    MODEL_NAME,
+    PublishError,
+    VersionInfo,
+    list_versions,
+    model_files,
+    publish,
+)
+from tools.stackfile import read_settings, stack_file
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+class ProgressBar:
+    """A percentage line on `out`, redrawn with `\\r` when the percentage changes.
+
+    Upload callbacks arrive from several threads, and with negative counts when a part is
+    retried, hence the lock and the plain running sum.
+    """
+
+    def __init__(self, total: int, out: TextIO) -> None:
+        self._total = total
+        self._out = out
+        self._done = 0
+        self._shown: int | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, count: int) -> None:
+        with self._lock:
+            self._done += count
+            percent = min(100, 100 * self._done // self._total) if self._total else 100
+            if percent != self._shown:
+                self._shown = percent
+                self._out.write(f"\r{percent:3d}%  {_size(self._done)} of {_size(self._total)}")
+                self._out.flush()
+
+    def close(self) -> None:
+        if self._shown is not None:
+            self._out.write("\n")
+            self._out.flush()
+
+
+def versions_table(versions: list[VersionInfo]) -> str:
+    rows = [("version", "complete", "files", "size", "problem")]
+    for v in versions:
+        complete = "yes" if v.complete else "no"
+        rows.append((str(v.version), complete, str(v.files), _size(v.bytes), v.problem or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.publish_model",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
+    parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
+    parser.add_argument("--model", required=True, help="model name, e.g. resnet")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--version", type=int, metavar="N", help="version number to publish")
+    action.add_argument("--list", action="store_true", help="list the model's versions")
+    parser.add_argument("--path", type=Path, help="the SavedModel version directory to publish")
+    parser.add_argument(
+        "--force", action="store_true", help="replace a published or half-uploaded version"
+    )
+    parser.add_argument("--bucket", help="bucket name (default: the stack's model bucket)")
+    parser.add_argument("--prefix", help="key prefix (default: the stack's model_store.prefix)")
+    return parser
+
+
+def _error(status: int, message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None, s3: Any = None, sts: Any = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.list and (args.path or args.force):
+        parser.error("--path and --force only go with --version")
+    if args.version is not None and args.path is None:
+        parser.error("--version needs --path, the SavedModel version directory")
+    if not MODEL_NAME.fullmatch(args.model):
+        return _error(
+            2,
+            f"model name {args.model!r} is not allowed: lower-case letters, digits and '-', "
+            f"starting and ending with a letter or digit ({MODEL_NAME.pattern})",
+        )
+    source = stack_file(args.stack)
+    if not source.exists():
+        return _error(2, f"no stack file {source.name}")
+    try:
+        settings, _ = read_settings(source)
+        cfg = parse_stack_config(config_from_pulumi_settings(settings), args.stack)
+    except StackConfigError as exc:
+        return _error(2, str(exc))
+
+    try:
+        if args.bucket:
+            bucket = args.bucket
+        else:
+            sts = sts or boto3.client("sts", region_name=cfg.aws_region)
+            bucket = model_bucket_name(cfg, sts.get_caller_identity()["Account"])
+        s3 = s3 or boto3.client("s3", region_name=cfg.aws_region)
+        prefix = args.prefix or cfg.model_store.prefix
+        if args.list:
+            versions = list_versions(s3, bucket, prefix, args.model)
+            if not versions:
+                print(f"no versions of {args.model} under s3://{bucket}/{prefix}/")
+            else:
+                print(versions_table(versions))
+            return 0
+        where = f"s3://{bucket}/{version_prefix(prefix, args.model, args.version)}"
+        print(f"publishing {args.path} to {where}", file=sys.stderr)
+        total = sum(file.stat().st_size for file in model_files(args.path).values())
+        bar = ProgressBar(total, sys.stderr)
+        try:
+            result = publish(
+                s3, bucket, prefix, args.model, args.version, args.path,
+                force=args.force, progress=bar,
+            )
+        finally:
+            bar.close()
+    except PublishError as exc:
+        return _error(1, str(exc))
+    except (BotoCoreError, ClientError) as exc:
+        return _error(1, f"AWS: {exc}")
+    replaced = f", replacing {result.replaced} object(s)" if result.replaced else ""
+    print(
+        f"published {args.model} version {args.version}: {result.files} files, "
+        f"{_size(result.bytes)} in {where}{replaced}; marker s3://{bucket}/{result.marker_key}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
