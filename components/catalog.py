@@ -205,6 +205,10 @@ CHARTS: dict[str, Chart] = {
         Chart("nvidia-device-plugin", "0.20.0", "https://nvidia.github.io/k8s-device-plugin"),
         Chart("dcgm-exporter", "4.8.2", "https://nvidia.github.io/dcgm-exporter/helm-charts"),
         Chart("cluster-autoscaler", "9.59.0", "https://kubernetes.github.io/autoscaler"),
+        # Controller v3.5.0; the policy it needs is its published docs/install/iam_policy.json
+        # at that tag, kept as components/policies/aws-load-balancer-controller-v3.5.0.json.
+        Chart("aws-load-balancer-controller", "3.5.0", "https://aws.github.io/eks-charts"),
+        Chart("external-dns", "1.21.1", "https://kubernetes-sigs.github.io/external-dns/"),
     )
 }
 
@@ -214,3 +218,10 @@ CLUSTER_AUTOSCALER_IMAGE_TAGS: dict[KubernetesVersion, str] = {
     "1.35": "v1.35.1",
     "1.36": "v1.36.0",
 }
+
+# Controller v3.5.0 is built against Gateway API v1.6 (standard channel; v1.6.1 is its patch).
+GATEWAY_API_VERSION = "v1.6.1"
+GATEWAY_API_CRDS_URL = (
+    "https://github.com/kubernetes-sigs/gateway-api/releases/download/"
+    f"{GATEWAY_API_VERSION}/standard-install.yaml"
+)

@@ -47,8 +47,10 @@ class ClusterOutputs:
     vpc_id: pulumi.Output[str]
     vpc_cidr: pulumi.Output[str]
     private_subnet_ids: pulumi.Output[list[str]]
-    # Where load balancers' traffic to pods comes from (ALB targets in IP mode).
-    load_balancer_cidrs: pulumi.Output[list[str]]
+    # Where load balancers' traffic to pods comes from (ALB targets in IP mode): the public
+    # subnets for an internet-facing ALB, the private ones for an internal ALB.
+    public_subnet_cidrs: pulumi.Output[list[str]]
+    private_subnet_cidrs: pulumi.Output[list[str]]
     node_security_group_id: pulumi.Output[str]
     provider: k8s.Provider
     # Node selector for cluster controllers; empty for an existing cluster (we don't know it).
@@ -261,6 +263,7 @@ class Cluster(pulumi.ComponentResource):
                 pod_identity_role=ebs_role if addon == "aws-ebs-csi-driver" else None,
             )
 
+        plan = plan_subnets(str(cfg.vpc.cidr), cfg.vpc.az_count)
         ca_data = cluster.certificate_authority.apply(lambda ca: ca.data or "")
         provider = k8s.Provider(
             f"{n}-k8s",
@@ -283,12 +286,11 @@ class Cluster(pulumi.ComponentResource):
             vpc_id=vpc.id,
             vpc_cidr=vpc.cidr_block,
             private_subnet_ids=pulumi.Output.all(*[s.id for s in private_subnets]),
-            load_balancer_cidrs=pulumi.Output.from_input(
-                [
-                    p.cidr
-                    for p in plan_subnets(str(cfg.vpc.cidr), cfg.vpc.az_count)
-                    if p.tier == "public"
-                ]
+            public_subnet_cidrs=pulumi.Output.from_input(
+                [p.cidr for p in plan if p.tier == "public"]
+            ),
+            private_subnet_cidrs=pulumi.Output.from_input(
+                [p.cidr for p in plan if p.tier == "private"]
             ),
             node_security_group_id=cluster.vpc_config.apply(
                 lambda v: v.cluster_security_group_id or ""
@@ -512,7 +514,8 @@ class Cluster(pulumi.ComponentResource):
             vpc_cidr=pulumi.Output.from_input(vpc.cidr_block),
             private_subnet_ids=pulumi.Output.from_input(subnet_ids),
             # Unknown subnet layout: any address in the VPC may host the load balancer.
-            load_balancer_cidrs=pulumi.Output.from_input([vpc.cidr_block]),
+            public_subnet_cidrs=pulumi.Output.from_input([vpc.cidr_block]),
+            private_subnet_cidrs=pulumi.Output.from_input([vpc.cidr_block]),
             node_security_group_id=pulumi.Output.from_input(
                 found.vpc_config.cluster_security_group_id
             ),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    SecretStr,
     ValidationInfo,
     model_validator,
 )
@@ -576,6 +577,92 @@ class ServingConfig(Section):
         return memory_mib(self.memory)
 
 
+DnsName = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", max_length=253
+    ),
+]
+HostedZoneId = Annotated[str, StringConstraints(pattern=r"^Z[A-Z0-9]{4,31}$")]
+AcmCertificateArn = Annotated[
+    str, StringConstraints(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$")
+]
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
+
+
+class AccessConfig(Section):
+    """Who may call the endpoints: a WAF web ACL in front of the load balancer."""
+
+    public: bool = Field(
+        False,
+        description="Open to any source with neither allowlist nor API key. Prod refuses to be "
+        "open unless this is set explicitly.",
+    )
+    allowed_cidrs: list[ipaddress.IPv4Network] = Field(
+        default_factory=list, description="Source CIDRs allowed to call (WAF IP set)."
+    )
+    require_api_key: bool = Field(
+        False,
+        description="Require the API key header; the key is the secret `ingress_api_key` "
+        "(`pulumi config set --secret tf-serving-eks:ingress_api_key ...`).",
+    )
+    api_key_header: HeaderName = Field("x-api-key", description="Header (gRPC metadata) holding the key.")
+    rate_limit: int = Field(
+        2000,
+        ge=10,
+        le=2_000_000_000,
+        description="Requests per client IP per `rate_limit_window_seconds` before WAF blocks it.",
+    )
+    rate_limit_window_seconds: Literal[60, 120, 300, 600] = Field(
+        300, description="Window of the rate limit."
+    )
+
+    @model_validator(mode="after")
+    def _open_or_closed(self) -> AccessConfig:
+        if self.public and (self.allowed_cidrs or self.require_api_key):
+            raise RuleError(
+                "public", True, "public: true means no allowlist and no API key; remove one side"
+            )
+        return self
+
+
+class IngressConfig(Section):
+    """REST and gRPC endpoints: Gateway API on an ALB, TLS with ACM, DNS, WAF."""
+
+    enabled: bool = Field(True, description="Expose the model server outside the cluster.")
+    scheme: Literal["internet-facing", "internal"] = Field(
+        "internet-facing", description="Load balancer on the internet or inside the VPC only."
+    )
+    domain: DnsName = Field(description="Route53 hosted zone name the host names live in.")
+    hosted_zone_id: HostedZoneId = Field(description="Route53 hosted zone ID of `domain`.")
+    rest_host: DnsName = Field(description="Host name of the REST endpoint.")
+    grpc_host: DnsName = Field(description="Host name of the gRPC endpoint.")
+    certificate_arn: AcmCertificateArn | None = Field(
+        None,
+        description="Bring your own ACM certificate (covering both hosts). Unset: the stack "
+        "creates one and validates it through DNS in the hosted zone.",
+    )
+    tls_policy: Literal[
+        "ELBSecurityPolicy-TLS13-1-2-2021-06",
+        "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+        "ELBSecurityPolicy-TLS13-1-3-2021-06",
+    ] = Field("ELBSecurityPolicy-TLS13-1-2-2021-06", description="ALB TLS policy (TLS 1.2+).")
+    idle_timeout_seconds: int = Field(
+        120, ge=30, le=4000, description="ALB idle timeout: longest silent request (inference)."
+    )
+    access: AccessConfig = section("Access control.")
+
+    @model_validator(mode="after")
+    def _hosts_in_zone(self) -> IngressConfig:
+        for key in ("rest_host", "grpc_host"):
+            host = getattr(self, key)
+            if not host.endswith(f".{self.domain}"):
+                raise RuleError(key, host, f"must be a name under domain {self.domain}")
+        if self.rest_host == self.grpc_host:
+            raise RuleError("grpc_host", self.grpc_host, "must differ from rest_host")
+        return self
+
+
 class MonitoringConfig(Section):
     enabled: bool = Field(
         False,
@@ -603,7 +690,35 @@ class StackConfig(Section):
     node_autoscaling: NodeAutoscalingConfig = section("Node autoscaling (cluster-autoscaler).")
     model_store: ModelStoreConfig = section("S3 model repository.")
     serving: ServingConfig = Field(description="The TF Serving workload.")
+    ingress: IngressConfig | None = Field(
+        None, description="External REST and gRPC endpoints. Unset: in-cluster only."
+    )
+    ingress_api_key: SecretStr | None = Field(
+        None, description="API key for access.require_api_key; set it with --secret."
+    )
     monitoring: MonitoringConfig = section("Monitoring.")
+
+    @model_validator(mode="after")
+    def _api_key_is_secret(self, info: ValidationInfo) -> StackConfig:
+        access = self.ingress.access if self.ingress else None
+        if access and access.require_api_key and self.ingress_api_key is None:
+            raise RuleError(
+                "ingress_api_key",
+                None,
+                "access.require_api_key needs it: pulumi config set --secret "
+                "tf-serving-eks:ingress_api_key <key>",
+            )
+        secret_keys = (info.context or {}).get("secret_keys")
+        if self.ingress_api_key is not None and secret_keys is not None:
+            if f"{PROJECT}:ingress_api_key" not in secret_keys:
+                raise RuleError(
+                    "ingress_api_key",
+                    "(hidden)",
+                    "is in the stack file in clear; set it with `pulumi config set --secret`",
+                )
+        if self.ingress_api_key is not None and len(self.ingress_api_key.get_secret_value()) < 20:
+            raise RuleError("ingress_api_key", "(hidden)", "must be at least 20 characters")
+        return self
 
     @model_validator(mode="after")
     def _serving_fits_its_pool(self) -> StackConfig:
@@ -645,6 +760,14 @@ class StackConfig(Section):
     def _production_rules(self) -> StackConfig:
         if self.environment != "prod":
             return self
+        access = self.ingress.access if self.ingress else None
+        if access and not (access.public or access.allowed_cidrs or access.require_api_key):
+            raise RuleError(
+                "ingress.access",
+                {"allowed_cidrs": [], "require_api_key": False},
+                "prod endpoints need an allowlist or an API key; set public: true to open "
+                "them deliberately",
+            )
         if self.serving.replicas < 2:
             raise RuleError(
                 "serving.replicas", self.serving.replicas, "prod needs at least 2 replicas"
@@ -750,12 +873,22 @@ def format_errors(stack: str, source: str, exc: ValidationError) -> str:
 
 
 def parse_stack_config(
-    raw: Mapping[str, Any], stack: str, source: str | None = None
+    raw: Mapping[str, Any],
+    stack: str,
+    source: str | None = None,
+    secret_keys: Collection[str] | None = None,
 ) -> StackConfig:
-    """Validate a stack's config (keys without the project prefix; `aws:region` as is)."""
+    """Validate a stack's config (keys without the project prefix; `aws:region` as is).
+
+    `secret_keys` are the Pulumi config keys that were set as secrets, when known: secret
+    settings found outside it are refused.
+    """
     source = source or f"Pulumi.{stack}.yaml"
     env = raw.get("environment")
-    context = {"environment": env if env in ENVIRONMENTS else None}
+    context = {
+        "environment": env if env in ENVIRONMENTS else None,
+        "secret_keys": set(secret_keys) if secret_keys is not None else None,
+    }
     try:
         return StackConfig.model_validate(dict(raw), context=context)
     except ValidationError as exc:
@@ -788,4 +921,8 @@ def load_stack_config() -> StackConfig:
 
     values: dict[str, str] = dict(runtime_config.get_config_env())
     values.update(runtime_config.CONFIG.get())
-    return parse_stack_config(config_from_pulumi_settings(values), pulumi.get_stack())
+    secret_keys = set(runtime_config.get_config_secret_keys_env())
+    secret_keys |= {k for k in values if runtime_config.is_config_secret(k)}
+    return parse_stack_config(
+        config_from_pulumi_settings(values), pulumi.get_stack(), secret_keys=secret_keys
+    )

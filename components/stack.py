@@ -11,6 +11,7 @@ from components.cluster import Cluster
 from components.gpu_node_pool import GpuNodePool, monthly_cost_range
 from components.model_layout import model_bucket_name
 from components.model_store import ModelStore
+from components.ingress_tls import IngressTls, stack_outputs
 from components.tf_serving import TfServing
 from components.catalog import PRICED_REGIONS
 from components.config import StackConfig, load_stack_config
@@ -66,12 +67,33 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         gpu=gpu.scheduling.get(cfg.serving.gpu_pool) if cfg.serving.gpu_pool else None,
         store=store,
         region=cfg.aws_region,
-        load_balancer_cidrs=cluster.load_balancer_cidrs,
+        load_balancer_cidrs=(
+            cluster.private_subnet_cidrs
+            if cfg.ingress and cfg.ingress.scheme == "internal"
+            else cluster.public_subnet_cidrs
+        ),
         provider=cluster.provider,
         replicas=cfg.serving.replicas,
     ).outputs
 
+    ingress: dict[str, Any] = {}
+    if cfg.ingress and cfg.ingress.enabled:
+        ingress = stack_outputs(
+            IngressTls(
+                "ingress",
+                cfg.ingress,
+                api_key=cfg.ingress_api_key.get_secret_value() if cfg.ingress_api_key else None,
+                stack=pulumi.get_stack(),
+                cluster=cluster,
+                serving=serving,
+                region=cfg.aws_region,
+                partition=partition,
+                opts=pulumi.ResourceOptions(providers=[aws_provider]),
+            ).outputs
+        )
+
     return {
+        **ingress,
         "environment": cfg.environment,
         "region": cfg.aws_region,
         "cluster_name": cluster.name,

@@ -22,8 +22,10 @@ def test_preview_writes_objects_inventory_and_outputs(tmp_path: Path, capsys: py
     manifests = list((tmp_path / "k8s").rglob("*.yaml"))
     kinds = sorted(yaml.safe_load(p.read_text())["kind"] for p in manifests)
     assert kinds == [
-        "ConfigMap", "ConfigMap", "Deployment", "Namespace", "Namespace", "NetworkPolicy",
-        "PodDisruptionBudget", "PriorityClass", "Service", "ServiceAccount", "StorageClass",
+        "ConfigMap", "ConfigMap", "Deployment", "GRPCRoute", "Gateway", "GatewayClass",
+        "HTTPRoute", "HTTPRoute", "LoadBalancerConfiguration", "Namespace", "Namespace",
+        "NetworkPolicy", "PodDisruptionBudget", "PriorityClass", "Service", "ServiceAccount",
+        "StorageClass", "TargetGroupConfiguration",
     ]
     helm = {p.stem: yaml.safe_load(p.read_text()) for p in (tmp_path / "helm").rglob("*.yaml")}
     assert helm["gpu-device-plugin"]["chart"] == "nvidia-device-plugin"

@@ -4,12 +4,16 @@ against moto: validation, marker last, refusals, --force, listing, and the CLI."
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from components.config import config_from_pulumi_settings, parse_stack_config
@@ -23,7 +27,7 @@ from tools.model_repository import (
     validate_saved_model,
     version_is_complete,
 )
-from tools.stackfile import read_settings, stack_file
+from tools.stackfile import ROOT, read_settings, stack_file
 
 BUCKET = "models-test-bucket"
 PREFIX = "models"
@@ -104,6 +108,45 @@ class SmallPages:
 class NoClient:
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"unexpected AWS call: {name}")
+
+
+def access_denied(operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, operation)
+
+
+class DeniedS3:
+    """A real client on which S3 refuses the `denied` calls: "list", "put" (files and marker)."""
+
+    def __init__(self, client: Any, *denied: str) -> None:
+        self._client = client
+        self._denied = set(denied)
+
+    def get_paginator(self, name: str) -> DeniedS3:
+        return self
+
+    def paginate(self, **kwargs: Any) -> Iterator[Any]:
+        if "list" in self._denied:
+            raise access_denied("ListObjectsV2")
+        yield from self._client.get_paginator("list_objects_v2").paginate(**kwargs)
+
+    def upload_file(self, *args: Any, **kwargs: Any) -> Any:
+        if "put" in self._denied:
+            raise access_denied("PutObject")
+        return self._client.upload_file(*args, **kwargs)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        if "put" in self._denied:
+            raise access_denied("PutObject")
+        return self._client.put_object(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.fixture(autouse=True)
+def no_deployed_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main's default runner is never the developer's real `pulumi` and its logged-in stacks."""
+    monkeypatch.setattr(publish_model, "pulumi_stack_outputs", lambda stack: None)
 
 
 @pytest.fixture(autouse=True)
@@ -459,7 +502,9 @@ def test_cli_reports_an_invalid_model_and_a_missing_bucket_with_status_1(
     assert publish_model.main([*base, str(empty)], s3=s3, sts=sts) == 1
     assert f"{empty} is empty" in capsys.readouterr().err
     assert publish_model.main([*base, str(model)], s3=s3, sts=sts) == 1  # bucket not created
-    assert "NoSuchBucket" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: bucket {dev_store(sts)[0]} does not exist (publishing resnet version 3)" in err
+    assert "NoSuchBucket" in err
 
 
 def test_cli_lists_versions(
@@ -535,3 +580,147 @@ def test_cli_usage_errors_exit_2(model: Path) -> None:
         with pytest.raises(SystemExit) as exited:
             publish_model.main(argv, s3=NoClient(), sts=NoClient())
         assert exited.value.code == 2, argv
+
+
+# --- where the bucket comes from --------------------------------------------------------
+
+REAL_STACK_OUTPUTS = publish_model.pulumi_stack_outputs  # before no_deployed_stack stubs it
+
+
+def test_cli_takes_the_bucket_and_prefix_from_the_deployed_stack(
+    s3: Any, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asked: list[str] = []
+
+    def outputs(stack: str) -> dict[str, Any]:
+        asked.append(stack)
+        return {"model_bucket": BUCKET, "model_prefix": "team/models", "vpc_id": "vpc-1"}
+
+    argv = ["--stack", "dev", "--model", "resnet", "--version", "3", "--path", str(model)]
+
+    assert publish_model.main(argv, s3=s3, sts=NoClient(), stack_outputs=outputs) == 0
+
+    assert asked == ["dev"]
+    assert marker_key("team/models", "resnet", 3) in keys(s3)
+    assert f"bucket from stack outputs: {BUCKET}" in capsys.readouterr().err
+    assert publish_model.main(
+        [*argv[:4], "--list", "--prefix", "elsewhere"], s3=s3, sts=NoClient(), stack_outputs=outputs
+    ) == 0
+    assert "no versions of resnet under s3://models-test-bucket/elsewhere/" in (
+        capsys.readouterr().out
+    )
+
+
+@pytest.mark.parametrize(
+    "outputs", [None, {}, {"model_bucket": ""}], ids=["not-deployed", "no-outputs", "empty"]
+)
+def test_cli_derives_the_bucket_without_stack_outputs(
+    s3: Any, sts: Any, model: Path, capsys: pytest.CaptureFixture[str],
+    outputs: dict[str, Any] | None,
+) -> None:
+    bucket, prefix = dev_store(sts)
+    s3.create_bucket(Bucket=bucket)
+    argv = ["--stack", "dev", "--model", "resnet", "--version", "3", "--path", str(model)]
+
+    assert publish_model.main(argv, s3=s3, sts=sts, stack_outputs=lambda stack: outputs) == 0
+
+    assert marker_key(prefix, "resnet", 3) in keys(s3, bucket)
+    account = sts.get_caller_identity()["Account"]
+    assert (
+        f"bucket derived from Pulumi.dev.yaml and account {account}: {bucket}"
+        in capsys.readouterr().err
+    )
+
+
+def test_stack_outputs_are_none_without_the_pulumi_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    assert REAL_STACK_OUTPUTS("dev") is None
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the fake pulumi is a bash script")
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("""echo '{"model_bucket": "b-1", "model_prefix": "m"}'""",
+         {"model_bucket": "b-1", "model_prefix": "m"}),
+        ("echo 'error: no stack named dev found' >&2; exit 255", None),
+        ("echo 'not json'", None),
+        ("echo '[]'", None),
+    ],
+    ids=["deployed", "no-stack", "bad-json", "not-an-object"],
+)
+def test_stack_outputs_come_from_the_pulumi_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str,
+    expected: dict[str, Any] | None,
+) -> None:
+    called = tmp_path / "called"
+    fake = tmp_path / "bin" / "pulumi"
+    fake.parent.mkdir()
+    fake.write_text(f'#!{shutil.which("bash")}\necho "$PWD $*" > "{called}"\n{script}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+
+    assert REAL_STACK_OUTPUTS("dev") == expected
+    assert called.read_text() == f"{ROOT} stack output --json --stack dev\n"
+
+
+# --- S3 refusing the credentials ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("denied", "operation"), [("list", "ListObjectsV2"), ("put", "PutObject")]
+)
+def test_cli_publish_access_denied_is_one_line_and_status_1(
+    s3: Any, model: Path, capsys: pytest.CaptureFixture[str], denied: str, operation: str
+) -> None:
+    argv = ["--stack", "dev", "--model", "resnet", "--version", "3", "--path", str(model),
+            "--bucket", BUCKET]
+
+    assert publish_model.main(argv, s3=DeniedS3(s3, denied), sts=NoClient()) == 1
+
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: access denied to s3://{BUCKET}/models/resnet/3/ (publishing resnet version 3): "
+        f"AccessDenied: Access Denied [{operation}]"
+    )
+    assert marker_key(PREFIX, "resnet", 3) not in keys(s3)
+
+
+def test_cli_list_access_denied_is_one_line_and_status_1(
+    s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--stack", "dev", "--model", "resnet", "--list", "--bucket", BUCKET]
+
+    assert publish_model.main(argv, s3=DeniedS3(s3, "list"), sts=NoClient()) == 1
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"error: access denied to s3://{BUCKET}/models/resnet/ (listing resnet): "
+        "AccessDenied: Access Denied [ListObjectsV2]\n"
+    )
+
+
+def test_cli_upload_denied_inside_boto3s_transfer_manager(
+    s3: Any, model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real upload_file wraps S3's refusal in S3UploadFailedError; it reads the same."""
+
+    def deny(**kwargs: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        error = {"Code": "AccessDenied", "Message": "Access Denied"}
+        return AWSResponse("https://s3.amazonaws.com/", 403, {}, None), {"Error": error}
+
+    s3.meta.events.register("before-call.s3.PutObject", deny)
+    argv = ["--stack", "dev", "--model", "resnet", "--version", "3", "--path", str(model),
+            "--bucket", BUCKET]
+
+    assert publish_model.main(argv, s3=s3, sts=NoClient()) == 1
+
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: access denied to s3://{BUCKET}/models/resnet/3/ (publishing resnet version 3): "
+        "AccessDenied: Access Denied [PutObject]"
+    )
+    s3.meta.events.unregister("before-call.s3.PutObject", deny)
+    assert keys(s3) == []

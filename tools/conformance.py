@@ -78,6 +78,7 @@ HELM_VALUES_DIR = REFERENCE_DIR / "helm-values"
 # Keys under these paths are free-form in the charts (maps of args, labels, selectors ...).
 FREE_FORM_VALUES = (
     "extraArgs",
+    "controllerConfig.featureGates",
     "nodeSelector",
     "tolerations",
     "affinity",

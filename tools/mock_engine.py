@@ -171,6 +171,22 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "bucket": inputs.get("bucket", rid),
                 "arn": f"arn:aws:s3:::{inputs.get('bucket', rid)}",
             },
+            "aws:acm/certificate:Certificate": lambda: {
+                "arn": self._arn("acm", "certificate", "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"),
+                "domainValidationOptions": [
+                    {
+                        "domainName": domain,
+                        "resourceRecordName": f"_{_short_hash(domain)}.{domain}.",
+                        "resourceRecordType": "CNAME",
+                        "resourceRecordValue": f"_{_short_hash(domain + 'v')}.acm-validations.aws.",
+                    }
+                    for domain in [inputs.get("domainName"), *inputs.get("subjectAlternativeNames", [])]
+                ],
+            },
+            "aws:acm/certificateValidation:CertificateValidation": lambda: {
+                "certificateArn": inputs.get("certificateArn")
+            },
+            "aws:route53/record:Record": lambda: {"fqdn": str(inputs.get("name", "")).rstrip(".")},
             "aws:s3/bucket:Bucket": lambda: {
                 "id": inputs.get("bucket", rid),
                 "bucket": inputs.get("bucket", rid),

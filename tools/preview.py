@@ -37,6 +37,11 @@ KEY_SETTINGS: dict[str, tuple[str, ...]] = {
     "aws:eks/accessEntry:AccessEntry": ("principalArn", "type"),
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ("policyArn",),
     "kubernetes:helm.sh/v3:Release": ("chart", "version", "namespace", "repositoryOpts"),
+    "kubernetes:yaml/v2:ConfigFile": ("file",),
+    "aws:acm/certificate:Certificate": ("domainName", "subjectAlternativeNames", "validationMethod"),
+    "aws:route53/record:Record": ("zoneId", "name", "type"),
+    "aws:wafv2/webAcl:WebAcl": ("scope", "defaultAction"),
+    "aws:wafv2/ipSet:IpSet": ("addresses",),
     "pulumi:providers:aws": ("region", "defaultTags"),
 }
 
@@ -82,14 +87,22 @@ def write_rendering(rendering: Rendering, out: Path) -> list[Path]:
         path.write_text(yaml.safe_dump({**release, "values": resource.inputs.get("values", {})}, sort_keys=False))
         written.append(path)
     out.mkdir(parents=True, exist_ok=True)
-    inventory = [inventory_entry(r) for r in rendering.resources if r.custom or r.type.startswith("pulumi:providers")]
+    inventory = [
+        inventory_entry(r)
+        for r in rendering.resources
+        if r.custom or r.type.startswith(("pulumi:providers", "kubernetes:yaml/"))
+    ]
     (out / "inventory.yaml").write_text(yaml.safe_dump(inventory, sort_keys=False))
     (out / "outputs.yaml").write_text(yaml.safe_dump(rendering.outputs, sort_keys=True))
     return written
 
 
 def summary_table(rendering: Rendering) -> str:
-    counts = Counter((r.component, r.type) for r in rendering.resources if r.custom)
+    counts = Counter(
+        (r.component, r.type)
+        for r in rendering.resources
+        if r.custom or r.type.startswith("kubernetes:yaml/")
+    )
     rows = [("component", "type", "count")]
     rows += [(c, t, str(n)) for (c, t), n in sorted(counts.items())]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]

@@ -3,24 +3,36 @@
     python -m tools.publish_model --stack dev --model resnet --version 3 --path ./export/3 [--force]
     python -m tools.publish_model --stack dev --model resnet --list
 
-The bucket and prefix come from `Pulumi.<stack>.yaml` and the AWS account of the current
-credentials; --bucket and --prefix override them. Exit status: 0 done, 1 publishing refused
-or failed, 2 usage or configuration error.
+The bucket is --bucket if given; else the deployed stack's `model_bucket` output, read with
+`pulumi stack output` when the CLI is on PATH; else derived from `Pulumi.<stack>.yaml` and the
+AWS account of the current credentials. The prefix is --prefix, else the `model_prefix`
+output that came with the bucket, else the stack file's. Exit status: 0 done, 1 publishing
+refused or failed (S3 errors such as access denied included), 2 usage or configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeAlias
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from components.config import StackConfigError, config_from_pulumi_settings, parse_stack_config
-from components.model_layout import model_bucket_name, version_prefix
+from components.config import (
+    StackConfig,
+    StackConfigError,
+    config_from_pulumi_settings,
+    parse_stack_config,
+)
+from components.model_layout import model_bucket_name, model_prefix, version_prefix
 from tools.model_repository import (
     MODEL_NAME,
     PublishError,
@@ -29,7 +41,13 @@ from tools.model_repository import (
     model_files,
     publish,
 )
-from tools.stackfile import read_settings, stack_file
+from tools.stackfile import ROOT, read_settings, stack_file
+
+StackOutputs: TypeAlias = Callable[[str], dict[str, Any] | None]
+
+PULUMI_TIMEOUT = 60  # seconds; the fallback is always there, so don't wait long on a backend
+# Error codes S3 answers with when the credentials may not do what was asked.
+_DENIED = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
 
 
 def _size(count: int) -> str:
@@ -95,8 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--force", action="store_true", help="replace a published or half-uploaded version"
     )
-    parser.add_argument("--bucket", help="bucket name (default: the stack's model bucket)")
-    parser.add_argument("--prefix", help="key prefix (default: the stack's model_store.prefix)")
+    parser.add_argument(
+        "--bucket", help="bucket name (default: the stack's model_bucket output, else derived)"
+    )
+    parser.add_argument(
+        "--prefix", help="key prefix (default: the stack's model_prefix output or config)"
+    )
     return parser
 
 
@@ -105,7 +127,76 @@ def _error(status: int, message: str) -> int:
     return status
 
 
-def main(argv: list[str] | None = None, s3: Any = None, sts: Any = None) -> int:
+def pulumi_stack_outputs(stack: str) -> dict[str, Any] | None:
+    """The stack's outputs from `pulumi stack output --json`, or None when they can't be had:
+    no CLI on PATH, not logged in, stack not deployed, a timeout, or output that isn't JSON."""
+    pulumi = shutil.which("pulumi")
+    if pulumi is None:
+        return None
+    try:
+        done = subprocess.run(
+            [pulumi, "stack", "output", "--json", "--stack", stack],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,  # a passphrase prompt fails at once instead of hanging
+            capture_output=True,
+            text=True,
+            timeout=PULUMI_TIMEOUT,
+            check=False,
+        )
+        outputs = json.loads(done.stdout) if done.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    return outputs if isinstance(outputs, dict) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _store(
+    args: argparse.Namespace, cfg: StackConfig, sts: Any, stack_outputs: StackOutputs
+) -> tuple[str, str]:
+    """The bucket and prefix, from the flags, the deployed stack, or the stack file."""
+    if args.bucket:
+        return args.bucket, args.prefix or cfg.model_store.prefix
+    outputs = stack_outputs(args.stack) or {}
+    bucket = _text(outputs.get("model_bucket"))
+    if bucket:
+        print(f"bucket from stack outputs: {bucket}", file=sys.stderr)
+        return bucket, args.prefix or _text(outputs.get("model_prefix")) or cfg.model_store.prefix
+    sts = sts or boto3.client("sts", region_name=cfg.aws_region)
+    account = sts.get_caller_identity()["Account"]
+    bucket = model_bucket_name(cfg, account)
+    print(
+        f"bucket derived from Pulumi.{args.stack}.yaml and account {account}: {bucket}",
+        file=sys.stderr,
+    )
+    return bucket, args.prefix or cfg.model_store.prefix
+
+
+def _s3_failure(exc: Exception, doing: str, bucket: str, key: str) -> str:
+    """One line naming what was being done, where, and S3's reason."""
+    target = f"s3://{bucket}/{key}"
+    # upload_file re-raises S3's ClientError as S3UploadFailedError, from within its handler.
+    cause = exc if isinstance(exc, ClientError) else exc.__context__
+    if not isinstance(cause, ClientError):
+        return f"{doing} failed at {target}: {exc}"
+    error = cause.response.get("Error", {})
+    code = error.get("Code", "unknown")
+    reason = f"{code}: {error.get('Message', '')} [{cause.operation_name}]"
+    if code in _DENIED:
+        return f"access denied to {target} ({doing}): {reason}"
+    if code == "NoSuchBucket":
+        return f"bucket {bucket} does not exist ({doing}): {reason}"
+    return f"{doing} failed at {target}: {reason}"
+
+
+def main(
+    argv: list[str] | None = None,
+    s3: Any = None,
+    sts: Any = None,
+    stack_outputs: StackOutputs | None = None,
+) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.list and (args.path or args.force):
@@ -128,13 +219,19 @@ def main(argv: list[str] | None = None, s3: Any = None, sts: Any = None) -> int:
         return _error(2, str(exc))
 
     try:
-        if args.bucket:
-            bucket = args.bucket
-        else:
-            sts = sts or boto3.client("sts", region_name=cfg.aws_region)
-            bucket = model_bucket_name(cfg, sts.get_caller_identity()["Account"])
+        bucket, prefix = _store(args, cfg, sts, stack_outputs or pulumi_stack_outputs)
+    except (BotoCoreError, ClientError) as exc:
+        return _error(1, f"could not get the AWS account to derive the bucket name: {exc}")
+
+    if args.list:
+        doing = f"listing {args.model}"
+        key = model_prefix(prefix, args.model)
+    else:
+        doing = f"publishing {args.model} version {args.version}"
+        key = version_prefix(prefix, args.model, args.version)
+    where = f"s3://{bucket}/{key}"
+    try:
         s3 = s3 or boto3.client("s3", region_name=cfg.aws_region)
-        prefix = args.prefix or cfg.model_store.prefix
         if args.list:
             versions = list_versions(s3, bucket, prefix, args.model)
             if not versions:
@@ -142,7 +239,6 @@ def main(argv: list[str] | None = None, s3: Any = None, sts: Any = None) -> int:
             else:
                 print(versions_table(versions))
             return 0
-        where = f"s3://{bucket}/{version_prefix(prefix, args.model, args.version)}"
         print(f"publishing {args.path} to {where}", file=sys.stderr)
         total = sum(file.stat().st_size for file in model_files(args.path).values())
         bar = ProgressBar(total, sys.stderr)
@@ -155,8 +251,8 @@ def main(argv: list[str] | None = None, s3: Any = None, sts: Any = None) -> int:
             bar.close()
     except PublishError as exc:
         return _error(1, str(exc))
-    except (BotoCoreError, ClientError) as exc:
-        return _error(1, f"AWS: {exc}")
+    except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+        return _error(1, _s3_failure(exc, doing, bucket, key))
     replaced = f", replacing {result.replaced} object(s)" if result.replaced else ""
     print(
         f"published {args.model} version {args.version}: {result.files} files, "

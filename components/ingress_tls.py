@@ -1,0 +1,599 @@
+"""REST and gRPC endpoints: Gateway API on an ALB (AWS Load Balancer Controller), TLS with
+ACM, DNS with external-dns, and a WAF web ACL in front.
+
+Why an ALB through Gateway API: it terminates TLS with ACM certificates, balances gRPC per
+request over HTTP/2 (an L4 balancer pins long-lived gRPC connections to one pod), and
+takes a WAF web ACL. Why external-dns for DNS: the ALB is created by the controller, so its
+name is known only inside the cluster; external-dns reads it from the Gateway and keeps the
+alias records right when the ALB is replaced, limited to one hosted zone and marked with a
+TXT owner id.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components import catalog
+from components.cluster import ClusterOutputs
+from components.config import AccessConfig, IngressConfig
+from components.helm import helm_release
+from components.iam import pod_identity_trust_policy, policy_document
+from components.naming import k8s_labels
+from components.tf_serving import ServingOutputs
+
+CONTROLLER_NAMESPACE = "kube-system"
+CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
+EXTERNAL_DNS_SERVICE_ACCOUNT = "external-dns"
+GATEWAY_CLASS = "aws-alb"
+ALB_CONTROLLER_NAME = "gateway.k8s.aws/alb"
+LBC_GROUP = "gateway.k8s.aws"
+# The controller's published IAM policy, byte for byte (source: catalog.LBC_IAM_POLICY_SOURCE).
+LBC_POLICY_FILE = Path(__file__).parent / "policies" / "aws-load-balancer-controller-v3.5.0.json"
+GRPC_HEALTH_PATH = "/tensorflow.serving.ModelService/GetModelStatus"
+
+
+@dataclass(frozen=True)
+class IngressOutputs:
+    rest_url: str
+    grpc_url: str
+    certificate_arn: pulumi.Output[str]
+    web_acl_arn: pulumi.Output[str]
+
+
+def lbc_policy() -> str:
+    return LBC_POLICY_FILE.read_text()
+
+
+def external_dns_policy(partition: str, hosted_zone_id: str) -> str:
+    """Change records in one hosted zone; list what external-dns must see to find it."""
+    return policy_document(
+        [
+            {
+                "Sid": "ChangeOwnZone",
+                "Effect": "Allow",
+                "Action": ["route53:ChangeResourceRecordSets", "route53:ListResourceRecordSets"],
+                "Resource": f"arn:{partition}:route53:::hostedzone/{hosted_zone_id}",
+            },
+            {
+                "Sid": "FindZones",
+                "Effect": "Allow",
+                "Action": ["route53:ListHostedZones", "route53:ListTagsForResources"],
+                "Resource": "*",
+            },
+        ]
+    )
+
+
+def controller_values(
+    cluster_name: str, region: str, vpc_id: str, node_selector: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "clusterName": cluster_name,
+        "region": region,
+        # Set, so the controller never needs the instance metadata service to find them.
+        "vpcId": vpc_id,
+        "replicaCount": 2,
+        "serviceAccount": {"create": True, "name": CONTROLLER_SERVICE_ACCOUNT},
+        "controllerConfig": {"featureGates": {"ALBGatewayAPI": True, "NLBGatewayAPI": False}},
+        # Don't take over every Service of type LoadBalancer in the cluster.
+        "enableServiceMutatorWebhook": False,
+        "nodeSelector": node_selector,
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+    }
+
+
+def external_dns_values(
+    cfg: IngressConfig, owner_id: str, region: str, node_selector: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "provider": {"name": "aws"},
+        "sources": ["gateway-httproute", "gateway-grpcroute"],
+        "domainFilters": [cfg.domain],
+        "extraArgs": [f"--zone-id-filter={cfg.hosted_zone_id}", "--aws-zone-type=public"],
+        # TXT records mark what this stack owns; sync removes only those.
+        "txtOwnerId": owner_id,
+        "policy": "sync",
+        "env": [{"name": "AWS_DEFAULT_REGION", "value": region}],
+        "serviceAccount": {"create": True, "name": EXTERNAL_DNS_SERVICE_ACCOUNT},
+        "nodeSelector": node_selector,
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    }
+
+
+def _visibility(name: str) -> aws.wafv2.WebAclVisibilityConfigArgsDict:
+    return {"cloudwatch_metrics_enabled": True, "metric_name": name, "sampled_requests_enabled": True}
+
+
+def web_acl_rules(
+    access: AccessConfig, ip_set_arn: str | None, api_key: str | None
+) -> list[aws.wafv2.WebAclRuleArgsDict]:
+    """Managed common rules, per-client rate limit, then the allow rule (allowlist / API key).
+
+    The common rule set's 8 KB body limit would block ordinary inference payloads, so that
+    one rule only counts.
+    """
+    rules: list[aws.wafv2.WebAclRuleArgsDict] = [
+        {
+            "name": "aws-common-rules",
+            "priority": 0,
+            "override_action": {"none": {}},
+            "statement": {
+                "managed_rule_group_statement": {
+                    "vendor_name": "AWS",
+                    "name": "AWSManagedRulesCommonRuleSet",
+                    "rule_action_overrides": [
+                        {"name": "SizeRestrictions_BODY", "action_to_use": {"count": {}}}
+                    ],
+                }
+            },
+            "visibility_config": _visibility("aws-common-rules"),
+        },
+        {
+            "name": "rate-limit-per-client",
+            "priority": 1,
+            "action": {"block": {}},
+            "statement": {
+                "rate_based_statement": {
+                    "limit": access.rate_limit,
+                    "evaluation_window_sec": access.rate_limit_window_seconds,
+                    "aggregate_key_type": "IP",
+                }
+            },
+            "visibility_config": _visibility("rate-limit-per-client"),
+        },
+    ]
+    conditions: list[aws.wafv2.WebAclRuleStatementArgsDict] = []
+    if ip_set_arn is not None:
+        conditions.append({"ip_set_reference_statement": {"arn": ip_set_arn}})
+    if api_key is not None:
+        conditions.append(
+            {
+                "byte_match_statement": {
+                    "field_to_match": {"single_header": {"name": access.api_key_header}},
+                    "positional_constraint": "EXACTLY",
+                    "search_string": api_key,
+                    "text_transformations": [{"priority": 0, "type": "NONE"}],
+                }
+            }
+        )
+    if conditions:
+        statement: aws.wafv2.WebAclRuleStatementArgsDict = (
+            conditions[0] if len(conditions) == 1 else {"and_statement": {"statements": conditions}}
+        )
+        rules.append(
+            {
+                "name": "allow-authorised-clients",
+                "priority": 2,
+                "action": {"allow": {}},
+                "statement": statement,
+                "visibility_config": _visibility("allow-authorised-clients"),
+            }
+        )
+    return rules
+
+
+def load_balancer_configuration_spec(
+    cfg: IngressConfig, certificate_arn: str, web_acl_arn: str
+) -> dict[str, Any]:
+    return {
+        "scheme": cfg.scheme,
+        "ipAddressType": "ipv4",
+        "listenerConfigurations": [
+            {
+                "protocolPort": "HTTPS:443",
+                "defaultCertificate": certificate_arn,
+                "sslPolicy": cfg.tls_policy,
+                # gRPC needs HTTP/2 end to end; REST clients still get HTTP/1.1.
+                "alpnPolicy": "HTTP2Preferred",
+            }
+        ],
+        "loadBalancerAttributes": [
+            {"key": "idle_timeout.timeout_seconds", "value": str(cfg.idle_timeout_seconds)},
+            {"key": "routing.http.drop_invalid_header_fields.enabled", "value": "true"},
+        ],
+        "wafV2": {"webACL": web_acl_arn},
+    }
+
+
+def target_group_configuration_spec(
+    serving: ServingOutputs, grpc_route: str, health_model: str
+) -> dict[str, Any]:
+    """IP targets (pods), REST health from the model status endpoint, gRPC over HTTP/2."""
+    return {
+        "targetReference": {"kind": "Service", "name": serving.service_name},
+        "defaultConfiguration": {
+            "targetType": "ip",
+            "protocol": "HTTP",
+            "protocolVersion": "HTTP1",
+            "healthCheckConfig": {
+                "healthCheckPath": f"/v1/models/{health_model}",
+                "healthCheckPort": str(serving.rest_port),
+                "healthCheckProtocol": "HTTP",
+                "healthCheckInterval": 10,
+                "healthCheckTimeout": 5,
+                "healthyThresholdCount": 2,
+                "unhealthyThresholdCount": 3,
+                "matcher": {"httpCode": "200"},
+            },
+            "targetGroupAttributes": [
+                {"key": "deregistration_delay.timeout_seconds", "value": "30"},
+            ],
+        },
+        "routeConfigurations": [
+            {
+                "routeIdentifier": {"kind": "GRPCRoute", "namespace": serving.namespace, "name": grpc_route},
+                "targetGroupProps": {
+                    "targetType": "ip",
+                    "protocol": "HTTP",
+                    "protocolVersion": "GRPC",
+                    "healthCheckConfig": {
+                        # Any gRPC answer from the model service shows the server is up.
+                        "healthCheckPath": GRPC_HEALTH_PATH,
+                        "healthCheckProtocol": "HTTP",
+                        "healthCheckInterval": 10,
+                        "healthCheckTimeout": 5,
+                        "healthyThresholdCount": 2,
+                        "unhealthyThresholdCount": 3,
+                        "matcher": {"grpcCode": "0-99"},
+                    },
+                },
+            }
+        ],
+    }
+
+
+def gateway_spec(name: str, lb_config: str) -> dict[str, Any]:
+    same_namespace = {"namespaces": {"from": "Same"}}
+    return {
+        "gatewayClassName": GATEWAY_CLASS,
+        "infrastructure": {
+            "parametersRef": {"group": LBC_GROUP, "kind": "LoadBalancerConfiguration", "name": lb_config}
+        },
+        "listeners": [
+            {"name": "http", "protocol": "HTTP", "port": 80, "allowedRoutes": same_namespace},
+            {"name": "https", "protocol": "HTTPS", "port": 443, "allowedRoutes": same_namespace},
+        ],
+    }
+
+
+def _parent(gateway: str, section: str) -> dict[str, str]:
+    return {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": gateway,
+        "sectionName": section,
+    }
+
+
+def redirect_route_spec(gateway: str, hosts: list[str]) -> dict[str, Any]:
+    return {
+        "parentRefs": [_parent(gateway, "http")],
+        "hostnames": hosts,
+        "rules": [
+            {
+                "filters": [
+                    {
+                        "type": "RequestRedirect",
+                        "requestRedirect": {"scheme": "https", "statusCode": 301},
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def rest_route_spec(gateway: str, host: str, serving: ServingOutputs) -> dict[str, Any]:
+    return {
+        "parentRefs": [_parent(gateway, "https")],
+        "hostnames": [host],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/v1/models"}}],
+                "backendRefs": [{"name": serving.service_name, "port": serving.rest_port}],
+            }
+        ],
+    }
+
+
+def grpc_route_spec(gateway: str, host: str, serving: ServingOutputs) -> dict[str, Any]:
+    return {
+        "parentRefs": [_parent(gateway, "https")],
+        "hostnames": [host],
+        "rules": [{"backendRefs": [{"name": serving.service_name, "port": serving.grpc_port}]}],
+    }
+
+
+def _validation_option(
+    options: list[aws.acm.outputs.CertificateDomainValidationOption], domain: str
+) -> aws.acm.outputs.CertificateDomainValidationOption:
+    return next(o for o in options if o.domain_name == domain)
+
+
+class IngressTls(pulumi.ComponentResource):
+    outputs: IngressOutputs
+
+    def __init__(
+        self,
+        name: str,
+        cfg: IngressConfig,
+        *,
+        api_key: str | None,
+        stack: str,
+        cluster: ClusterOutputs,
+        serving: ServingOutputs,
+        region: str,
+        partition: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("tf-serving-eks:ingress:IngressTls", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+        ns = serving.namespace
+        labels = k8s_labels("ingress", serving.name)
+
+        controller = self._controller(name, cluster, region, partition, child, k8s_child)
+        self._external_dns(name, cfg, stack, cluster, region, partition, child, k8s_child)
+        certificate_arn = self._certificate(name, cfg, child)
+        web_acl = self._web_acl(name, cfg, api_key, child)
+
+        after_controller = pulumi.ResourceOptions.merge(
+            k8s_child, pulumi.ResourceOptions(depends_on=controller)
+        )
+
+        def custom(
+            resource: str, api_version: str, kind: str, object_name: str, spec: Any, namespaced: bool = True
+        ) -> k8s.apiextensions.CustomResource:
+            return k8s.apiextensions.CustomResource(
+                f"{name}-{resource}",
+                api_version=api_version,
+                kind=kind,
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=object_name, namespace=ns if namespaced else None, labels=labels
+                ),
+                spec=spec,
+                opts=after_controller,
+            )
+
+        gateway_name = serving.name
+        grpc_route = f"{serving.name}-grpc"
+        lb_config = custom(
+            "load-balancer-config",
+            f"{LBC_GROUP}/v1",
+            "LoadBalancerConfiguration",
+            serving.name,
+            pulumi.Output.all(certificate_arn, web_acl.arn).apply(
+                lambda a: load_balancer_configuration_spec(cfg, a[0], a[1])
+            ),
+        )
+        custom(
+            "target-group-config",
+            f"{LBC_GROUP}/v1",
+            "TargetGroupConfiguration",
+            serving.name,
+            target_group_configuration_spec(serving, grpc_route, serving.model_names[0]),
+        )
+        custom(
+            "gateway-class",
+            "gateway.networking.k8s.io/v1",
+            "GatewayClass",
+            GATEWAY_CLASS,
+            {"controllerName": ALB_CONTROLLER_NAME},
+            namespaced=False,
+        )
+        gateway = k8s.apiextensions.CustomResource(
+            f"{name}-gateway",
+            api_version="gateway.networking.k8s.io/v1",
+            kind="Gateway",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=gateway_name, namespace=ns, labels=labels),
+            spec=gateway_spec(gateway_name, serving.name),
+            opts=pulumi.ResourceOptions.merge(after_controller, pulumi.ResourceOptions(depends_on=[lb_config])),
+        )
+        after_gateway = pulumi.ResourceOptions.merge(after_controller, pulumi.ResourceOptions(depends_on=[gateway]))
+        for resource, kind, object_name, spec in (
+            ("http-redirect", "HTTPRoute", f"{serving.name}-redirect", redirect_route_spec(gateway_name, [cfg.rest_host, cfg.grpc_host])),
+            ("rest-route", "HTTPRoute", f"{serving.name}-rest", rest_route_spec(gateway_name, cfg.rest_host, serving)),
+            ("grpc-route", "GRPCRoute", grpc_route, grpc_route_spec(gateway_name, cfg.grpc_host, serving)),
+        ):
+            k8s.apiextensions.CustomResource(
+                f"{name}-{resource}",
+                api_version="gateway.networking.k8s.io/v1",
+                kind=kind,
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=ns, labels=labels),
+                spec=spec,
+                opts=after_gateway,
+            )
+
+        self.outputs = IngressOutputs(
+            rest_url=f"https://{cfg.rest_host}",
+            grpc_url=f"{cfg.grpc_host}:443",
+            certificate_arn=certificate_arn,
+            web_acl_arn=web_acl.arn,
+        )
+        self.register_outputs({"rest_url": self.outputs.rest_url, "grpc_url": self.outputs.grpc_url})
+
+    def _controller(
+        self,
+        name: str,
+        cluster: ClusterOutputs,
+        region: str,
+        partition: str,
+        child: pulumi.ResourceOptions,
+        k8s_child: pulumi.ResourceOptions,
+    ) -> list[pulumi.Resource]:
+        """The controller, its identity, and every CRD a Gateway object needs, in order."""
+        n = f"{name}-lb-controller"
+        role = aws.iam.Role(
+            f"{n}-role",
+            assume_role_policy=pod_identity_trust_policy(),
+            description="AWS Load Balancer Controller (EKS Pod Identity)",
+            opts=child,
+        )
+        policy = aws.iam.Policy(
+            f"{n}-policy",
+            description="AWS Load Balancer Controller v3.5.0 (published policy)",
+            policy=lbc_policy(),
+            opts=child,
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{n}-policy-attachment", role=role.name, policy_arn=policy.arn, opts=child
+        )
+        association = aws.eks.PodIdentityAssociation(
+            f"{n}-identity",
+            cluster_name=cluster.name,
+            namespace=CONTROLLER_NAMESPACE,
+            service_account=CONTROLLER_SERVICE_ACCOUNT,
+            role_arn=role.arn,
+            opts=child,
+        )
+        # Gateway API CRDs (standard channel) at the version the controller is built for; the
+        # controller's own gateway.k8s.aws CRDs come with its chart.
+        gateway_crds = k8s.yaml.v2.ConfigFile(
+            f"{name}-gateway-api-crds", file=catalog.GATEWAY_API_CRDS_URL, opts=k8s_child
+        )
+        values = pulumi.Output.all(cluster.name, cluster.vpc_id).apply(
+            lambda a: controller_values(a[0], region, a[1], cluster.system_node_selector)
+        )
+        release = helm_release(
+            n,
+            catalog.CHARTS["aws-load-balancer-controller"],
+            CONTROLLER_NAMESPACE,
+            values,
+            pulumi.ResourceOptions.merge(
+                k8s_child, pulumi.ResourceOptions(depends_on=[gateway_crds, association, attachment])
+            ),
+        )
+        return [gateway_crds, release]
+
+    def _external_dns(
+        self,
+        name: str,
+        cfg: IngressConfig,
+        stack: str,
+        cluster: ClusterOutputs,
+        region: str,
+        partition: str,
+        child: pulumi.ResourceOptions,
+        k8s_child: pulumi.ResourceOptions,
+    ) -> None:
+        n = f"{name}-external-dns"
+        role = aws.iam.Role(
+            f"{n}-role",
+            assume_role_policy=pod_identity_trust_policy(),
+            description=f"external-dns for {cfg.domain} (EKS Pod Identity)",
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{n}-policy", role=role.id, policy=external_dns_policy(partition, cfg.hosted_zone_id), opts=child
+        )
+        association = aws.eks.PodIdentityAssociation(
+            f"{n}-identity",
+            cluster_name=cluster.name,
+            namespace=CONTROLLER_NAMESPACE,
+            service_account=EXTERNAL_DNS_SERVICE_ACCOUNT,
+            role_arn=role.arn,
+            opts=child,
+        )
+        values = cluster.name.apply(
+            lambda cluster_name: external_dns_values(
+                cfg, f"{cluster_name}-{stack}", region, cluster.system_node_selector
+            )
+        )
+        helm_release(
+            n,
+            catalog.CHARTS["external-dns"],
+            CONTROLLER_NAMESPACE,
+            values,
+            pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[association])),
+        )
+
+    def _certificate(
+        self, name: str, cfg: IngressConfig, child: pulumi.ResourceOptions
+    ) -> pulumi.Output[str]:
+        if cfg.certificate_arn:
+            return pulumi.Output.from_input(cfg.certificate_arn)
+        certificate = aws.acm.Certificate(
+            f"{name}-certificate",
+            domain_name=cfg.rest_host,
+            subject_alternative_names=[cfg.grpc_host],
+            validation_method="DNS",
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(delete_before_replace=False)
+            ),
+        )
+        records = []
+        for host in (cfg.rest_host, cfg.grpc_host):
+            option = certificate.domain_validation_options.apply(
+                functools.partial(_validation_option, domain=host)
+            )
+            records.append(
+                aws.route53.Record(
+                    f"{name}-certificate-validation-{host.split('.')[0]}",
+                    zone_id=cfg.hosted_zone_id,
+                    name=option.apply(lambda o: o.resource_record_name or ""),
+                    type=option.apply(lambda o: o.resource_record_type or "CNAME"),
+                    records=[option.apply(lambda o: o.resource_record_value or "")],
+                    ttl=300,
+                    allow_overwrite=True,
+                    opts=child,
+                )
+            )
+        validation = aws.acm.CertificateValidation(
+            f"{name}-certificate-validation",
+            certificate_arn=certificate.arn,
+            validation_record_fqdns=[r.fqdn for r in records],
+            opts=child,
+        )
+        return validation.certificate_arn
+
+    def _web_acl(
+        self, name: str, cfg: IngressConfig, api_key: str | None, child: pulumi.ResourceOptions
+    ) -> aws.wafv2.WebAcl:
+        access = cfg.access
+        ip_set_arn: pulumi.Output[str] | None = None
+        if access.allowed_cidrs:
+            ip_set = aws.wafv2.IpSet(
+                f"{name}-allowlist",
+                scope="REGIONAL",
+                ip_address_version="IPV4",
+                addresses=[str(c) for c in access.allowed_cidrs],
+                description="Sources allowed to call the model endpoints",
+                opts=child,
+            )
+            ip_set_arn = ip_set.arn
+        secret_key = pulumi.Output.secret(api_key) if api_key is not None else None
+        rules = pulumi.Output.all(ip_set_arn, secret_key).apply(
+            lambda a: web_acl_rules(access, a[0], a[1])
+        )
+        closed = bool(access.allowed_cidrs or access.require_api_key)
+        if not closed and not access.public:
+            pulumi.log.warn(
+                "ingress.access has neither allowed_cidrs nor require_api_key: the endpoints are "
+                "open to any source (set access.public: true to say so)",
+                resource=self,
+            )
+        return aws.wafv2.WebAcl(
+            f"{name}-web-acl",
+            scope="REGIONAL",
+            description="Model endpoints: managed rules, rate limit, allowlist / API key",
+            default_action={"block": {}} if closed else {"allow": {}},
+            rules=rules,
+            visibility_config=_visibility(f"{name}-web-acl"),
+            opts=child,
+        )
+
+
+def stack_outputs(outputs: IngressOutputs) -> dict[str, Any]:
+    return {
+        "rest_url": outputs.rest_url,
+        "grpc_url": outputs.grpc_url,
+        "certificate_arn": outputs.certificate_arn,
+        "web_acl_arn": outputs.web_acl_arn,
+    }
+
