@@ -41,6 +41,10 @@ class Registered:
     retain_on_delete: bool
     ignore_changes: list[str]
     depends_on: list[str]
+    # Top-level inputs that held a Pulumi secret (their values above are unwrapped).
+    secret_inputs: set[str] = field(default_factory=set)
+    # What the mocks answered: inputs plus computed values (IDs, ARNs ...).
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def component(self) -> str:
@@ -96,6 +100,28 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, list):
         return [_normalise(v) for v in value]
     return value
+
+
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def _unwrap_secrets(value: Any) -> tuple[Any, bool]:
+    """Replace Pulumi's secret envelopes by their values; say whether there was one."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE:
+            inner, _ = _unwrap_secrets(value.get("value"))
+            return inner, True
+        found = False
+        out = {}
+        for k, v in value.items():
+            out[k], secret = _unwrap_secrets(v)
+            found |= secret
+        return out, found
+    if isinstance(value, list):
+        items = [_unwrap_secrets(v) for v in value]
+        return [v for v, _ in items], any(secret for _, secret in items)
+    return value, False
 
 
 def _short_hash(text: str) -> str:
@@ -252,14 +278,23 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
+            raw = pulumi.runtime.rpc.deserialize_properties(request.object)
+            inputs: dict[str, Any] = {}
+            secret_inputs: set[str] = set()
+            for key, value in raw.items():
+                inputs[key], secret = _unwrap_secrets(value)
+                if secret:
+                    secret_inputs.add(key)
             self.rendering.resources.append(
                 Registered(
                     type=request.type,
                     name=request.name,
                     urn=response.urn,
-                    inputs=_normalise(
-                        pulumi.runtime.rpc.deserialize_properties(request.object)
-                    ),
+                    inputs=_normalise(inputs),
+                    secret_inputs=secret_inputs,
+                    outputs=_unwrap_secrets(self.resources[response.urn].state)[0]
+                    if response.urn in self.resources
+                    else {},
                     custom=bool(request.custom),
                     parent=request.parent,
                     provider=request.provider,
