@@ -22,7 +22,7 @@ from components import catalog
 from components.cluster import POOL_LABEL, ClusterOutputs
 from components.config import GpuPoolConfig, NodeAutoscalingConfig, TaintConfig
 from components.helm import helm_release
-from components.iam import pod_identity_trust_policy, policy_document
+from components.iam import pod_identity_role, policy_document
 from components.naming import k8s_labels
 from components.nodes import BOTTLEROCKET_DATA_DEVICE, ROOT_DEVICE, launch_template_args, node_role
 
@@ -357,24 +357,18 @@ class GpuNodePool(pulumi.ComponentResource):
         groups: list[aws.eks.NodeGroup],
     ) -> None:
         n = f"{self._name}-cluster-autoscaler"
-        role = aws.iam.Role(
-            f"{n}-role",
-            assume_role_policy=pod_identity_trust_policy(),
-            description="cluster-autoscaler (EKS Pod Identity)",
-            opts=child,
+        role, association = pod_identity_role(
+            n,
+            cluster_name=self._cluster.name,
+            namespace=AUTOSCALER_NAMESPACE,
+            service_account=AUTOSCALER_SERVICE_ACCOUNT,
+            description="cluster-autoscaler",
+            parent=self,
         )
         aws.iam.RolePolicy(
             f"{n}-policy",
             role=role.id,
             policy=self._cluster.name.apply(cluster_autoscaler_policy),
-            opts=child,
-        )
-        association = aws.eks.PodIdentityAssociation(
-            f"{n}-identity",
-            cluster_name=self._cluster.name,
-            namespace=AUTOSCALER_NAMESPACE,
-            service_account=AUTOSCALER_SERVICE_ACCOUNT,
-            role_arn=role.arn,
             opts=child,
         )
         values = self._cluster.name.apply(

@@ -92,3 +92,34 @@ def role_with_managed_policies(
         for policy in managed_policy_names
     ]
     return role, attachments
+
+
+def pod_identity_role(
+    name: str,
+    *,
+    cluster_name: pulumi.Input[str],
+    namespace: str,
+    service_account: str,
+    description: str,
+    parent: pulumi.Resource,
+) -> tuple[aws.iam.Role, aws.eks.PodIdentityAssociation]:
+    """A role for one Kubernetes service account through EKS Pod Identity, and its binding.
+
+    Children are named `<name>-role` and `<name>-identity`.
+    """
+    opts = pulumi.ResourceOptions(parent=parent)
+    role = aws.iam.Role(
+        f"{name}-role",
+        assume_role_policy=pod_identity_trust_policy(),
+        description=f"{description} (EKS Pod Identity)",
+        opts=opts,
+    )
+    association = aws.eks.PodIdentityAssociation(
+        f"{name}-identity",
+        cluster_name=cluster_name,
+        namespace=namespace,
+        service_account=service_account,
+        role_arn=role.arn,
+        opts=opts,
+    )
+    return role, association

@@ -24,7 +24,7 @@ from components import catalog
 from components.cluster import ClusterOutputs
 from components.config import AccessConfig, IngressConfig
 from components.helm import helm_release
-from components.iam import pod_identity_trust_policy, policy_document
+from components.iam import pod_identity_role, policy_document
 from components.naming import k8s_labels
 from components.tf_serving import ServingOutputs
 
@@ -429,11 +429,13 @@ class IngressTls(pulumi.ComponentResource):
     ) -> list[pulumi.Resource]:
         """The controller, its identity, and every CRD a Gateway object needs, in order."""
         n = f"{name}-lb-controller"
-        role = aws.iam.Role(
-            f"{n}-role",
-            assume_role_policy=pod_identity_trust_policy(),
-            description="AWS Load Balancer Controller (EKS Pod Identity)",
-            opts=child,
+        role, association = pod_identity_role(
+            n,
+            cluster_name=cluster.name,
+            namespace=CONTROLLER_NAMESPACE,
+            service_account=CONTROLLER_SERVICE_ACCOUNT,
+            description="AWS Load Balancer Controller",
+            parent=self,
         )
         policy = aws.iam.Policy(
             f"{n}-policy",
@@ -443,14 +445,6 @@ class IngressTls(pulumi.ComponentResource):
         )
         attachment = aws.iam.RolePolicyAttachment(
             f"{n}-policy-attachment", role=role.name, policy_arn=policy.arn, opts=child
-        )
-        association = aws.eks.PodIdentityAssociation(
-            f"{n}-identity",
-            cluster_name=cluster.name,
-            namespace=CONTROLLER_NAMESPACE,
-            service_account=CONTROLLER_SERVICE_ACCOUNT,
-            role_arn=role.arn,
-            opts=child,
         )
         # Gateway API CRDs (standard channel) at the version the controller is built for; the
         # controller's own gateway.k8s.aws CRDs come with its chart.
@@ -483,22 +477,16 @@ class IngressTls(pulumi.ComponentResource):
         k8s_child: pulumi.ResourceOptions,
     ) -> None:
         n = f"{name}-external-dns"
-        role = aws.iam.Role(
-            f"{n}-role",
-            assume_role_policy=pod_identity_trust_policy(),
-            description=f"external-dns for {cfg.domain} (EKS Pod Identity)",
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{n}-policy", role=role.id, policy=external_dns_policy(partition, cfg.hosted_zone_id), opts=child
-        )
-        association = aws.eks.PodIdentityAssociation(
-            f"{n}-identity",
+        role, association = pod_identity_role(
+            n,
             cluster_name=cluster.name,
             namespace=CONTROLLER_NAMESPACE,
             service_account=EXTERNAL_DNS_SERVICE_ACCOUNT,
-            role_arn=role.arn,
-            opts=child,
+            description=f"external-dns for {cfg.domain}",
+            parent=self,
+        )
+        aws.iam.RolePolicy(
+            f"{n}-policy", role=role.id, policy=external_dns_policy(partition, cfg.hosted_zone_id), opts=child
         )
         values = cluster.name.apply(
             lambda cluster_name: external_dns_values(

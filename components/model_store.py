@@ -10,7 +10,7 @@ filesystem, so TF Serving never sees half a version.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +22,7 @@ from components.cluster import ClusterOutputs
 from components.config import ModelStoreConfig
 from components.iam import irsa_trust_policy, pod_identity_trust_policy, policy_document
 from components.model_layout import COMPLETE_DIR
+from components.podsecurity import restricted_container
 
 # AWS CLI v2 (Pod Identity credentials need >= 2.15), on ECR Public to avoid pull limits.
 SYNC_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.34.48"
@@ -312,15 +313,7 @@ def model_sync_containers(
                 requests={"cpu": "50m", "memory": "128Mi"},
                 limits={"cpu": "1", "memory": "512Mi"},
             ),
-            security_context=k8s.core.v1.SecurityContextArgs(
-                run_as_non_root=True,
-                run_as_user=SYNC_UID,
-                run_as_group=SYNC_UID,
-                read_only_root_filesystem=True,
-                allow_privilege_escalation=False,
-                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-            ),
+            security_context=restricted_container(SYNC_UID),
         )
 
     return (
@@ -357,63 +350,36 @@ class ModelStore(pulumi.ComponentResource):
             opts=keep,
         )
         aws.kms.Alias(f"{name}-key-alias", name=f"alias/{bucket_name}", target_key_id=key.key_id, opts=child)
-        bucket = aws.s3.Bucket(f"{name}-bucket", bucket=bucket_name, force_destroy=False, opts=keep)
-        in_bucket = pulumi.ResourceOptions(parent=self, depends_on=[bucket])
-        aws.s3.BucketOwnershipControls(
-            f"{name}-ownership",
-            bucket=bucket.id,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            opts=in_bucket,
-        )
-        aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access-block",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=in_bucket,
+        bucket = self._private_bucket(
+            name,
+            f"{name}-bucket",
+            bucket_name,
+            encryption=aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                    sse_algorithm="aws:kms", kms_master_key_id=key.arn
+                ),
+                # One data key per bucket, not per object: far fewer KMS calls on sync.
+                bucket_key_enabled=True,
+            ),
+            lifecycle=aws.s3.BucketLifecycleConfigurationRuleArgs(
+                id="expire-noncurrent-versions",
+                status="Enabled",
+                filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                    noncurrent_days=cfg.noncurrent_version_expiration_days
+                ),
+                abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                    days_after_initiation=7
+                ),
+            ),
+            policy=("tls-only", lambda arn: pulumi.Output.from_input(tls_only_policy(arn))),
+            keep=keep,
         )
         aws.s3.BucketVersioning(
             f"{name}-versioning",
             bucket=bucket.id,
             versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
-            opts=in_bucket,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                        sse_algorithm="aws:kms", kms_master_key_id=key.arn
-                    ),
-                    # One data key per bucket, not per object: far fewer KMS calls on sync.
-                    bucket_key_enabled=True,
-                )
-            ],
-            opts=in_bucket,
-        )
-        aws.s3.BucketPolicy(
-            f"{name}-tls-only", bucket=bucket.id, policy=bucket.arn.apply(tls_only_policy), opts=in_bucket
-        )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{name}-lifecycle",
-            bucket=bucket.id,
-            rules=[
-                aws.s3.BucketLifecycleConfigurationRuleArgs(
-                    id="expire-noncurrent-versions",
-                    status="Enabled",
-                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
-                        noncurrent_days=cfg.noncurrent_version_expiration_days
-                    ),
-                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
-                        days_after_initiation=7
-                    ),
-                )
-            ],
-            opts=in_bucket,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[bucket]),
         )
         if cfg.access_logging:
             self._access_logging(name, bucket, bucket_name, account_id, keep)
@@ -478,6 +444,49 @@ class ModelStore(pulumi.ComponentResource):
         )
         self.register_outputs({"bucket": bucket.bucket, "reader_role_arn": reader.arn})
 
+    def _private_bucket(
+        self,
+        stem: str,
+        resource_name: str,
+        bucket_name: str,
+        *,
+        encryption: aws.s3.BucketServerSideEncryptionConfigurationRuleArgs,
+        lifecycle: aws.s3.BucketLifecycleConfigurationRuleArgs,
+        policy: tuple[str, Callable[[str], pulumi.Output[str]]],
+        keep: pulumi.ResourceOptions,
+    ) -> aws.s3.Bucket:
+        """A bucket only its account can use: owner-enforced, no public access, encrypted by
+        default, with a lifecycle rule and a bucket policy. Children are `<stem>-<role>`."""
+        bucket = aws.s3.Bucket(resource_name, bucket=bucket_name, force_destroy=False, opts=keep)
+        in_bucket = pulumi.ResourceOptions(parent=self, depends_on=[bucket])
+        aws.s3.BucketOwnershipControls(
+            f"{stem}-ownership",
+            bucket=bucket.id,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=in_bucket,
+        )
+        aws.s3.BucketPublicAccessBlock(
+            f"{stem}-public-access-block",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=in_bucket,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{stem}-encryption", bucket=bucket.id, rules=[encryption], opts=in_bucket
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{stem}-lifecycle", bucket=bucket.id, rules=[lifecycle], opts=in_bucket
+        )
+        policy_role, make_policy = policy
+        document: pulumi.Output[str] = bucket.arn.apply(make_policy)
+        aws.s3.BucketPolicy(
+            f"{stem}-{policy_role}", bucket=bucket.id, policy=document, opts=in_bucket
+        )
+        return bucket
+
     def _access_logging(
         self,
         name: str,
@@ -486,56 +495,30 @@ class ModelStore(pulumi.ComponentResource):
         account_id: str,
         keep: pulumi.ResourceOptions,
     ) -> None:
-        logs = aws.s3.Bucket(f"{name}-access-logs", bucket=f"{bucket_name[:58]}-logs", opts=keep)
-        in_logs = pulumi.ResourceOptions(parent=self, depends_on=[logs])
-        aws.s3.BucketOwnershipControls(
-            f"{name}-access-logs-ownership",
-            bucket=logs.id,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            opts=in_logs,
-        )
-        aws.s3.BucketPublicAccessBlock(
-            f"{name}-access-logs-public-access-block",
-            bucket=logs.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=in_logs,
-        )
-        # Server access logs can only be delivered to SSE-S3 buckets, not SSE-KMS.
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-access-logs-encryption",
-            bucket=logs.id,
-            rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                        sse_algorithm="AES256"
-                    )
+        stem = f"{name}-access-logs"
+        logs = self._private_bucket(
+            stem,
+            stem,
+            f"{bucket_name[:58]}-logs",
+            # Server access logs can only be delivered to SSE-S3 buckets, not SSE-KMS.
+            encryption=aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                    sse_algorithm="AES256"
                 )
-            ],
-            opts=in_logs,
-        )
-        aws.s3.BucketPolicy(
-            f"{name}-access-logs-policy",
-            bucket=logs.id,
-            policy=pulumi.Output.all(logs.arn, bucket.arn).apply(
-                lambda a: access_log_policy(a[0], a[1], account_id)
             ),
-            opts=in_logs,
-        )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{name}-access-logs-lifecycle",
-            bucket=logs.id,
-            rules=[
-                aws.s3.BucketLifecycleConfigurationRuleArgs(
-                    id="expire-access-logs",
-                    status="Enabled",
-                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=365),
-                )
-            ],
-            opts=in_logs,
+            lifecycle=aws.s3.BucketLifecycleConfigurationRuleArgs(
+                id="expire-access-logs",
+                status="Enabled",
+                filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=365),
+            ),
+            policy=(
+                "policy",
+                lambda logs_arn: bucket.arn.apply(
+                    lambda source_arn: access_log_policy(logs_arn, source_arn, account_id)
+                ),
+            ),
+            keep=keep,
         )
         aws.s3.BucketLogging(
             f"{name}-access-logging",

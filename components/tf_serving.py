@@ -23,6 +23,7 @@ from components.model_store import (
     sync_config_data,
 )
 from components.naming import k8s_labels
+from components.podsecurity import restricted_container
 
 GRPC_PORT = 8500
 REST_PORT = 8501
@@ -200,15 +201,7 @@ def serving_container(cfg: ServingConfig) -> k8s.core.v1.ContainerArgs:
             k8s.core.v1.VolumeMountArgs(name="tf-serving-config", mount_path=CONFIG_DIR, read_only=True),
             k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
         ],
-        security_context=k8s.core.v1.SecurityContextArgs(
-            run_as_non_root=True,
-            run_as_user=SERVING_UID,
-            run_as_group=SERVING_UID,
-            read_only_root_filesystem=True,
-            allow_privilege_escalation=False,
-            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-        ),
+        security_context=restricted_container(SERVING_UID),
     )
 
 
