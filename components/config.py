@@ -663,11 +663,80 @@ class IngressConfig(Section):
         return self
 
 
+RetentionPeriod = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(h|d|w|y)$")]
+Severity = Literal["critical", "warning"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
+
+
+class AlertThresholds(Section):
+    """Where the alert rules fire."""
+
+    error_ratio: float = Field(
+        0.05, gt=0, lt=1, description="Share of requests failing server-side (5 min) that alerts."
+    )
+    latency_p99_ms: int = Field(
+        500, ge=1, le=600_000, description="p99 request latency SLO per model, in milliseconds."
+    )
+    queueing_p99_ms: int = Field(
+        50, ge=1, le=600_000, description="p99 batching queueing latency that alerts (ms)."
+    )
+    gpu_utilisation_percent: int = Field(
+        90, ge=1, le=100, description="Average GPU utilisation over 15 min that counts as saturated."
+    )
+    gpu_memory_percent: int = Field(
+        95, ge=1, le=100, description="GPU framebuffer use that counts as nearly full."
+    )
+    restarts_per_hour: int = Field(
+        3, ge=1, le=1000, description="Container restarts in an hour that alert."
+    )
+
+
+class AlertReceiverConfig(Section):
+    """Where alerts go; the URL or key is `alerting_secrets.<receiver name>` (a secret)."""
+
+    type: Literal["slack", "webhook", "pagerduty"] = Field(
+        description="slack (incoming webhook URL), webhook (generic URL) or pagerduty (routing key)."
+    )
+    severities: list[Severity] = Field(
+        default_factory=lambda: list(SEVERITIES),
+        min_length=1,
+        description="Alert severities routed here.",
+    )
+    slack_channel: Annotated[str, StringConstraints(pattern=r"^#[a-z0-9_-]{1,80}$")] | None = Field(
+        None, description="Slack channel (type slack)."
+    )
+
+
 class MonitoringConfig(Section):
-    enabled: bool = Field(
-        False,
-        description="Create monitoring objects (ServiceMonitors ...); needs the Prometheus "
-        "Operator CRDs in the cluster.",
+    env_defaults = {
+        "retention": _by_env("3d", "15d"),
+        "storage_gib": _by_env(20, 100),
+        "replicas": _by_env(1, 2),
+    }
+
+    enabled: bool = Field(True, description="Metrics, alerts and dashboards for the stack.")
+    mode: Literal["kube-prometheus-stack", "existing-operator"] = Field(
+        "kube-prometheus-stack",
+        description="Install kube-prometheus-stack, or only create our ServiceMonitors, rules and "
+        "dashboard for a Prometheus Operator already in the cluster.",
+    )
+    namespace: Name = Field("monitoring", description="Namespace Prometheus runs in.")
+    retention: RetentionPeriod = Field(description="How long Prometheus keeps metrics.")
+    storage_gib: int = Field(ge=5, le=16_000, description="Prometheus volume (gp3) per replica.")
+    replicas: int = Field(ge=1, le=5, description="Prometheus and Alertmanager replicas.")
+    rule_labels: dict[Name, LabelValue] = Field(
+        default_factory=dict,
+        description="Extra labels on our ServiceMonitors and rules, for an existing Prometheus's "
+        "selectors (mode existing-operator).",
+    )
+    thresholds: AlertThresholds = section("Alert thresholds.")
+    runbook_base_url: Annotated[str, StringConstraints(pattern=r"^\S+#[a-z0-9-]+$")] = Field(
+        "README.md#runbook",
+        description="Alerts link to `<this>-<alert name in lower case>`: point it at your copy "
+        "of the README's runbook.",
+    )
+    receivers: dict[Name, AlertReceiverConfig] = Field(
+        default_factory=dict, description="Alertmanager receivers keyed by name."
     )
 
 
@@ -696,6 +765,13 @@ class StackConfig(Section):
     ingress_api_key: SecretStr | None = Field(
         None, description="API key for access.require_api_key; set it with --secret."
     )
+    grafana_admin_password: SecretStr | None = Field(
+        None, description="Grafana admin password (--secret). Unset: a random one is generated."
+    )
+    alerting_secrets: dict[Name, SecretStr] = Field(
+        default_factory=dict,
+        description="Per receiver: Slack/webhook URL or PagerDuty routing key (--secret --path).",
+    )
     monitoring: MonitoringConfig = section("Monitoring.")
 
     @model_validator(mode="after")
@@ -709,15 +785,35 @@ class StackConfig(Section):
                 "tf-serving-eks:ingress_api_key <key>",
             )
         secret_keys = (info.context or {}).get("secret_keys")
-        if self.ingress_api_key is not None and secret_keys is not None:
-            if f"{PROJECT}:ingress_api_key" not in secret_keys:
-                raise RuleError(
-                    "ingress_api_key",
-                    "(hidden)",
-                    "is in the stack file in clear; set it with `pulumi config set --secret`",
-                )
+        if secret_keys is not None:
+            present = {
+                "ingress_api_key": self.ingress_api_key is not None,
+                "grafana_admin_password": self.grafana_admin_password is not None,
+                "alerting_secrets": bool(self.alerting_secrets),
+            }
+            for key, is_set in present.items():
+                if is_set and f"{PROJECT}:{key}" not in secret_keys:
+                    raise RuleError(
+                        key,
+                        "(hidden)",
+                        "is in the stack file in clear; set it with `pulumi config set --secret`",
+                    )
         if self.ingress_api_key is not None and len(self.ingress_api_key.get_secret_value()) < 20:
             raise RuleError("ingress_api_key", "(hidden)", "must be at least 20 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _receivers_have_secrets(self) -> StackConfig:
+        for name, receiver in self.monitoring.receivers.items():
+            if name not in self.alerting_secrets:
+                raise RuleError(
+                    f"monitoring.receivers.{name}",
+                    receiver.type,
+                    f"needs its URL or key: pulumi config set --secret --path "
+                    f"'tf-serving-eks:alerting_secrets.{name}' <value>",
+                )
+            if receiver.type == "slack" and receiver.slack_channel is None:
+                raise RuleError(f"monitoring.receivers.{name}.slack_channel", None, "slack needs a channel")
         return self
 
     @model_validator(mode="after")
@@ -767,6 +863,12 @@ class StackConfig(Section):
                 {"allowed_cidrs": [], "require_api_key": False},
                 "prod endpoints need an allowlist or an API key; set public: true to open "
                 "them deliberately",
+            )
+        if self.monitoring.enabled and not self.monitoring.receivers:
+            raise RuleError(
+                "monitoring.receivers",
+                {},
+                "prod needs at least one alert receiver (slack, webhook or pagerduty)",
             )
         if self.serving.replicas < 2:
             raise RuleError(

@@ -72,7 +72,11 @@ def external_dns_policy(partition: str, hosted_zone_id: str) -> str:
 
 
 def controller_values(
-    cluster_name: str, region: str, vpc_id: str, node_selector: dict[str, str]
+    cluster_name: str,
+    region: str,
+    vpc_id: str,
+    node_selector: dict[str, str],
+    service_monitor: bool,
 ) -> dict[str, Any]:
     return {
         "clusterName": cluster_name,
@@ -86,6 +90,7 @@ def controller_values(
         "enableServiceMutatorWebhook": False,
         "nodeSelector": node_selector,
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "serviceMonitor": {"enabled": service_monitor},
     }
 
 
@@ -330,9 +335,11 @@ class IngressTls(pulumi.ComponentResource):
         serving: ServingOutputs,
         region: str,
         partition: str,
+        service_monitor: bool,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:ingress:IngressTls", name, None, opts)
+        self._service_monitor = service_monitor
         child = pulumi.ResourceOptions(parent=self)
         k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         ns = serving.namespace
@@ -452,7 +459,9 @@ class IngressTls(pulumi.ComponentResource):
             f"{name}-gateway-api-crds", file=catalog.GATEWAY_API_CRDS_URL, opts=k8s_child
         )
         values = pulumi.Output.all(cluster.name, cluster.vpc_id).apply(
-            lambda a: controller_values(a[0], region, a[1], cluster.system_node_selector)
+            lambda a: controller_values(
+                a[0], region, a[1], cluster.system_node_selector, self._service_monitor
+            )
         )
         release = helm_release(
             n,

@@ -11,6 +11,7 @@ from components.cluster import Cluster
 from components.gpu_node_pool import GpuNodePool, monthly_cost_range
 from components.model_layout import model_bucket_name
 from components.model_store import ModelStore
+from components.monitoring import Monitoring
 from components.ingress_tls import IngressTls, stack_outputs
 from components.tf_serving import TfServing
 from components.catalog import PRICED_REGIONS
@@ -74,6 +75,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         ),
         provider=cluster.provider,
         replicas=cfg.serving.replicas,
+        monitoring_namespace=cfg.monitoring.namespace,
     ).outputs
 
     ingress: dict[str, Any] = {}
@@ -88,8 +90,21 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
                 serving=serving,
                 region=cfg.aws_region,
                 partition=partition,
+                service_monitor=cfg.monitoring.enabled,
                 opts=pulumi.ResourceOptions(providers=[aws_provider]),
             ).outputs
+        )
+    if cfg.monitoring.enabled:
+        Monitoring(
+            "monitoring",
+            cfg.monitoring,
+            serving=serving,
+            grafana_admin_password=(
+                cfg.grafana_admin_password.get_secret_value() if cfg.grafana_admin_password else None
+            ),
+            alerting_secrets={k: v.get_secret_value() for k, v in cfg.alerting_secrets.items()},
+            system_node_selector=cluster.system_node_selector,
+            provider=cluster.provider,
         )
 
     return {

@@ -33,7 +33,6 @@ METRICS_PATH = "/monitoring/prometheus/metrics"
 SERVING_UID = 1000
 PRE_STOP_SLEEP_SECONDS = 15
 PRIORITY_CLASS_VALUE = 1_000_000
-MONITORING_NAMESPACE = "monitoring"
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 
 
@@ -291,7 +290,7 @@ def pod_spec(
 
 
 def network_policy_spec(
-    cfg: ServingConfig, load_balancer_cidrs: list[str]
+    cfg: ServingConfig, load_balancer_cidrs: list[str], monitoring_namespace: str
 ) -> k8s.networking.v1.NetworkPolicySpecArgs:
     """Ingress: load balancer subnets to both ports, monitoring to metrics. Egress: DNS, the
     Pod Identity agent, and HTTPS outside private ranges (S3 and STS have no fixed IPs)."""
@@ -316,7 +315,7 @@ def network_policy_spec(
                 from_=[
                     k8s.networking.v1.NetworkPolicyPeerArgs(
                         namespace_selector=k8s.meta.v1.LabelSelectorArgs(
-                            match_labels={"kubernetes.io/metadata.name": MONITORING_NAMESPACE}
+                            match_labels={"kubernetes.io/metadata.name": monitoring_namespace}
                         )
                     )
                 ],
@@ -373,6 +372,7 @@ class TfServing(pulumi.ComponentResource):
         load_balancer_cidrs: pulumi.Input[list[str]],
         provider: k8s.Provider,
         replicas: int | None,
+        monitoring_namespace: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:serving:TfServing", name, None, opts)
@@ -485,7 +485,7 @@ class TfServing(pulumi.ComponentResource):
             f"{name}-network-policy",
             metadata=meta(cfg.name),
             spec=pulumi.Output.from_input(load_balancer_cidrs).apply(
-                lambda cidrs: network_policy_spec(cfg, cidrs)
+                lambda cidrs: network_policy_spec(cfg, cidrs, monitoring_namespace)
             ),
             opts=in_ns,
         )

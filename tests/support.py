@@ -10,7 +10,7 @@ import yaml
 
 from components.config import PROJECT, StackConfig, parse_stack_config
 from tools.mock_engine import Rendering, render
-from tools.stackfile import stack_file
+from tools.stackfile import stack_file, strip_secure
 
 
 def raw_stack(stack: str) -> dict[str, Any]:
@@ -18,6 +18,7 @@ def raw_stack(stack: str) -> dict[str, Any]:
     document = yaml.safe_load(stack_file(stack).read_text())
     raw: dict[str, Any] = {}
     for key, value in document["config"].items():
+        value, _ = strip_secure(value)
         raw[key if key.startswith("aws:") else key.removeprefix(f"{PROJECT}:")] = value
     return copy.deepcopy(raw)
 
@@ -31,8 +32,17 @@ def settings_for(raw: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+SECRET_SETTINGS = ("ingress_api_key", "grafana_admin_password", "alerting_secrets")
+
+
+def secret_keys_for(raw: dict[str, Any], clear: tuple[str, ...] = ()) -> list[str]:
+    """The Pulumi keys of the secret settings in `raw`, as `pulumi config set --secret` marks
+    them; those named in `clear` are left unmarked (as if written in the file in clear)."""
+    return [f"{PROJECT}:{k}" for k in SECRET_SETTINGS if k in raw and k not in clear]
+
+
 def render_raw(raw: dict[str, Any], stack: str = "test") -> Rendering:
-    return render(stack, settings_for(raw))
+    return render(stack, settings_for(raw), secret_keys_for(raw))
 
 
 def parse(raw: dict[str, Any], stack: str = "test") -> StackConfig:

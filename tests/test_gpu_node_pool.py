@@ -140,10 +140,10 @@ def test_dcgm_exporter_on_gpu_nodes_with_service_monitor_only_when_monitoring(de
     values = release(dev, "dcgm-exporter")["values"]
     assert values["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert values["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert values["serviceMonitor"]["enabled"] is False
+    assert values["serviceMonitor"]["enabled"] is True
     raw = raw_stack("dev")
-    raw["monitoring"] = {"enabled": True}
-    assert release(render_raw(raw), "dcgm-exporter")["values"]["serviceMonitor"]["enabled"] is True
+    raw["monitoring"] = {"enabled": False}
+    assert release(render_raw(raw), "dcgm-exporter")["values"]["serviceMonitor"]["enabled"] is False
 
 
 def test_nvidia_namespace_allows_privileged_daemons(dev: Rendering) -> None:

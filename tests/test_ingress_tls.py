@@ -12,7 +12,7 @@ import pytest
 from components import catalog
 from components.config import StackConfigError
 from components.ingress_tls import web_acl_rules
-from tests.support import parse, raw_stack, render_raw, settings_for
+from tests.support import parse, raw_stack, render_raw, secret_keys_for, settings_for
 from tools import conformance
 from tools.mock_engine import Rendering, render
 
@@ -187,7 +187,7 @@ def with_api_key(raw: dict[str, Any]) -> dict[str, Any]:
 
 def test_api_key_rule_requires_allowlist_and_key() -> None:
     raw = with_api_key(raw_stack("prod"))
-    r = render("test", settings_for(raw), ["tf-serving-eks:ingress_api_key"])
+    r = render("test", settings_for(raw), secret_keys_for(raw))
     acl = r.one("aws:wafv2/webAcl:WebAcl")
     assert "rules" in acl.secret_inputs, "the key travels as a Pulumi secret"
     rules = {rule["name"]: rule for rule in acl.inputs["rules"]}
@@ -215,7 +215,8 @@ def test_api_key_only_rule() -> None:
 
 def test_api_key_in_clear_is_refused() -> None:
     with pytest.raises(StackConfigError, match="ingress_api_key: is in the stack file in clear"):
-        render("test", settings_for(with_api_key(raw_stack("prod"))), [])
+        raw = with_api_key(raw_stack("prod"))
+        render("test", settings_for(raw), secret_keys_for(raw, clear=("ingress_api_key",)))
 
 
 def test_required_api_key_must_be_set() -> None:

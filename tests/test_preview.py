@@ -22,9 +22,10 @@ def test_preview_writes_objects_inventory_and_outputs(tmp_path: Path, capsys: py
     manifests = list((tmp_path / "k8s").rglob("*.yaml"))
     kinds = sorted(yaml.safe_load(p.read_text())["kind"] for p in manifests)
     assert kinds == [
-        "ConfigMap", "ConfigMap", "Deployment", "GRPCRoute", "Gateway", "GatewayClass",
-        "HTTPRoute", "HTTPRoute", "LoadBalancerConfiguration", "Namespace", "Namespace",
-        "NetworkPolicy", "PodDisruptionBudget", "PriorityClass", "Service", "ServiceAccount",
+        "ConfigMap", "ConfigMap", "ConfigMap", "Deployment", "GRPCRoute", "Gateway",
+        "GatewayClass", "HTTPRoute", "HTTPRoute", "LoadBalancerConfiguration", "Namespace",
+        "Namespace", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "PriorityClass",
+        "PrometheusRule", "Secret", "Service", "ServiceAccount", "ServiceMonitor",
         "StorageClass", "TargetGroupConfiguration",
     ]
     helm = {p.stem: yaml.safe_load(p.read_text()) for p in (tmp_path / "helm").rglob("*.yaml")}

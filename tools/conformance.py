@@ -75,21 +75,35 @@ def validate_objects(manifests: Iterable[dict[str, Any]], kubernetes_version: st
 
 
 HELM_VALUES_DIR = REFERENCE_DIR / "helm-values"
-# Keys under these paths are free-form in the charts (maps of args, labels, selectors ...).
-FREE_FORM_VALUES = (
-    "extraArgs",
-    "controllerConfig.featureGates",
-    "nodeSelector",
-    "tolerations",
-    "affinity",
-    "config.map",
-    "podLabels",
-    "podAnnotations",
-    "resources",
-    "containerSecurityContext",
-    "securityContext",
-    "podSecurityContext",
-    "serviceMonitor.additionalLabels",
+# Free-form maps in the charts (args, labels, selectors, Kubernetes specs): anything under
+# a key of this name, at any depth, is passed through as is.
+FREE_FORM_KEYS = frozenset(
+    {
+        "extraArgs",
+        "featureGates",
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "podLabels",
+        "podAnnotations",
+        "resources",
+        "containerSecurityContext",
+        "securityContext",
+        "podSecurityContext",
+        "additionalLabels",
+        "volumeClaimTemplate",
+    }
+)
+# Paths that are free-form as a whole.
+FREE_FORM_PATHS = frozenset(
+    {
+        "config.map",
+        # Alertmanager's own configuration file.
+        "alertmanager.config",
+        # Sub-charts of kube-prometheus-stack: their own defaults are not in the reference data.
+        "grafana",
+        "kube-state-metrics",
+    }
 )
 
 
@@ -115,10 +129,15 @@ def helm_values_problems(chart: str, version: str, values: dict[str, Any]) -> li
     problems: list[str] = []
 
     def walk(ours: Any, theirs: Any, path: str) -> None:
-        if not isinstance(ours, dict) or path in FREE_FORM_VALUES:
+        if not isinstance(ours, dict) or path in FREE_FORM_PATHS:
+            return
+        if path.rsplit(".", 1)[-1] in FREE_FORM_KEYS:
             return
         if not isinstance(theirs, dict):
             problems.append(f"{chart} {version}: '{path}' is not a map in the chart's values")
+            return
+        if not theirs and path:
+            # An empty map in the defaults is an object the chart passes through as is.
             return
         for key, value in ours.items():
             child = f"{path}.{key}" if path else key

@@ -212,6 +212,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             "aws:acm/certificateValidation:CertificateValidation": lambda: {
                 "certificateArn": inputs.get("certificateArn")
             },
+            "random:index/randomPassword:RandomPassword": lambda: {
+                "result": f"mock-{_short_hash(name)}",
+                "bcryptHash": "mock",
+            },
             "aws:route53/record:Record": lambda: {"fqdn": str(inputs.get("name", "")).rstrip(".")},
             "aws:s3/bucket:Bucket": lambda: {
                 "id": inputs.get("bucket", rid),

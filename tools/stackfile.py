@@ -21,7 +21,7 @@ def list_stacks(root: Path = ROOT) -> list[str]:
     return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
 
 
-def _strip_secure(value: Any) -> tuple[Any, bool]:
+def strip_secure(value: Any) -> tuple[Any, bool]:
     """Replace `{secure: ...}` values (at any depth) with a marker; report whether any was."""
     if isinstance(value, dict):
         if set(value) == {"secure"}:
@@ -29,11 +29,11 @@ def _strip_secure(value: Any) -> tuple[Any, bool]:
         found = False
         out = {}
         for k, v in value.items():
-            out[k], secret = _strip_secure(v)
+            out[k], secret = strip_secure(v)
             found |= secret
         return out, found
     if isinstance(value, list):
-        items = [_strip_secure(v) for v in value]
+        items = [strip_secure(v) for v in value]
         return [v for v, _ in items], any(s for _, s in items)
     return value, False
 
@@ -43,7 +43,7 @@ def settings_from_document(document: dict[str, Any] | None) -> tuple[dict[str, s
     settings: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in ((document or {}).get("config") or {}).items():
-        value, secret = _strip_secure(value)
+        value, secret = strip_secure(value)
         settings[key] = value if isinstance(value, str) else json.dumps(value)
         if secret:
             secret_keys.append(key)

@@ -1,0 +1,523 @@
+"""Monitoring: kube-prometheus-stack (or an existing Prometheus Operator), scraping, recording
+and alert rules on the metrics the exporters really emit, and a Grafana dashboard.
+
+Metric sources:
+- TF Serving (`/monitoring/prometheus/metrics` on the REST port): `:tensorflow:serving:*`
+  and `:tensorflow:cc:saved_model:*`; latencies are histograms in microseconds.
+- DCGM exporter: `DCGM_FI_DEV_*` gauges per GPU, with `Hostname`, `gpu`, `modelName` and,
+  for GPUs given to pods, `namespace` / `pod` / `container`.
+- kube-state-metrics (part of kube-prometheus-stack): `kube_*`; node labels are exported
+  for the labels allowed in `metricLabelsAllowlist` (GPU presence and pool).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components import catalog
+from components.config import AlertThresholds, MonitoringConfig
+from components.gpu_node_pool import GPU_PRESENT_LABEL
+from components.helm import helm_release
+from components.cluster import POOL_LABEL
+from components.naming import k8s_labels
+from components.tf_serving import ServingOutputs
+
+
+# Every metric our rules and dashboard may read, by exporter (see the module docstring).
+TF_SERVING_METRICS = frozenset(
+    {
+        ":tensorflow:serving:request_count",
+        ":tensorflow:serving:request_latency_bucket",
+        ":tensorflow:serving:request_latency_sum",
+        ":tensorflow:serving:request_latency_count",
+        ":tensorflow:serving:runtime_latency_bucket",
+        ":tensorflow:serving:batching_session:queuing_latency_bucket",
+        ":tensorflow:serving:batching_session:queuing_latency_sum",
+        ":tensorflow:serving:batching_session:queuing_latency_count",
+        ":tensorflow:serving:batching_session:processed_batch_size_sum",
+        ":tensorflow:serving:batching_session:processed_batch_size_count",
+        ":tensorflow:serving:batching_session:input_batch_size_sum",
+        ":tensorflow:serving:batching_session:input_batch_size_count",
+        ":tensorflow:cc:saved_model:load_attempt_count",
+    }
+)
+DCGM_METRICS = frozenset({"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"})
+KUBE_STATE_METRICS = frozenset(
+    {
+        "kube_deployment_status_replicas_available",
+        "kube_deployment_spec_replicas",
+        "kube_pod_status_ready",
+        "kube_pod_container_status_restarts_total",
+        "kube_horizontalpodautoscaler_status_current_replicas",
+        "kube_horizontalpodautoscaler_status_desired_replicas",
+        "kube_horizontalpodautoscaler_spec_max_replicas",
+        "kube_node_status_condition",
+        "kube_node_labels",
+    }
+)
+EXPORTED_METRICS = TF_SERVING_METRICS | DCGM_METRICS | KUBE_STATE_METRICS
+# Server-side failures; INVALID_ARGUMENT and NOT_FOUND are the caller's.
+SERVER_ERRORS = "UNAVAILABLE|INTERNAL|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|UNKNOWN|DATA_LOSS"
+GPU_PRESENT_METRIC_LABEL = "label_" + GPU_PRESENT_LABEL.replace(".", "_").replace("/", "_").replace("-", "_")
+POOL_METRIC_LABEL = "label_" + POOL_LABEL.replace(".", "_").replace("/", "_").replace("-", "_")
+DASHBOARD_LABEL = "grafana_dashboard"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One Prometheus rule: a recording rule (`record`) or an alert (`alert`)."""
+
+    expr: str
+    record: str | None = None
+    alert: str | None = None
+    duration: str | None = None
+    severity: str | None = None
+    summary: str | None = None
+    description: str | None = None
+
+    def manifest(self, runbook_base: str = "README.md#runbook") -> dict[str, Any]:
+        if self.record:
+            return {"record": self.record, "expr": self.expr}
+        rule: dict[str, Any] = {"alert": self.alert, "expr": self.expr}
+        if self.duration:
+            rule["for"] = self.duration
+        rule["labels"] = {"severity": self.severity}
+        rule["annotations"] = {
+            "summary": self.summary,
+            "description": self.description,
+            "runbook_url": f"{runbook_base}-{str(self.alert).lower()}",
+        }
+        return rule
+
+
+def recording_rules() -> list[Rule]:
+    """The SLO figures the dashboard, the alerts and the autoscaler read."""
+    request = ":tensorflow:serving:request_count"
+    latency = ":tensorflow:serving:request_latency_bucket"
+    queueing = ":tensorflow:serving:batching_session:queuing_latency_bucket"
+    rules = [
+        Rule(record="tfserving:requests:rate1m", expr=f"sum by (namespace, model_name) (rate({request}[1m]))"),
+        Rule(
+            record="tfserving:pod_requests:rate1m",
+            expr=f"sum by (namespace, pod) (rate({request}[1m]))",
+        ),
+        Rule(
+            record="tfserving:errors:ratio_rate5m",
+            expr=f'sum by (namespace, model_name) (rate({request}{{status=~"{SERVER_ERRORS}"}}[5m]))'
+            f" / sum by (namespace, model_name) (rate({request}[5m]))",
+        ),
+    ]
+    for q in ("50", "95", "99"):
+        rules.append(
+            Rule(
+                record=f"tfserving:request_latency_seconds:p{q}",
+                expr=f"histogram_quantile(0.{q}, sum by (namespace, model_name, le) (rate({latency}[5m]))) / 1e6",
+            )
+        )
+        rules.append(
+            Rule(
+                record=f"tfserving:pod_request_latency_seconds:p{q}",
+                expr=f"histogram_quantile(0.{q}, sum by (namespace, pod, le) (rate({latency}[2m]))) / 1e6",
+            )
+        )
+    rules += [
+        Rule(
+            record="tfserving:batch_queueing_seconds:p99",
+            expr=f"histogram_quantile(0.99, sum by (namespace, le) (rate({queueing}[5m]))) / 1e6",
+        ),
+        Rule(
+            record="tfserving:pod_batch_queueing_seconds:p99",
+            expr=f"histogram_quantile(0.99, sum by (namespace, pod, le) (rate({queueing}[2m]))) / 1e6",
+        ),
+        Rule(
+            record="tfserving:gpu_memory_used:ratio",
+            expr="DCGM_FI_DEV_FB_USED / (DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE)",
+        ),
+    ]
+    return rules
+
+
+def alert_rules(serving: ServingOutputs, thresholds: AlertThresholds) -> list[Rule]:
+    ns, deployment = serving.namespace, serving.name
+    pods = f'namespace="{ns}", pod=~"{deployment}-.*"'
+    gpu_nodes = f'kube_node_labels{{{GPU_PRESENT_METRIC_LABEL}="true"}}'
+    return [
+        Rule(
+            alert="TFServingDown",
+            expr=f'max(kube_deployment_status_replicas_available{{namespace="{ns}", deployment="{deployment}"}}) < 1',
+            duration="5m",
+            severity="critical",
+            summary="No TF Serving replica is ready",
+            description=f"Deployment {ns}/{deployment} has had no available replica for 5 minutes.",
+        ),
+        Rule(
+            alert="TFServingModelNotAvailable",
+            expr=f'sum(kube_pod_status_ready{{{pods}, condition="false"}}) > 0',
+            duration="15m",
+            severity="warning",
+            summary="A serving pod has not had every model AVAILABLE for 15 minutes",
+            description="Pods are ready only when every configured model is AVAILABLE; "
+            "{{ $value }} pod(s) are not.",
+        ),
+        Rule(
+            alert="TFServingModelLoadFailed",
+            expr='sum by (namespace, pod, model_path) (increase(:tensorflow:cc:saved_model:load_attempt_count{status="fail"}[15m])) > 0',
+            severity="warning",
+            summary="A model version failed to load",
+            description="{{ $labels.model_path }} failed to load on {{ $labels.pod }}; the "
+            "previous version keeps serving.",
+        ),
+        Rule(
+            alert="TFServingHighErrorRatio",
+            expr=f'tfserving:errors:ratio_rate5m{{namespace="{ns}"}} > {thresholds.error_ratio}',
+            duration="10m",
+            severity="critical",
+            summary="Model {{ $labels.model_name }} is failing requests",
+            description=f"More than {thresholds.error_ratio:.0%} of requests fail server-side "
+            "(now {{ $value | humanizePercentage }}).",
+        ),
+        Rule(
+            alert="TFServingLatencySLO",
+            expr=f'tfserving:request_latency_seconds:p99{{namespace="{ns}"}} > {thresholds.latency_p99_ms / 1000}',
+            duration="10m",
+            severity="warning",
+            summary="Model {{ $labels.model_name }} p99 latency is above its SLO",
+            description=f"p99 latency has been above {thresholds.latency_p99_ms} ms for 10 "
+            "minutes (now {{ $value | humanizeDuration }}).",
+        ),
+        Rule(
+            alert="TFServingBatchQueueing",
+            expr=f'tfserving:batch_queueing_seconds:p99{{namespace="{ns}"}} > {thresholds.queueing_p99_ms / 1000}',
+            duration="10m",
+            severity="warning",
+            summary="Requests wait long for a batch",
+            description=f"p99 batching queueing latency is above {thresholds.queueing_p99_ms} ms.",
+        ),
+        Rule(
+            alert="GPUSaturated",
+            expr=f"avg by (Hostname, gpu) (avg_over_time(DCGM_FI_DEV_GPU_UTIL[15m])) > {thresholds.gpu_utilisation_percent}",
+            duration="15m",
+            severity="warning",
+            summary="GPU {{ $labels.gpu }} on {{ $labels.Hostname }} is saturated",
+            description=f"Utilisation above {thresholds.gpu_utilisation_percent}% for 15 minutes.",
+        ),
+        Rule(
+            alert="GPUMemoryNearlyFull",
+            expr=f"tfserving:gpu_memory_used:ratio > {thresholds.gpu_memory_percent / 100}",
+            duration="10m",
+            severity="warning",
+            summary="GPU {{ $labels.gpu }} on {{ $labels.Hostname }} is nearly out of memory",
+            description=f"Framebuffer use above {thresholds.gpu_memory_percent}%.",
+        ),
+        Rule(
+            alert="TFServingPodsRestarting",
+            expr=f"sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total{{{pods}}}[1h])) > {thresholds.restarts_per_hour}",
+            severity="warning",
+            summary="Pod {{ $labels.pod }} keeps restarting",
+            description=f"More than {thresholds.restarts_per_hour} container restarts in an hour.",
+        ),
+        Rule(
+            alert="TFServingAutoscalerAtMax",
+            expr=f'max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_current_replicas{{namespace="{ns}"}})'
+            f' >= max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_spec_max_replicas{{namespace="{ns}"}})',
+            duration="15m",
+            severity="warning",
+            summary="The serving autoscaler is pinned at its maximum",
+            description="Load needs more replicas than allowed; raise the maximum or the GPU pool size.",
+        ),
+        Rule(
+            alert="GPUNodeNotReady",
+            expr=f'(kube_node_status_condition{{condition="Ready", status="true"}} == 0) and on (node) {gpu_nodes}',
+            duration="10m",
+            severity="critical",
+            summary="GPU node {{ $labels.node }} is not Ready",
+            description="A GPU node has not been Ready for 10 minutes; its pods cannot serve.",
+        ),
+    ]
+
+
+def prometheus_rule_spec(
+    rules: Iterable[Rule], alerts: Iterable[Rule], runbook_base: str
+) -> dict[str, Any]:
+    return {
+        "groups": [
+            {"name": "tf-serving.recording", "interval": "30s", "rules": [r.manifest() for r in rules]},
+            {"name": "tf-serving.alerts", "rules": [a.manifest(runbook_base) for a in alerts]},
+        ]
+    }
+
+
+def service_monitor_spec(serving: ServingOutputs) -> dict[str, Any]:
+    return {
+        "selector": {"matchLabels": dict(serving.selector)},
+        "namespaceSelector": {"matchNames": [serving.namespace]},
+        "endpoints": [
+            {"port": "http", "path": serving.metrics_path, "interval": "15s", "scrapeTimeout": "10s"}
+        ],
+    }
+
+
+def _panel(panel_id: int, title: str, exprs: Mapping[str, str], unit: str, x: int, y: int) -> dict[str, Any]:
+    return {
+        "id": panel_id,
+        "type": "timeseries",
+        "title": title,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": [
+            {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend}
+            for i, (legend, expr) in enumerate(exprs.items())
+        ],
+    }
+
+
+def dashboard_panels(serving: ServingOutputs) -> list[dict[str, Any]]:
+    ns, deployment = serving.namespace, serving.name
+    sel = f'namespace="{ns}"'
+    rows: list[tuple[str, dict[str, str], str]] = [
+        ("Requests per second by model", {"{{model_name}}": f"tfserving:requests:rate1m{{{sel}}}"}, "reqps"),
+        ("Server error ratio by model", {"{{model_name}}": f"tfserving:errors:ratio_rate5m{{{sel}}}"}, "percentunit"),
+        (
+            "Request latency p50 / p95 / p99 by model",
+            {f"{{{{model_name}}}} p{q}": f"tfserving:request_latency_seconds:p{q}{{{sel}}}" for q in ("50", "95", "99")},
+            "s",
+        ),
+        (
+            "Batch size (rows per executed batch, per request)",
+            {
+                "executed": "sum(rate(:tensorflow:serving:batching_session:processed_batch_size_sum[5m]))"
+                " / sum(rate(:tensorflow:serving:batching_session:processed_batch_size_count[5m]))",
+                "per request": "sum(rate(:tensorflow:serving:batching_session:input_batch_size_sum[5m]))"
+                " / sum(rate(:tensorflow:serving:batching_session:input_batch_size_count[5m]))",
+            },
+            "short",
+        ),
+        ("Batching queueing latency p99", {"p99": f"tfserving:batch_queueing_seconds:p99{{{sel}}}"}, "s"),
+        ("GPU utilisation by node", {"{{Hostname}} gpu {{gpu}}": "DCGM_FI_DEV_GPU_UTIL"}, "percent"),
+        ("GPU memory used by node", {"{{Hostname}} gpu {{gpu}}": "tfserving:gpu_memory_used:ratio"}, "percentunit"),
+        (
+            "Serving replicas: ready vs desired",
+            {
+                "ready": f'sum(kube_deployment_status_replicas_available{{namespace="{ns}", deployment="{deployment}"}})',
+                "desired": f'sum(kube_deployment_spec_replicas{{namespace="{ns}", deployment="{deployment}"}})',
+                "autoscaler wants": f'sum(kube_horizontalpodautoscaler_status_desired_replicas{{namespace="{ns}"}})',
+            },
+            "short",
+        ),
+        ("Nodes per pool", {"{{" + POOL_METRIC_LABEL + "}}": f"count by ({POOL_METRIC_LABEL}) (kube_node_labels)"}, "short"),
+    ]
+    return [
+        _panel(i + 1, title, exprs, unit, x=(i % 2) * 12, y=(i // 2) * 8)
+        for i, (title, exprs, unit) in enumerate(rows)
+    ]
+
+
+def dashboard(serving: ServingOutputs) -> dict[str, Any]:
+    return {
+        "uid": f"tf-serving-{serving.namespace}",
+        "title": f"TF Serving ({serving.namespace})",
+        "tags": ["tf-serving", "gpu"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "refresh": "30s",
+        "time": {"from": "now-3h", "to": "now"},
+        "templating": {
+            "list": [
+                {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"}
+            ]
+        },
+        "panels": dashboard_panels(serving),
+    }
+
+
+def alertmanager_config(cfg: MonitoringConfig, secrets: Mapping[str, str]) -> dict[str, Any]:
+    """Alertmanager's configuration: one route per receiver and severity set."""
+    receivers: list[dict[str, Any]] = [{"name": "null"}]
+    routes = []
+    for name, receiver in sorted(cfg.receivers.items()):
+        secret = secrets[name]
+        if receiver.type == "slack":
+            target: dict[str, Any] = {
+                "slack_configs": [
+                    {"api_url": secret, "channel": receiver.slack_channel, "send_resolved": True}
+                ]
+            }
+        elif receiver.type == "pagerduty":
+            target = {"pagerduty_configs": [{"routing_key": secret, "send_resolved": True}]}
+        else:
+            target = {"webhook_configs": [{"url": secret, "send_resolved": True}]}
+        receivers.append({"name": name, **target})
+        routes.append(
+            {
+                "receiver": name,
+                "matchers": [f'severity=~"{"|".join(receiver.severities)}"'],
+                "continue": True,
+            }
+        )
+    return {
+        "route": {
+            "receiver": "null",
+            "group_by": ["alertname", "namespace"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+            "routes": [{"receiver": "null", "matchers": ['alertname="Watchdog"']}, *routes],
+        },
+        "receivers": receivers,
+    }
+
+
+def stack_values(
+    cfg: MonitoringConfig,
+    admin_secret: str,
+    alertmanager: Mapping[str, Any],
+    node_selector: Mapping[str, str],
+) -> dict[str, Any]:
+    storage = {
+        "volumeClaimTemplate": {
+            "spec": {
+                "storageClassName": "gp3",
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": f"{cfg.storage_gib}Gi"}},
+            }
+        }
+    }
+    return {
+        "crds": {"enabled": True},
+        "prometheus": {
+            "prometheusSpec": {
+                "replicas": cfg.replicas,
+                "retention": cfg.retention,
+                "storageSpec": storage,
+                # Pick up ServiceMonitors and rules from every namespace, not just this release's.
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+                "nodeSelector": dict(node_selector),
+                "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+            }
+        },
+        "alertmanager": {
+            "config": dict(alertmanager),
+            "alertmanagerSpec": {
+                "replicas": cfg.replicas,
+                "nodeSelector": dict(node_selector),
+                "storage": {
+                    "volumeClaimTemplate": {
+                        "spec": {
+                            "storageClassName": "gp3",
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "5Gi"}},
+                        }
+                    }
+                },
+            },
+        },
+        "grafana": {
+            "admin": {"existingSecret": admin_secret, "userKey": "admin-user", "passwordKey": "admin-password"},
+            "nodeSelector": dict(node_selector),
+            "persistence": {"enabled": True, "storageClassName": "gp3", "size": "10Gi"},
+            "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "searchNamespace": "ALL"}},
+        },
+        # Node labels kube-state-metrics may export, for the GPU alerts and per-pool panels.
+        "kube-state-metrics": {"metricLabelsAllowlist": [f"nodes=[{GPU_PRESENT_LABEL},{POOL_LABEL}]"]},
+        "prometheusOperator": {"nodeSelector": dict(node_selector)},
+    }
+
+
+class Monitoring(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        cfg: MonitoringConfig,
+        *,
+        serving: ServingOutputs,
+        grafana_admin_password: str | None,
+        alerting_secrets: Mapping[str, str],
+        system_node_selector: Mapping[str, str],
+        provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("tf-serving-eks:monitoring:Monitoring", name, None, opts)
+        k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
+        labels = k8s_labels("monitoring", serving.name, dict(cfg.rule_labels))
+        depends: list[pulumi.Resource] = []
+
+        if cfg.mode == "kube-prometheus-stack":
+            namespace = k8s.core.v1.Namespace(
+                f"{name}-namespace",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=cfg.namespace,
+                    labels={
+                        **k8s_labels("monitoring", cfg.namespace),
+                        # node-exporter reads the host (hostPID, hostNetwork, host paths).
+                        "pod-security.kubernetes.io/enforce": "privileged",
+                    },
+                ),
+                opts=k8s_child,
+            )
+            password: pulumi.Input[str]
+            if grafana_admin_password is not None:
+                password = pulumi.Output.secret(grafana_admin_password)
+            else:
+                password = random.RandomPassword(
+                    f"{name}-grafana-admin-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+                ).result
+            admin = k8s.core.v1.Secret(
+                f"{name}-grafana-admin",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name="grafana-admin", namespace=cfg.namespace, labels=k8s_labels("monitoring", "grafana")
+                ),
+                string_data={"admin-user": "admin", "admin-password": password},
+                opts=pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[namespace])),
+            )
+            values = pulumi.Output.secret(
+                stack_values(cfg, "grafana-admin", alertmanager_config(cfg, alerting_secrets), system_node_selector)
+            )
+            release = helm_release(
+                f"{name}-kube-prometheus-stack",
+                catalog.CHARTS["kube-prometheus-stack"],
+                cfg.namespace,
+                values,
+                pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[namespace, admin])),
+            )
+            depends = [release]
+
+        after_crds = pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=depends))
+        k8s.apiextensions.CustomResource(
+            f"{name}-service-monitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=serving.name, namespace=serving.namespace, labels=labels),
+            spec=service_monitor_spec(serving),
+            opts=after_crds,
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-rules",
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=serving.name, namespace=serving.namespace, labels=labels),
+            spec=prometheus_rule_spec(
+                recording_rules(), alert_rules(serving, cfg.thresholds), cfg.runbook_base_url
+            ),
+            opts=after_crds,
+        )
+        k8s.core.v1.ConfigMap(
+            f"{name}-dashboard",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=f"{serving.name}-dashboard",
+                namespace=cfg.namespace,
+                labels={**labels, DASHBOARD_LABEL: "1"},
+            ),
+            data={"tf-serving.json": json.dumps(dashboard(serving), indent=1, sort_keys=True)},
+            opts=after_crds,
+        )
+        self.register_outputs({})
