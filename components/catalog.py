@@ -209,6 +209,11 @@ CHARTS: dict[str, Chart] = {
         # at that tag, kept as components/policies/aws-load-balancer-controller-v3.5.0.json.
         Chart("aws-load-balancer-controller", "3.5.0", "https://aws.github.io/eks-charts"),
         Chart("external-dns", "1.21.1", "https://kubernetes-sigs.github.io/external-dns/"),
+        Chart("metrics-server", "3.13.1", "https://kubernetes-sigs.github.io/metrics-server/"),
+        Chart(
+            "prometheus-adapter", "5.3.0", "https://prometheus-community.github.io/helm-charts"
+        ),
+        Chart("keda", "2.20.2", "https://kedacore.github.io/charts"),
         # Prometheus Operator v0.93.1, Grafana, kube-state-metrics, node-exporter.
         Chart(
             "kube-prometheus-stack", "88.5.3", "https://prometheus-community.github.io/helm-charts"

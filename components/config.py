@@ -707,6 +707,91 @@ class AlertReceiverConfig(Section):
     )
 
 
+MetricKind = Literal[
+    "cpu",
+    "requests_per_second",
+    "latency_p95",
+    "latency_p99",
+    "batch_queueing_p99",
+    "gpu_utilisation",
+]
+DEFAULT_SCALING_METRICS: dict[MetricKind, float] = {"requests_per_second": 20.0}
+CronSchedule = Annotated[str, StringConstraints(pattern=r"^(\S+\s+){4}\S+$")]
+
+
+class ScalingPolicy(Section):
+    stabilisation_seconds: int = Field(ge=0, le=3600, description="Look-back window before acting.")
+    percent: int = Field(ge=1, le=1000, description="Most replicas to add/remove per period, in %.")
+    pods: int = Field(ge=1, le=100, description="Most replicas to add/remove per period.")
+    period_seconds: int = Field(15, ge=1, le=1800, description="Length of a period.")
+
+
+class OffHoursConfig(Section):
+    """KEDA cron window: replicas kept up during working hours only (dev GPU cost)."""
+
+    start: CronSchedule = Field("0 8 * * 1-5", description="Cron: when the working window opens.")
+    end: CronSchedule = Field("0 19 * * 1-5", description="Cron: when it closes.")
+    timezone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$")] = Field(
+        "UTC", description="IANA time zone of start and end."
+    )
+    replicas: int = Field(1, ge=1, le=100, description="Replicas during the window.")
+
+
+class AutoscalingConfig(Section):
+    """Pods follow load (HPA on custom metrics, or KEDA); GPU nodes follow pods."""
+
+    env_defaults = {
+        "min_replicas": _by_env(1, 2),
+        "max_replicas": _by_env(2, 8),
+        "scale_up": _by_env(
+            {"stabilisation_seconds": 0, "percent": 100, "pods": 2, "period_seconds": 30},
+            {"stabilisation_seconds": 0, "percent": 100, "pods": 4, "period_seconds": 30},
+        ),
+        "scale_down": _by_env(
+            {"stabilisation_seconds": 120, "percent": 100, "pods": 2, "period_seconds": 60},
+            {"stabilisation_seconds": 600, "percent": 25, "pods": 1, "period_seconds": 120},
+        ),
+    }
+
+    enabled: bool = Field(True, description="Autoscale the serving Deployment.")
+    engine: Literal["hpa", "keda"] = Field(
+        "hpa", description="HorizontalPodAutoscaler with prometheus-adapter, or KEDA."
+    )
+    min_replicas: int = Field(ge=0, le=100, description="Fewest replicas (0 only with KEDA).")
+    max_replicas: int = Field(ge=1, le=100, description="Most replicas.")
+    metrics: dict[MetricKind, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: dict(DEFAULT_SCALING_METRICS),
+        min_length=1,
+        description="Target per pod, by metric: cpu (% of request), requests_per_second, "
+        "latency_p95 / latency_p99 / batch_queueing_p99 (ms), gpu_utilisation (%).",
+    )
+    scale_up: ScalingPolicy = Field(description="How fast replicas are added.")
+    scale_down: ScalingPolicy = Field(description="How fast replicas are removed.")
+    prometheus_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = Field(
+        None,
+        description="Prometheus for custom metrics. Unset: the stack's kube-prometheus-stack.",
+    )
+    off_hours: OffHoursConfig | None = Field(
+        None, description="KEDA only: keep replicas up in a cron window, scale down outside it."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise RuleError("min_replicas", self.min_replicas, f"must be <= max_replicas ({self.max_replicas})")
+        if self.min_replicas == 0 and self.engine != "keda":
+            raise RuleError("min_replicas", 0, "scaling to zero needs engine: keda")
+        if self.off_hours is not None and self.engine != "keda":
+            raise RuleError("off_hours", "...", "off-hours schedules need engine: keda")
+        if "cpu" in self.metrics and self.metrics["cpu"] > 100:
+            raise RuleError("metrics.cpu", self.metrics["cpu"], "is a percentage of the CPU request (1-100)")
+        if "gpu_utilisation" in self.metrics and self.metrics["gpu_utilisation"] > 100:
+            raise RuleError(
+                "metrics.gpu_utilisation", self.metrics["gpu_utilisation"], "is a percentage (1-100)"
+            )
+        return self
+
+
 class MonitoringConfig(Section):
     env_defaults = {
         "retention": _by_env("3d", "15d"),
@@ -759,6 +844,7 @@ class StackConfig(Section):
     node_autoscaling: NodeAutoscalingConfig = section("Node autoscaling (cluster-autoscaler).")
     model_store: ModelStoreConfig = section("S3 model repository.")
     serving: ServingConfig = Field(description="The TF Serving workload.")
+    autoscaling: AutoscalingConfig = section("Pod autoscaling of the serving Deployment.")
     ingress: IngressConfig | None = Field(
         None, description="External REST and gRPC endpoints. Unset: in-cluster only."
     )
@@ -803,6 +889,22 @@ class StackConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _autoscaling_has_metrics_source(self) -> StackConfig:
+        scaling = self.autoscaling
+        custom = set(scaling.metrics) - {"cpu"}
+        local_prometheus = self.monitoring.enabled and self.monitoring.mode == "kube-prometheus-stack"
+        if scaling.enabled and custom and scaling.prometheus_url is None and not local_prometheus:
+            raise RuleError(
+                "autoscaling.prometheus_url",
+                None,
+                f"metrics {sorted(custom)} come from Prometheus: enable monitoring "
+                "(kube-prometheus-stack) or give its URL",
+            )
+        if scaling.enabled and "gpu_utilisation" in scaling.metrics and self.serving.gpu_pool is None:
+            raise RuleError("autoscaling.metrics.gpu_utilisation", "...", "needs serving.gpu_pool")
+        return self
+
+    @model_validator(mode="after")
     def _receivers_have_secrets(self) -> StackConfig:
         for name, receiver in self.monitoring.receivers.items():
             if name not in self.alerting_secrets:
@@ -842,6 +944,26 @@ class StackConfig(Section):
                     {"gpus": serving.gpus, "cpu": serving.cpu, "memory": serving.memory},
                     f"a pod does not fit pool '{serving.gpu_pool}': " + "; ".join(problems),
                 )
+        scaling = self.autoscaling
+        if scaling.enabled:
+            gpus_needed = serving.gpus * scaling.max_replicas
+            gpus_at_max = pool.gpus_per_node * pool.max_size
+            if gpus_needed > gpus_at_max:
+                raise RuleError(
+                    "autoscaling.max_replicas",
+                    scaling.max_replicas,
+                    f"needs {gpus_needed} GPU(s) but pool '{serving.gpu_pool}' holds {gpus_at_max} at "
+                    f"max_size {pool.max_size}; raise gpu_pools.{serving.gpu_pool}.max_size",
+                )
+            gpus_at_min = pool.gpus_per_node * pool.min_size
+            if pool.min_size > 0 and serving.gpus * scaling.min_replicas > gpus_at_min:
+                raise RuleError(
+                    "autoscaling.min_replicas",
+                    scaling.min_replicas,
+                    f"needs {serving.gpus * scaling.min_replicas} GPU(s) but pool "
+                    f"'{serving.gpu_pool}' holds {gpus_at_min} at min_size {pool.min_size}; "
+                    "raise min_size, or set it to 0 to scale the pool from zero",
+                )
         shared = pool.time_slicing_replicas
         if serving.gpu_memory_fraction * shared > 1.0 + 1e-9:
             raise RuleError(
@@ -870,7 +992,13 @@ class StackConfig(Section):
                 {},
                 "prod needs at least one alert receiver (slack, webhook or pagerduty)",
             )
-        if self.serving.replicas < 2:
+        if self.autoscaling.enabled and self.autoscaling.min_replicas < 2:
+            raise RuleError(
+                "autoscaling.min_replicas",
+                self.autoscaling.min_replicas,
+                "prod needs at least 2 replicas (no scale to zero)",
+            )
+        if not self.autoscaling.enabled and self.serving.replicas < 2:
             raise RuleError(
                 "serving.replicas", self.serving.replicas, "prod needs at least 2 replicas"
             )

@@ -17,6 +17,7 @@ def helm_release(
     namespace: str,
     values: pulumi.Input[Mapping[str, Any]],
     opts: pulumi.ResourceOptions,
+    create_namespace: bool = False,
 ) -> k8s.helm.v3.Release:
     """A Helm release named after its chart (stable object names), rolled back if it fails."""
     return k8s.helm.v3.Release(
@@ -27,6 +28,7 @@ def helm_release(
             version=chart.version,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
             namespace=namespace,
+            create_namespace=create_namespace,
             values=values,
             atomic=True,
             cleanup_on_fail=True,

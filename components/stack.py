@@ -7,6 +7,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.autoscaling import Autoscaling
 from components.cluster import Cluster
 from components.gpu_node_pool import GpuNodePool, monthly_cost_range
 from components.model_layout import model_bucket_name
@@ -74,7 +75,8 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             else cluster.public_subnet_cidrs
         ),
         provider=cluster.provider,
-        replicas=cfg.serving.replicas,
+        # An autoscaler owns the count: the Deployment then carries no replicas field.
+        replicas=None if cfg.autoscaling.enabled else cfg.serving.replicas,
         monitoring_namespace=cfg.monitoring.namespace,
     ).outputs
 
@@ -93,6 +95,14 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
                 service_monitor=cfg.monitoring.enabled,
                 opts=pulumi.ResourceOptions(providers=[aws_provider]),
             ).outputs
+        )
+    if cfg.autoscaling.enabled:
+        Autoscaling(
+            "autoscaling",
+            cfg.autoscaling,
+            serving=serving,
+            system_node_selector=cluster.system_node_selector,
+            provider=cluster.provider,
         )
     if cfg.monitoring.enabled:
         Monitoring(

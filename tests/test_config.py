@@ -267,6 +267,7 @@ def test_prod_defaults_are_highly_available() -> None:
             "cluster": {"name": "c", "endpoint": {"public_access": False, "public_access_cidrs": []}},
             "serving": {**MINIMAL_SERVING, "replicas": 2},
             "monitoring": {"enabled": False},
+            "autoscaling": {"enabled": False},
         }
     )
     assert cfg.cluster.vpc.nat_gateways == "per_az"

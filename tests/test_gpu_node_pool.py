@@ -58,6 +58,7 @@ def test_gpu_defaults_follow_environment() -> None:
     dev_raw, prod_raw = raw_stack("dev"), raw_stack("prod")
     dev_raw["serving"]["gpu_pool"] = prod_raw["serving"]["gpu_pool"] = "a"
     dev_raw["serving"]["gpu_memory_fraction"] = 0.9
+    prod_raw["autoscaling"]["enabled"] = False
     dev = parse({**dev_raw, "gpu_pools": {"a": pool}}).gpu_pools["a"]
     prod = parse({**prod_raw, "gpu_pools": {"a": pool}}).gpu_pools["a"]
     assert (dev.capacity_type, dev.min_size) == ("SPOT", 0)
@@ -143,6 +144,7 @@ def test_dcgm_exporter_on_gpu_nodes_with_service_monitor_only_when_monitoring(de
     assert values["serviceMonitor"]["enabled"] is True
     raw = raw_stack("dev")
     raw["monitoring"] = {"enabled": False}
+    raw["autoscaling"]["prometheus_url"] = "http://prometheus.observability.svc:9090"
     assert release(render_raw(raw), "dcgm-exporter")["values"]["serviceMonitor"]["enabled"] is False
 
 

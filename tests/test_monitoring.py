@@ -208,6 +208,7 @@ def test_dashboard_has_the_panels_operators_need(prod: Rendering) -> None:
 def test_existing_operator_mode_creates_only_our_objects() -> None:
     raw = raw_stack("dev")
     raw["monitoring"] = {"mode": "existing-operator", "namespace": "observability", "rule_labels": {"release": "prom"}}
+    raw["autoscaling"]["prometheus_url"] = "http://prometheus.observability.svc:9090"
     r = render_raw(raw)
     assert not [x for x in r.of_type("kubernetes:helm.sh/v3:Release") if x.inputs["chart"] == "kube-prometheus-stack"]
     assert not [m for m in r.k8s_objects() if m["kind"] == "Namespace" and m["metadata"]["name"] == "observability"]
@@ -220,6 +221,7 @@ def test_existing_operator_mode_creates_only_our_objects() -> None:
 def test_monitoring_off_removes_everything() -> None:
     raw = raw_stack("dev")
     raw["monitoring"] = {"enabled": False}
+    raw["autoscaling"] = {"enabled": False}
     r = render_raw(raw)
     assert not [m for m in r.k8s_objects() if m["kind"] in ("ServiceMonitor", "PrometheusRule")]
 

@@ -25,8 +25,8 @@ def test_preview_writes_objects_inventory_and_outputs(tmp_path: Path, capsys: py
         "ConfigMap", "ConfigMap", "ConfigMap", "Deployment", "GRPCRoute", "Gateway",
         "GatewayClass", "HTTPRoute", "HTTPRoute", "LoadBalancerConfiguration", "Namespace",
         "Namespace", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "PriorityClass",
-        "PrometheusRule", "Secret", "Service", "ServiceAccount", "ServiceMonitor",
-        "StorageClass", "TargetGroupConfiguration",
+        "PrometheusRule", "ScaledObject", "Secret", "Service", "ServiceAccount",
+        "ServiceMonitor", "StorageClass", "TargetGroupConfiguration",
     ]
     helm = {p.stem: yaml.safe_load(p.read_text()) for p in (tmp_path / "helm").rglob("*.yaml")}
     assert helm["gpu-device-plugin"]["chart"] == "nvidia-device-plugin"

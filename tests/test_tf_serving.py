@@ -189,9 +189,12 @@ def test_priority_class_exists_and_is_used(prod: Rendering) -> None:
     assert classes[0]["value"] > 0 and classes[0].get("globalDefault") is False
 
 
-def test_replicas_from_config(dev: Rendering, prod: Rendering) -> None:
-    assert the(dev, "Deployment")["spec"]["replicas"] == 1
-    assert the(prod, "Deployment")["spec"]["replicas"] == 2
+def test_replicas_belong_to_the_autoscaler_when_there_is_one(dev: Rendering, prod: Rendering) -> None:
+    assert "replicas" not in the(dev, "Deployment")["spec"]
+    assert "replicas" not in the(prod, "Deployment")["spec"]
+    raw = raw_stack("prod")
+    raw["autoscaling"] = {"enabled": False}
+    assert the(render_raw(raw), "Deployment")["spec"]["replicas"] == 2
 
 
 def test_service_and_pdb_select_the_pods(stack_name: str) -> None:
@@ -276,6 +279,7 @@ BAD: list[tuple[str, Any, str, str]] = [
 @pytest.mark.parametrize("change, key, fragment", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_serving_config_is_refused(change: tuple[str, Any], key: str, fragment: str) -> None:
     raw = raw_stack("prod")
+    raw["autoscaling"] = {"enabled": False}
     raw["serving"][change[0]] = copy.deepcopy(change[1])
     with pytest.raises(StackConfigError) as info:
         parse(raw)
