@@ -461,6 +461,18 @@ def memory_mib(quantity: str) -> int:
     return int(float(quantity) / (1024 * 1024))
 
 
+class CanaryConfig(Section):
+    """A new version served by a second Deployment and given a share of the traffic."""
+
+    version: int = Field(ge=1, description="The canary version (newer than every served one).")
+    weight: int = Field(
+        10, ge=0, le=100, description="Percent of the model's traffic sent to the canary pods."
+    )
+
+
+CANARY_LABEL = "canary"
+
+
 class ModelConfig(Section):
     """One model TF Serving serves, keyed by its name in `serving.models`."""
 
@@ -473,8 +485,11 @@ class ModelConfig(Section):
     )
     labels: dict[Name, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict,
-        description="Version labels (e.g. stable: 3, canary: 4); policy specific only, each "
-        "label on a served version.",
+        description="Version labels (e.g. stable: 3, previous: 2); policy specific only, each "
+        "label on a served version. `canary` is set from `canary`.",
+    )
+    canary: CanaryConfig | None = Field(
+        None, description="Canary rollout of a new version (policy specific only)."
     )
 
     @model_validator(mode="after")
@@ -484,6 +499,18 @@ class ModelConfig(Section):
                 raise RuleError("versions", [], "policy specific needs at least one version")
             if len(set(self.versions)) != len(self.versions):
                 raise RuleError("versions", self.versions, "lists a version twice")
+            if self.canary is not None:
+                if self.canary.version <= max(self.versions):
+                    raise RuleError(
+                        "canary.version",
+                        self.canary.version,
+                        f"must be newer than the served versions {sorted(self.versions)} (TF "
+                        "Serving answers unversioned requests with the newest loaded version)",
+                    )
+            if CANARY_LABEL in self.labels:
+                raise RuleError(
+                    f"labels.{CANARY_LABEL}", self.labels[CANARY_LABEL], "is set from `canary`; remove it"
+                )
             for label, version in self.labels.items():
                 if version not in self.versions:
                     raise RuleError(
@@ -494,6 +521,8 @@ class ModelConfig(Section):
         else:
             if self.versions:
                 raise RuleError("versions", self.versions, "only with version_policy: specific")
+            if self.canary is not None:
+                raise RuleError("canary", self.canary.version, "needs version_policy: specific")
             if self.labels:
                 raise RuleError(
                     "labels",
