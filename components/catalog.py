@@ -218,6 +218,8 @@ CHARTS: dict[str, Chart] = {
         Chart(
             "kube-prometheus-stack", "88.5.3", "https://prometheus-community.github.io/helm-charts"
         ),
+        # aws/eks-charts stable/aws-for-fluent-bit, newest published (image 3.2.1, Fluent Bit 4.2).
+        Chart("aws-for-fluent-bit", "0.2.0", "https://aws.github.io/eks-charts"),
     )
 }
 

@@ -821,6 +821,15 @@ class AutoscalingConfig(Section):
         return self
 
 
+class LogsConfig(Section):
+    """Container logs to CloudWatch Logs through Fluent Bit."""
+
+    env_defaults = {"enabled": _by_env(False, True), "retention_days": _by_env(7, 90)}
+
+    enabled: bool = Field(description="Ship every container's logs to CloudWatch Logs.")
+    retention_days: LogRetentionDays = Field(description="Retention of the container log group.")
+
+
 class MonitoringConfig(Section):
     env_defaults = {
         "retention": _by_env("3d", "15d"),
@@ -844,6 +853,7 @@ class MonitoringConfig(Section):
         "selectors (mode existing-operator).",
     )
     thresholds: AlertThresholds = section("Alert thresholds.")
+    logs: LogsConfig = section("Container logs (Fluent Bit to CloudWatch Logs).")
     runbook_base_url: Annotated[str, StringConstraints(pattern=r"^\S+#[a-z0-9-]+$")] = Field(
         "README.md#runbook",
         description="Alerts link to `<this>-<alert name in lower case>`: point it at your copy "

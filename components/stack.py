@@ -12,6 +12,7 @@ from components.cluster import Cluster
 from components.gpu_node_pool import GpuNodePool, monthly_cost_range
 from components.model_layout import model_bucket_name
 from components.model_store import ModelStore
+from components.logs import ClusterLogs
 from components.monitoring import Monitoring
 from components.ingress_tls import IngressTls, stack_outputs
 from components.tf_serving import TfServing
@@ -80,6 +81,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         monitoring_namespace=cfg.monitoring.namespace,
     ).outputs
 
+    extra_outputs: dict[str, Any] = {}
     ingress: dict[str, Any] = {}
     if cfg.ingress and cfg.ingress.enabled:
         ingress = stack_outputs(
@@ -104,6 +106,18 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             system_node_selector=cluster.system_node_selector,
             provider=cluster.provider,
         )
+    if cfg.monitoring.logs.enabled:
+        logs = ClusterLogs(
+            "logs",
+            cluster_name=cluster.name,
+            region=cfg.aws_region,
+            retention_days=cfg.monitoring.logs.retention_days,
+            # Ship GPU nodes' logs too: tolerate every pool's taint.
+            tolerations=[t for s in gpu.scheduling.values() for t in s.tolerations],
+            provider=cluster.provider,
+            opts=pulumi.ResourceOptions(providers=[aws_provider]),
+        )
+        extra_outputs["container_log_group"] = logs.log_group_name
     if cfg.monitoring.enabled:
         Monitoring(
             "monitoring",
@@ -119,6 +133,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
 
     return {
         **ingress,
+        **extra_outputs,
         "environment": cfg.environment,
         "region": cfg.aws_region,
         "cluster_name": cluster.name,

@@ -55,7 +55,7 @@ def test_control_plane_settings_follow_config(prod: Rendering) -> None:
     assert vpc["publicAccessCidrs"] == ["203.0.113.0/24"]
     assert eks["deletionProtection"] is True
     assert eks["bootstrapSelfManagedAddons"] is False
-    log_group = prod.one("aws:cloudwatch/logGroup:LogGroup")
+    log_group = prod.one("aws:cloudwatch/logGroup:LogGroup", "cluster-control-plane-logs")
     assert log_group.inputs == {"name": "/aws/eks/tfs-prod/cluster", "retentionInDays": 90, "skipDestroy": False} or (
         log_group.inputs["name"] == "/aws/eks/tfs-prod/cluster" and log_group.inputs["retentionInDays"] == 90
     )

@@ -16,6 +16,9 @@ from tools import conformance
 from tools.mock_engine import Rendering
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+# Charts whose default values are not in the reference data; tests/test_logs.py checks the
+# keys we set against the chart's published values instead.
+UNREFERENCED_CHARTS = {"aws-for-fluent-bit"}
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
@@ -197,8 +200,13 @@ def test_no_pools_means_no_nvidia_stack() -> None:
 def test_helm_values_use_only_keys_the_pinned_charts_have(stack_name: str) -> None:
     from tests.conftest import rendered_stack
 
+    checked = 0
     for r in rendered_stack(stack_name).of_type(RELEASE):
+        if r.inputs["chart"] in UNREFERENCED_CHARTS:
+            continue
         assert conformance.helm_values_problems(r.inputs["chart"], r.inputs["version"], r.inputs["values"]) == []
+        checked += 1
+    assert checked >= 5
 
 
 def test_helm_values_check_can_fail() -> None:
