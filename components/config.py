@@ -593,6 +593,13 @@ class ServingConfig(Section):
         True, description="Replay assets.extra/tf_serving_warmup_requests before serving."
     )
     batching: BatchingConfig = section("Server-side batching.")
+    promotion_source: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    ] | None = Field(
+        None,
+        description="Stack promoted from (`org/project/stack`): its exported model versions "
+        "are shown beside this stack's (output promotion_candidates).",
+    )
     models: dict[Name, ModelConfig] = Field(
         min_length=1, description="Models to serve, keyed by model name."
     )

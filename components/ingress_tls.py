@@ -22,7 +22,7 @@ import pulumi_kubernetes as k8s
 
 from components import catalog
 from components.cluster import ClusterOutputs
-from components.config import AccessConfig, IngressConfig
+from components.config import CANARY_LABEL, AccessConfig, IngressConfig
 from components.helm import helm_release
 from components.iam import pod_identity_role, policy_document
 from components.naming import k8s_labels
@@ -37,6 +37,8 @@ LBC_GROUP = "gateway.k8s.aws"
 # The controller's published IAM policy, byte for byte (source: catalog.LBC_IAM_POLICY_SOURCE).
 LBC_POLICY_FILE = Path(__file__).parent / "policies" / "aws-load-balancer-controller-v3.5.0.json"
 GRPC_HEALTH_PATH = "/tensorflow.serving.ModelService/GetModelStatus"
+# gRPC calls carrying this header (value "canary") go to the canary pods.
+CANARY_HEADER = "x-tf-serving-track"
 
 
 @dataclass(frozen=True)
@@ -208,11 +210,11 @@ def load_balancer_configuration_spec(
 
 
 def target_group_configuration_spec(
-    serving: ServingOutputs, grpc_route: str, health_model: str
+    serving: ServingOutputs, grpc_route: str, health_model: str, service: str
 ) -> dict[str, Any]:
     """IP targets (pods), REST health from the model status endpoint, gRPC over HTTP/2."""
     return {
-        "targetReference": {"kind": "Service", "name": serving.service_name},
+        "targetReference": {"kind": "Service", "name": service},
         "defaultConfiguration": {
             "targetType": "ip",
             "protocol": "HTTP",
@@ -294,25 +296,53 @@ def redirect_route_spec(gateway: str, hosts: list[str]) -> dict[str, Any]:
     }
 
 
+def _backends(serving: ServingOutputs, port: int, canary_weight: int) -> list[dict[str, Any]]:
+    """The stable Service, and the canary Service with `canary_weight`% when there is one."""
+    stable: dict[str, Any] = {"name": serving.service_name, "port": port}
+    if serving.canary_service is None:
+        return [stable]
+    return [
+        {**stable, "weight": 100 - canary_weight},
+        {"name": serving.canary_service, "port": port, "weight": canary_weight},
+    ]
+
+
+def _path(prefix: str) -> list[dict[str, Any]]:
+    return [{"path": {"type": "PathPrefix", "value": prefix}}]
+
+
 def rest_route_spec(gateway: str, host: str, serving: ServingOutputs) -> dict[str, Any]:
-    return {
-        "parentRefs": [_parent(gateway, "https")],
-        "hostnames": [host],
-        "rules": [
+    """`/v1/models` to the stable pods; per canaried model, its weighted split, and its
+    explicit `labels/canary` calls to the canary pods (the longest prefix wins)."""
+    rules: list[dict[str, Any]] = []
+    for model, weight in serving.canary_weights.items():
+        rules.append(
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/v1/models"}}],
-                "backendRefs": [{"name": serving.service_name, "port": serving.rest_port}],
+                "matches": _path(f"/v1/models/{model}/labels/{CANARY_LABEL}"),
+                "backendRefs": _backends(serving, serving.rest_port, 100),
             }
-        ],
-    }
+        )
+        rules.append(
+            {"matches": _path(f"/v1/models/{model}"), "backendRefs": _backends(serving, serving.rest_port, weight)}
+        )
+    rules.append({"matches": _path("/v1/models"), "backendRefs": _backends(serving, serving.rest_port, 0)})
+    return {"parentRefs": [_parent(gateway, "https")], "hostnames": [host], "rules": rules}
 
 
 def grpc_route_spec(gateway: str, host: str, serving: ServingOutputs) -> dict[str, Any]:
-    return {
-        "parentRefs": [_parent(gateway, "https")],
-        "hostnames": [host],
-        "rules": [{"backendRefs": [{"name": serving.service_name, "port": serving.grpc_port}]}],
-    }
+    """gRPC names the model inside the message, which the ALB cannot read: one weighted
+    split (the largest canary weight) for all calls, and a header for explicit canary calls."""
+    rules: list[dict[str, Any]] = []
+    if serving.canary_service is not None:
+        rules.append(
+            {
+                "matches": [{"headers": [{"type": "Exact", "name": CANARY_HEADER, "value": CANARY_LABEL}]}],
+                "backendRefs": _backends(serving, serving.grpc_port, 100),
+            }
+        )
+    weight = max(serving.canary_weights.values(), default=0)
+    rules.append({"backendRefs": _backends(serving, serving.grpc_port, weight)})
+    return {"parentRefs": [_parent(gateway, "https")], "hostnames": [host], "rules": rules}
 
 
 def _validation_option(
@@ -379,13 +409,16 @@ class IngressTls(pulumi.ComponentResource):
                 lambda a: load_balancer_configuration_spec(cfg, a[0], a[1])
             ),
         )
-        custom(
-            "target-group-config",
-            f"{LBC_GROUP}/v1",
-            "TargetGroupConfiguration",
-            serving.name,
-            target_group_configuration_spec(serving, grpc_route, serving.model_names[0]),
-        )
+        for suffix, service in (("", serving.service_name), ("-canary", serving.canary_service)):
+            if service is None:
+                continue
+            custom(
+                f"target-group-config{suffix}",
+                f"{LBC_GROUP}/v1",
+                "TargetGroupConfiguration",
+                service,
+                target_group_configuration_spec(serving, grpc_route, serving.model_names[0], service),
+            )
         custom(
             "gateway-class",
             "gateway.networking.k8s.io/v1",

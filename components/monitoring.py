@@ -255,6 +255,7 @@ def prometheus_rule_spec(
 
 
 def service_monitor_spec(serving: ServingOutputs) -> dict[str, Any]:
+    # Stable and canary Services both carry the workload's labels.
     return {
         "selector": {"matchLabels": dict(serving.selector)},
         "namespaceSelector": {"matchNames": [serving.namespace]},

@@ -131,9 +131,17 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             provider=cluster.provider,
         )
 
+    if cfg.serving.promotion_source:
+        # What the source stack serves, beside what this one serves, for `tools.promote`.
+        source = pulumi.StackReference(cfg.serving.promotion_source)
+        extra_outputs["promotion_candidates"] = source.get_output("serving_model_versions").apply(
+            lambda theirs: promotion_candidates(theirs or {}, model_versions(cfg))
+        )
+
     return {
         **ingress,
         **extra_outputs,
+        "serving_model_versions": model_versions(cfg),
         "environment": cfg.environment,
         "region": cfg.aws_region,
         "cluster_name": cluster.name,
@@ -181,6 +189,29 @@ def node_cost_estimate(cfg: StackConfig) -> dict[str, Any]:
         "max": high,
         "pools": {name: dict(zip(("min", "max"), monthly_cost_range({name: p}))) for name, p in pools.items()},
         "prices": f"on-demand list prices, {priced_in}; spot pools usually cost less",
+    }
+
+
+def model_versions(cfg: StackConfig) -> dict[str, Any]:
+    """Per model: the versions served (`latest:N` for a latest policy), labels, canary."""
+    out: dict[str, Any] = {}
+    for name, model in sorted(cfg.serving.models.items()):
+        served: Any = (
+            sorted(model.versions) if model.version_policy == "specific" else f"latest:{model.latest_count}"
+        )
+        entry: dict[str, Any] = {"versions": served, "labels": dict(model.labels)}
+        if model.canary is not None:
+            entry["canary"] = {"version": model.canary.version, "weight": model.canary.weight}
+        out[name] = entry
+    return out
+
+
+def promotion_candidates(source: dict[str, Any], here: dict[str, Any]) -> dict[str, Any]:
+    """Models whose served versions differ between the source stack and this one."""
+    return {
+        name: {"source": source[name].get("versions"), "here": here.get(name, {}).get("versions")}
+        for name in sorted(source)
+        if source[name].get("versions") != here.get(name, {}).get("versions")
     }
 
 

@@ -7,13 +7,13 @@ in TF Serving's protobuf text format.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import BatchingConfig, ModelConfig, ServingConfig
+from components.config import CANARY_LABEL, PROJECT, BatchingConfig, ModelConfig, ServingConfig
 from components.gpu_node_pool import GPU_RESOURCE, GpuScheduling
 from components.model_store import (
     POD_IDENTITY_AGENT_CIDR,
@@ -47,6 +47,9 @@ class ServingOutputs:
     metrics_path: str
     deployment: k8s.apps.v1.Deployment
     model_names: list[str]
+    # Canary pods behind their own Service, and each canaried model's traffic share (%).
+    canary_service: str | None = None
+    canary_weights: dict[str, int] = field(default_factory=dict)
 
 
 def image(cfg: ServingConfig) -> str:
@@ -140,16 +143,41 @@ def server_args(cfg: ServingConfig) -> list[str]:
     return args
 
 
-def config_files(cfg: ServingConfig) -> dict[str, str]:
+def config_files(cfg: ServingConfig, models: Mapping[str, ModelConfig]) -> dict[str, str]:
     return {
-        "models.config": model_config_text(cfg.models),
+        "models.config": model_config_text(models),
         "batching.config": batching_parameters_text(cfg.batching, pod_cpus(cfg)),
         "monitoring.config": monitoring_config_text(),
     }
 
 
-def selector_labels(cfg: ServingConfig) -> dict[str, str]:
-    return {"app.kubernetes.io/name": cfg.name, "app.kubernetes.io/component": "serving"}
+def selector_labels(workload: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": workload, "app.kubernetes.io/component": "serving"}
+
+
+# Every serving pod, stable and canary (NetworkPolicy, monitoring).
+ALL_SERVING_PODS = {"app.kubernetes.io/component": "serving", "app.kubernetes.io/part-of": PROJECT}
+
+
+def canary_models(models: Mapping[str, ModelConfig]) -> dict[str, ModelConfig]:
+    """What the canary pods load: each canaried model's versions plus its canary version,
+    labelled `canary`; other models as the stable pods have them."""
+    out: dict[str, ModelConfig] = {}
+    for name, model in models.items():
+        if model.canary is None:
+            out[name] = model
+            continue
+        out[name] = model.model_copy(
+            update={
+                "versions": sorted({*model.versions, model.canary.version}),
+                "labels": {**model.labels, CANARY_LABEL: model.canary.version},
+            }
+        )
+    return out
+
+
+def canary_weights(models: Mapping[str, ModelConfig]) -> dict[str, int]:
+    return {name: m.canary.weight for name, m in sorted(models.items()) if m.canary is not None}
 
 
 def serving_container(cfg: ServingConfig) -> k8s.core.v1.ContainerArgs:
@@ -204,8 +232,8 @@ def serving_container(cfg: ServingConfig) -> k8s.core.v1.ContainerArgs:
     )
 
 
-def topology_spread(cfg: ServingConfig, strict_zones: bool) -> list[k8s.core.v1.TopologySpreadConstraintArgs]:
-    selector = k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(cfg))
+def topology_spread(workload: str, strict_zones: bool) -> list[k8s.core.v1.TopologySpreadConstraintArgs]:
+    selector = k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(workload))
     return [
         k8s.core.v1.TopologySpreadConstraintArgs(
             topology_key="topology.kubernetes.io/zone",
@@ -225,6 +253,7 @@ def topology_spread(cfg: ServingConfig, strict_zones: bool) -> list[k8s.core.v1.
 def pod_spec(
     cfg: ServingConfig,
     *,
+    workload: str,
     gpu: GpuScheduling | None,
     store: ModelStoreOutputs,
     region: str,
@@ -264,19 +293,19 @@ def pod_spec(
         ]
         if gpu
         else None,
-        topology_spread_constraints=topology_spread(cfg, strict_zones),
+        topology_spread_constraints=topology_spread(workload, strict_zones),
         init_containers=[sync_init, sync_sidecar],
         containers=[serving_container(cfg)],
         volumes=[
             k8s.core.v1.VolumeArgs(name="models", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
             k8s.core.v1.VolumeArgs(
                 name="tf-serving-config",
-                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=f"{cfg.name}-config"),
+                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=f"{workload}-config"),
             ),
             k8s.core.v1.VolumeArgs(
                 name="model-sync",
                 config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-                    name=f"{cfg.name}-model-sync", default_mode=0o555
+                    name=f"{workload}-model-sync", default_mode=0o555
                 ),
             ),
             k8s.core.v1.VolumeArgs(
@@ -299,7 +328,7 @@ def network_policy_spec(
         k8s.networking.v1.NetworkPolicyPortArgs(port=REST_PORT, protocol="TCP"),
     ]
     return k8s.networking.v1.NetworkPolicySpecArgs(
-        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels(cfg)),
+        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=ALL_SERVING_PODS),
         policy_types=["Ingress", "Egress"],
         ingress=[
             k8s.networking.v1.NetworkPolicyIngressRuleArgs(
@@ -415,30 +444,27 @@ class TfServing(pulumi.ComponentResource):
             description="TF Serving pods: placed before batch and best-effort work.",
             opts=k8s_child,
         )
-        config = k8s.core.v1.ConfigMap(
-            f"{name}-config", metadata=meta(f"{cfg.name}-config"), data=config_files(cfg), opts=in_ns
-        )
-        sync_config = k8s.core.v1.ConfigMap(
-            f"{name}-model-sync",
-            metadata=meta(f"{cfg.name}-model-sync"),
-            data=sync_config_data(model_sync_specs(cfg.models)),
-            opts=in_ns,
-        )
-        selector = selector_labels(cfg)
-        deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata=meta(cfg.name),
-            spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=replicas,
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
-                strategy=k8s.apps.v1.DeploymentStrategyArgs(
-                    type="RollingUpdate",
-                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_surge=1, max_unavailable=0),
-                ),
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels={**labels, **selector}),
-                    spec=pod_spec(
+        weights = canary_weights(cfg.models)
+        workloads: list[tuple[str, str, Mapping[str, ModelConfig], int | None]] = [
+            ("", cfg.name, cfg.models, replicas)
+        ]
+        if weights:
+            # One replica is enough for a share of the traffic; the HPA scales the stable pods.
+            workloads.append(("-canary", f"{cfg.name}-canary", canary_models(cfg.models), 1))
+        deployments = []
+        for suffix, workload, models, count in workloads:
+            deployments.append(
+                self._workload(
+                    f"{name}{suffix}",
+                    workload,
+                    cfg,
+                    models,
+                    replicas=count,
+                    meta=meta,
+                    labels=labels,
+                    pod=lambda w: pod_spec(
                         cfg,
+                        workload=w,
                         gpu=gpu,
                         store=store,
                         region=region,
@@ -446,31 +472,12 @@ class TfServing(pulumi.ComponentResource):
                         priority_class=f"{cfg.name}-{ns}",
                         strict_zones=environment == "prod",
                     ),
-                ),
-            ),
-            opts=pulumi.ResourceOptions.merge(
-                in_ns,
-                pulumi.ResourceOptions(depends_on=[service_account, priority_class, config, sync_config]),
-            ),
-        )
-        k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=meta(cfg.name),
-            spec=k8s.core.v1.ServiceSpecArgs(
-                type="ClusterIP",
-                selector=selector,
-                ports=[
-                    k8s.core.v1.ServicePortArgs(
-                        name="grpc", port=GRPC_PORT, target_port="grpc", protocol="TCP",
-                        app_protocol="kubernetes.io/h2c",
-                    ),
-                    k8s.core.v1.ServicePortArgs(
-                        name="http", port=REST_PORT, target_port="http", protocol="TCP"
-                    ),
-                ],
-            ),
-            opts=in_ns,
-        )
+                    opts=in_ns,
+                    depends_on=[service_account, priority_class],
+                )
+            )
+        deployment = deployments[0]
+        selector = selector_labels(cfg.name)
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata=meta(cfg.name),
@@ -499,5 +506,72 @@ class TfServing(pulumi.ComponentResource):
             metrics_path=METRICS_PATH,
             deployment=deployment,
             model_names=sorted(cfg.models),
+            canary_service=f"{cfg.name}-canary" if weights else None,
+            canary_weights=weights,
         )
         self.register_outputs({"namespace": ns, "service": cfg.name})
+
+    def _workload(
+        self,
+        name: str,
+        workload: str,
+        cfg: ServingConfig,
+        models: Mapping[str, ModelConfig],
+        *,
+        replicas: int | None,
+        meta: Callable[..., k8s.meta.v1.ObjectMetaArgs],
+        labels: Mapping[str, str],
+        pod: Callable[[str], k8s.core.v1.PodSpecArgs],
+        opts: pulumi.ResourceOptions,
+        depends_on: list[pulumi.Resource],
+    ) -> k8s.apps.v1.Deployment:
+        """Config files, model sync config, Deployment and Service of one set of pods."""
+        config = k8s.core.v1.ConfigMap(
+            f"{name}-config", metadata=meta(f"{workload}-config"), data=config_files(cfg, models), opts=opts
+        )
+        sync_config = k8s.core.v1.ConfigMap(
+            f"{name}-model-sync",
+            metadata=meta(f"{workload}-model-sync"),
+            data=sync_config_data(model_sync_specs(models)),
+            opts=opts,
+        )
+        selector = selector_labels(workload)
+        pod_labels = {**labels, **selector}
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=meta(workload),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=replicas,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_surge=1, max_unavailable=0),
+                ),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels),
+                    spec=pod(workload),
+                ),
+            ),
+            opts=pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(depends_on=[*depends_on, config, sync_config])
+            ),
+        )
+        k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta(workload),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                selector=selector,
+                ports=[
+                    k8s.core.v1.ServicePortArgs(
+                        name="grpc", port=GRPC_PORT, target_port="grpc", protocol="TCP",
+                        app_protocol="kubernetes.io/h2c",
+                    ),
+                    k8s.core.v1.ServicePortArgs(
+                        name="http", port=REST_PORT, target_port="http", protocol="TCP"
+                    ),
+                ],
+            ),
+            opts=opts,
+        )
+        return deployment

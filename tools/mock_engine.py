@@ -45,6 +45,8 @@ class Registered:
     secret_inputs: set[str] = field(default_factory=set)
     # What the mocks answered: inputs plus computed values (IDs, ARNs ...).
     outputs: dict[str, Any] = field(default_factory=dict)
+    # Read from outside the stack (a StackReference, a `get`), not created by it.
+    read: bool = False
 
     @property
     def component(self) -> str:
@@ -131,9 +133,16 @@ def _short_hash(text: str) -> str:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Answers registrations and invokes with computed values shaped like AWS's."""
 
-    def __init__(self, region: str, rendering: Rendering) -> None:
+    def __init__(
+        self,
+        region: str,
+        rendering: Rendering,
+        stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.region = region
         self.rendering = rendering
+        # Outputs of other stacks, by fully qualified name, for pulumi.StackReference.
+        self.stack_references = dict(stack_references or {})
 
     def _arn(self, service: str, kind: str, name: str, regional: bool = True) -> str:
         region = self.region if regional else ""
@@ -223,6 +232,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "arn": f"arn:aws:s3:::{inputs.get('bucket', rid)}",
             },
         }
+        if token == "pulumi:pulumi:StackReference":
+            referenced = inputs.get("name", name)
+            return referenced, {"name": referenced, "outputs": dict(self.stack_references.get(referenced, {})), "secretOutputNames": []}
         state.update(computed.get(token, lambda: {})())
         state.setdefault("arn", self._arn(token.split(":")[1].split("/")[0], token.split(":")[-1].lower(), name))
         return state.get("id", rid), state
@@ -279,6 +291,29 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.rendering = mocks.rendering
 
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        """Reads (`get` of existing resources, StackReferences) are recorded like creations."""
+        response = super().ReadResource(request)
+        inputs, _ = _unwrap_secrets(pulumi.runtime.rpc.deserialize_properties(request.properties))
+        self.rendering.resources.append(
+            Registered(
+                type=request.type,
+                name=request.name,
+                urn=response.urn,
+                inputs=_normalise(inputs),
+                custom=True,
+                parent=request.parent,
+                provider=request.provider,
+                protect=False,
+                retain_on_delete=False,
+                ignore_changes=[],
+                depends_on=list(request.dependencies),
+                read=True,
+                outputs=_unwrap_secrets(self.resources[response.urn].state)[0],
+            )
+        )
+        return response
+
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
@@ -316,6 +351,7 @@ def render(
     settings: Mapping[str, str],
     secret_keys: list[str] | None = None,
     program: Callable[[], Mapping[str, Any]] | None = None,
+    stack_references: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Rendering:
     """Run `program` (default: the real one) for `stack` with Pulumi config `settings`."""
     if program is None:
@@ -327,7 +363,7 @@ def render(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     pulumi.runtime.set_all_config(dict(settings), secret_keys or [])
-    mocks = RecordingMocks(region, rendering)
+    mocks = RecordingMocks(region, rendering, stack_references)
     pulumi.runtime.set_mocks(
         mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks)
     )

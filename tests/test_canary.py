@@ -1,0 +1,138 @@
+"""Canary rollout wiring (second Deployment, weighted routes) and the promotion StackReference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.config import StackConfigError
+from tests.support import parse, raw_stack, secret_keys_for, settings_for
+from tools import tfs_proto
+from tools.mock_engine import Rendering, render
+
+
+def canary_stack(weight: int = 10) -> dict[str, Any]:
+    raw = raw_stack("prod")
+    raw["serving"]["models"]["resnet"]["canary"] = {"version": 4, "weight": weight}
+    return raw
+
+
+def rendered(raw: dict[str, Any], **kwargs: Any) -> Rendering:
+    return render("test", settings_for(raw), secret_keys_for(raw), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def canary() -> Rendering:
+    return rendered(canary_stack())
+
+
+def objects(r: Rendering, kind: str) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in r.k8s_objects() if m["kind"] == kind}
+
+
+def models_config(r: Rendering, config_map: str) -> Any:
+    return tfs_proto.parse("models.config", objects(r, "ConfigMap")[config_map]["data"]["models.config"])
+
+
+def test_canary_pods_load_the_canary_version_with_its_label(canary: Rendering) -> None:
+    deployments = objects(canary, "Deployment")
+    assert set(deployments) == {"tf-serving", "tf-serving-canary"}
+    assert deployments["tf-serving-canary"]["spec"]["replicas"] == 1
+    assert "replicas" not in deployments["tf-serving"]["spec"], "the HPA owns the stable count"
+    stable = models_config(canary, "tf-serving-config").model_config_list.config[0]
+    assert list(stable.model_version_policy.specific.versions) == [3]
+    assert dict(stable.version_labels) == {"stable": 3}
+    canary_model = models_config(canary, "tf-serving-canary-config").model_config_list.config[0]
+    assert list(canary_model.model_version_policy.specific.versions) == [3, 4]
+    assert dict(canary_model.version_labels) == {"stable": 3, "canary": 4}
+    sync = objects(canary, "ConfigMap")["tf-serving-canary-model-sync"]["data"]["models.txt"]
+    assert sync == "resnet specific 3,4\n"
+    volumes = {v["name"]: v for v in deployments["tf-serving-canary"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tf-serving-config"]["configMap"]["name"] == "tf-serving-canary-config"
+
+
+def test_services_select_their_own_pods(canary: Rendering) -> None:
+    deployments = objects(canary, "Deployment")
+    for name, service in objects(canary, "Service").items():
+        selector = service["spec"]["selector"].items()
+        for deployment_name, deployment in deployments.items():
+            matches = selector <= deployment["spec"]["template"]["metadata"]["labels"].items()
+            assert matches == (deployment_name == name), (name, deployment_name)
+
+
+def test_rest_route_splits_the_canaried_model_by_weight(canary: Rendering) -> None:
+    rules = objects(canary, "HTTPRoute")["tf-serving-rest"]["spec"]["rules"]
+    by_path = {r["matches"][0]["path"]["value"]: r["backendRefs"] for r in rules}
+    assert by_path["/v1/models/resnet"] == [
+        {"name": "tf-serving", "port": 8501, "weight": 90},
+        {"name": "tf-serving-canary", "port": 8501, "weight": 10},
+    ]
+    assert by_path["/v1/models/resnet/labels/canary"] == [
+        {"name": "tf-serving", "port": 8501, "weight": 0},
+        {"name": "tf-serving-canary", "port": 8501, "weight": 100},
+    ]
+    assert by_path["/v1/models"][0] == {"name": "tf-serving", "port": 8501, "weight": 100}
+
+
+def test_grpc_route_splits_by_weight_and_header(canary: Rendering) -> None:
+    rules = objects(canary, "GRPCRoute")["tf-serving-grpc"]["spec"]["rules"]
+    header_rule, default_rule = rules
+    assert header_rule["matches"][0]["headers"] == [{"type": "Exact", "name": "x-tf-serving-track", "value": "canary"}]
+    assert [b["weight"] for b in default_rule["backendRefs"]] == [90, 10]
+
+
+def test_canary_service_gets_its_target_group_config(canary: Rendering) -> None:
+    configs = objects(canary, "TargetGroupConfiguration")
+    assert {c["spec"]["targetReference"]["name"] for c in configs.values()} == {"tf-serving", "tf-serving-canary"}
+
+
+def test_no_canary_means_one_deployment_and_plain_routes(prod: Rendering) -> None:
+    assert set(objects(prod, "Deployment")) == {"tf-serving"}
+    rules = objects(prod, "HTTPRoute")["tf-serving-rest"]["spec"]["rules"]
+    assert rules == [
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/v1/models"}}], "backendRefs": [{"name": "tf-serving", "port": 8501}]}
+    ]
+
+
+def test_network_policy_and_monitoring_cover_canary_pods(canary: Rendering) -> None:
+    policy = objects(canary, "NetworkPolicy")["tf-serving"]["spec"]["podSelector"]["matchLabels"]
+    monitor = objects(canary, "ServiceMonitor")["tf-serving"]["spec"]["selector"]["matchLabels"]
+    for deployment in objects(canary, "Deployment").values():
+        assert policy.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    for service in objects(canary, "Service").values():
+        assert monitor.items() <= service["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize(
+    "canary_cfg, fragment",
+    [
+        ({"version": 3, "weight": 10}, "must be newer than the served versions [3]"),
+        ({"version": 4, "weight": 101}, "less than or equal to 100"),
+    ],
+)
+def test_bad_canary_is_refused(canary_cfg: dict[str, int], fragment: str) -> None:
+    raw = raw_stack("prod")
+    raw["serving"]["models"]["resnet"]["canary"] = canary_cfg
+    with pytest.raises(StackConfigError, match="serving.models.resnet.canary") as info:
+        parse(raw)
+    assert fragment in str(info.value)
+
+
+def test_canary_needs_specific_versions() -> None:
+    raw = raw_stack("dev")
+    raw["serving"]["models"]["resnet"]["canary"] = {"version": 4}
+    with pytest.raises(StackConfigError, match="serving.models.resnet.canary: needs version_policy: specific"):
+        parse(raw)
+
+
+def test_stack_reference_shows_what_would_be_promoted() -> None:
+    dev_outputs = {"serving_model_versions": {"resnet": {"versions": [3, 4], "labels": {}}, "bert": {"versions": "latest:1"}}}
+    r = rendered(raw_stack("prod"), stack_references={"my-org/tf-serving-eks/dev": dev_outputs})
+    reference = r.one("pulumi:pulumi:StackReference")
+    assert reference.inputs["name"] == "my-org/tf-serving-eks/dev"
+    assert r.outputs["promotion_candidates"] == {
+        "bert": {"source": "latest:1", "here": None},
+        "resnet": {"source": [3, 4], "here": [3]},
+    }
+    assert r.outputs["serving_model_versions"]["resnet"] == {"versions": [3], "labels": {"stable": 3}}
