@@ -156,17 +156,22 @@ def tls_only_policy(bucket_arn: str) -> str:
     )
 
 
+def list_prefix_statement(bucket_arn: str, prefix: str) -> dict[str, object]:
+    """List the bucket, but only under the model prefix."""
+    return {
+        "Sid": "ListModelPrefix",
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": bucket_arn,
+        "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}},
+    }
+
+
 def reader_policy(bucket_arn: str, prefix: str, key_arn: str) -> str:
     """Read the model prefix and nothing else: list under it, get objects, decrypt."""
     return policy_document(
         [
-            {
-                "Sid": "ListModelPrefix",
-                "Effect": "Allow",
-                "Action": "s3:ListBucket",
-                "Resource": bucket_arn,
-                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}},
-            },
+            list_prefix_statement(bucket_arn, prefix),
             {
                 "Sid": "ReadModels",
                 "Effect": "Allow",
@@ -182,13 +187,7 @@ def publisher_policy(bucket_arn: str, prefix: str, key_arn: str) -> str:
     """Write (and replace) versions under the model prefix."""
     return policy_document(
         [
-            {
-                "Sid": "ListModelPrefix",
-                "Effect": "Allow",
-                "Action": "s3:ListBucket",
-                "Resource": bucket_arn,
-                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}},
-            },
+            list_prefix_statement(bucket_arn, prefix),
             {
                 "Sid": "WriteModels",
                 "Effect": "Allow",

@@ -291,58 +291,43 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.rendering = mocks.rendering
 
-    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
-        """Reads (`get` of existing resources, StackReferences) are recorded like creations."""
-        response = super().ReadResource(request)
-        inputs, _ = _unwrap_secrets(pulumi.runtime.rpc.deserialize_properties(request.properties))
+    def _record(self, request: Any, urn: str, properties: Any, read: bool) -> None:
+        inputs: dict[str, Any] = {}
+        secret_inputs: set[str] = set()
+        for key, value in pulumi.runtime.rpc.deserialize_properties(properties).items():
+            inputs[key], secret = _unwrap_secrets(value)
+            if secret:
+                secret_inputs.add(key)
+        state = self.resources[urn].state if urn in self.resources else {}
         self.rendering.resources.append(
             Registered(
                 type=request.type,
                 name=request.name,
-                urn=response.urn,
+                urn=urn,
                 inputs=_normalise(inputs),
-                custom=True,
+                secret_inputs=secret_inputs,
+                outputs=_unwrap_secrets(state)[0],
+                custom=read or bool(request.custom),
                 parent=request.parent,
                 provider=request.provider,
-                protect=False,
-                retain_on_delete=False,
-                ignore_changes=[],
+                protect=not read and bool(request.protect),
+                retain_on_delete=not read and bool(request.retainOnDelete),
+                ignore_changes=[] if read else list(request.ignoreChanges),
                 depends_on=list(request.dependencies),
-                read=True,
-                outputs=_unwrap_secrets(self.resources[response.urn].state)[0],
+                read=read,
             )
         )
+
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        """Reads (`get` of existing resources, StackReferences) are recorded like creations."""
+        response = super().ReadResource(request)
+        self._record(request, response.urn, request.properties, read=True)
         return response
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
-            raw = pulumi.runtime.rpc.deserialize_properties(request.object)
-            inputs: dict[str, Any] = {}
-            secret_inputs: set[str] = set()
-            for key, value in raw.items():
-                inputs[key], secret = _unwrap_secrets(value)
-                if secret:
-                    secret_inputs.add(key)
-            self.rendering.resources.append(
-                Registered(
-                    type=request.type,
-                    name=request.name,
-                    urn=response.urn,
-                    inputs=_normalise(inputs),
-                    secret_inputs=secret_inputs,
-                    outputs=_unwrap_secrets(self.resources[response.urn].state)[0]
-                    if response.urn in self.resources
-                    else {},
-                    custom=bool(request.custom),
-                    parent=request.parent,
-                    provider=request.provider,
-                    protect=bool(request.protect),
-                    retain_on_delete=bool(request.retainOnDelete),
-                    ignore_changes=list(request.ignoreChanges),
-                    depends_on=list(request.dependencies),
-                )
-            )
+            self._record(request, response.urn, request.object, read=False)
         return response
 
 
