@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import typing
 from collections.abc import Collection, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -1093,7 +1094,12 @@ class StackConfigError(Exception):
 def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] | None:
     """The keys a model accepts at `loc` (for 'unknown key' messages), if it is a model."""
     current: Any = model
+    map_key_next = False
     for part in loc:
+        if map_key_next:
+            # The user's key in a keyed map (a model or pool name): its value is `current`.
+            map_key_next = False
+            continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         field = next(
@@ -1101,6 +1107,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[st
         )
         if field is None:
             return None
+        map_key_next = typing.get_origin(field.annotation) is dict
         current = _model_in(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or n for n, f in current.model_fields.items()]

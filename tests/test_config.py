@@ -322,3 +322,13 @@ def test_pulumi_settings_are_decoded() -> None:
         }
     )
     assert raw == {"aws:region": "eu-west-1", "environment": "dev", "cluster": {"name": "x", "vpc": {"az_count": 3}}}
+
+
+def test_unknown_key_inside_a_keyed_map_lists_the_allowed_keys() -> None:
+    raw = base()
+    raw["serving"]["models"]["resnet"]["latest_cont"] = 2
+    with pytest.raises(StackConfigError) as info:
+        parse(raw)
+    message = str(info.value)
+    assert "tf-serving-eks:serving.models.resnet.latest_cont: unknown key; did you mean 'latest_count'?" in message
+    assert "version_policy" in message

@@ -153,7 +153,7 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _store(
+def resolve_store(
     args: argparse.Namespace, cfg: StackConfig, sts: Any, stack_outputs: StackOutputs
 ) -> tuple[str, str]:
     """The bucket and prefix, from the flags, the deployed stack, or the stack file."""
@@ -219,7 +219,7 @@ def main(
         return _error(2, str(exc))
 
     try:
-        bucket, prefix = _store(args, cfg, sts, stack_outputs or pulumi_stack_outputs)
+        bucket, prefix = resolve_store(args, cfg, sts, stack_outputs or pulumi_stack_outputs)
     except (BotoCoreError, ClientError) as exc:
         return _error(1, f"could not get the AWS account to derive the bucket name: {exc}")
 
