@@ -239,6 +239,7 @@ class GpuNodePool(pulumi.ComponentResource):
         region: str,
         partition: str,
         service_monitor: bool,
+        monitoring_ready: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:gpu:GpuNodePool", name, None, opts)
@@ -286,7 +287,8 @@ class GpuNodePool(pulumi.ComponentResource):
                 catalog.CHARTS["dcgm-exporter"],
                 NVIDIA_NAMESPACE,
                 dcgm_exporter_values(pools, service_monitor),
-                in_namespace,
+                # Its ServiceMonitor needs the Prometheus Operator's CRDs.
+                pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=monitoring_ready)),
             )
         if autoscaling.enabled:
             self._cluster_autoscaler(autoscaling, kubernetes_version, region, child, k8s_child, groups)

@@ -366,17 +366,19 @@ class IngressTls(pulumi.ComponentResource):
         region: str,
         partition: str,
         service_monitor: bool,
+        monitoring_ready: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:ingress:IngressTls", name, None, opts)
         self._service_monitor = service_monitor
+        self._monitoring_ready = monitoring_ready
         child = pulumi.ResourceOptions(parent=self)
         k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         ns = serving.namespace
         labels = k8s_labels("ingress", serving.name)
 
         controller = self._controller(name, cluster, region, partition, child, k8s_child)
-        self._external_dns(name, cfg, stack, cluster, region, partition, child, k8s_child)
+        self._external_dns(name, cfg, stack, cluster, region, partition, child, k8s_child, controller[0])
         certificate_arn = self._certificate(name, cfg, child)
         web_acl = self._web_acl(name, cfg, api_key, child)
 
@@ -502,7 +504,10 @@ class IngressTls(pulumi.ComponentResource):
             CONTROLLER_NAMESPACE,
             values,
             pulumi.ResourceOptions.merge(
-                k8s_child, pulumi.ResourceOptions(depends_on=[gateway_crds, association, attachment])
+                k8s_child,
+                pulumi.ResourceOptions(
+                    depends_on=[gateway_crds, association, attachment, *self._monitoring_ready]
+                ),
             ),
         )
         return [gateway_crds, release]
@@ -517,6 +522,7 @@ class IngressTls(pulumi.ComponentResource):
         partition: str,
         child: pulumi.ResourceOptions,
         k8s_child: pulumi.ResourceOptions,
+        gateway_crds: pulumi.Resource,
     ) -> None:
         n = f"{name}-external-dns"
         role, association = pod_identity_role(
@@ -540,7 +546,10 @@ class IngressTls(pulumi.ComponentResource):
             catalog.CHARTS["external-dns"],
             CONTROLLER_NAMESPACE,
             values,
-            pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[association])),
+            # Its gateway-* sources watch the Gateway API kinds.
+            pulumi.ResourceOptions.merge(
+                k8s_child, pulumi.ResourceOptions(depends_on=[association, gateway_crds])
+            ),
         )
 
     def _certificate(

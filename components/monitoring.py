@@ -434,65 +434,83 @@ def stack_values(
     }
 
 
-class Monitoring(pulumi.ComponentResource):
+class PrometheusStack(pulumi.ComponentResource):
+    """kube-prometheus-stack: created early, so charts that ship ServiceMonitors (DCGM, the
+    load balancer controller) can wait for its CRDs through `ready`."""
+
+    ready: list[pulumi.Resource]
+
     def __init__(
         self,
         name: str,
         cfg: MonitoringConfig,
         *,
-        serving: ServingOutputs,
         grafana_admin_password: str | None,
         alerting_secrets: Mapping[str, str],
         system_node_selector: Mapping[str, str],
         provider: k8s.Provider,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        super().__init__("tf-serving-eks:monitoring:PrometheusStack", name, None, opts)
+        k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=cfg.namespace,
+                labels={
+                    **k8s_labels("monitoring", cfg.namespace),
+                    # node-exporter reads the host (hostPID, hostNetwork, host paths).
+                    "pod-security.kubernetes.io/enforce": "privileged",
+                },
+            ),
+            opts=k8s_child,
+        )
+        password: pulumi.Input[str]
+        if grafana_admin_password is not None:
+            password = pulumi.Output.secret(grafana_admin_password)
+        else:
+            password = random.RandomPassword(
+                f"{name}-grafana-admin-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+            ).result
+        admin = k8s.core.v1.Secret(
+            f"{name}-grafana-admin",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="grafana-admin", namespace=cfg.namespace, labels=k8s_labels("monitoring", "grafana")
+            ),
+            string_data={"admin-user": "admin", "admin-password": password},
+            opts=pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[namespace])),
+        )
+        values = pulumi.Output.secret(
+            stack_values(cfg, "grafana-admin", alertmanager_config(cfg, alerting_secrets), system_node_selector)
+        )
+        release = helm_release(
+            f"{name}-kube-prometheus-stack",
+            catalog.CHARTS["kube-prometheus-stack"],
+            cfg.namespace,
+            values,
+            pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[namespace, admin])),
+        )
+        self.ready = [release]
+        self.register_outputs({})
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Our ServiceMonitor, rules and dashboard (for the stack's or an existing Prometheus)."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: MonitoringConfig,
+        *,
+        serving: ServingOutputs,
+        ready: list[pulumi.Resource],
+        provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("tf-serving-eks:monitoring:Monitoring", name, None, opts)
         k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = k8s_labels("monitoring", serving.name, dict(cfg.rule_labels))
-        depends: list[pulumi.Resource] = []
-
-        if cfg.mode == "kube-prometheus-stack":
-            namespace = k8s.core.v1.Namespace(
-                f"{name}-namespace",
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=cfg.namespace,
-                    labels={
-                        **k8s_labels("monitoring", cfg.namespace),
-                        # node-exporter reads the host (hostPID, hostNetwork, host paths).
-                        "pod-security.kubernetes.io/enforce": "privileged",
-                    },
-                ),
-                opts=k8s_child,
-            )
-            password: pulumi.Input[str]
-            if grafana_admin_password is not None:
-                password = pulumi.Output.secret(grafana_admin_password)
-            else:
-                password = random.RandomPassword(
-                    f"{name}-grafana-admin-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
-                ).result
-            admin = k8s.core.v1.Secret(
-                f"{name}-grafana-admin",
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name="grafana-admin", namespace=cfg.namespace, labels=k8s_labels("monitoring", "grafana")
-                ),
-                string_data={"admin-user": "admin", "admin-password": password},
-                opts=pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[namespace])),
-            )
-            values = pulumi.Output.secret(
-                stack_values(cfg, "grafana-admin", alertmanager_config(cfg, alerting_secrets), system_node_selector)
-            )
-            release = helm_release(
-                f"{name}-kube-prometheus-stack",
-                catalog.CHARTS["kube-prometheus-stack"],
-                cfg.namespace,
-                values,
-                pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[namespace, admin])),
-            )
-            depends = [release]
-
-        after_crds = pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=depends))
+        after_crds = pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=ready))
         k8s.apiextensions.CustomResource(
             f"{name}-service-monitor",
             api_version="monitoring.coreos.com/v1",

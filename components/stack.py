@@ -13,7 +13,7 @@ from components.gpu_node_pool import GpuNodePool, monthly_cost_range
 from components.model_layout import model_bucket_name
 from components.model_store import ModelStore
 from components.logs import ClusterLogs
-from components.monitoring import Monitoring
+from components.monitoring import Monitoring, PrometheusStack
 from components.ingress_tls import IngressTls, stack_outputs
 from components.tf_serving import TfServing
 from components.catalog import PRICED_REGIONS
@@ -41,6 +41,19 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         aws_provider=aws_provider,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     ).outputs
+    # The Prometheus Operator's CRDs come first: several charts below ship ServiceMonitors.
+    monitoring_ready: list[pulumi.Resource] = []
+    if cfg.monitoring.enabled and cfg.monitoring.mode == "kube-prometheus-stack":
+        monitoring_ready = PrometheusStack(
+            "monitoring",
+            cfg.monitoring,
+            grafana_admin_password=(
+                cfg.grafana_admin_password.get_secret_value() if cfg.grafana_admin_password else None
+            ),
+            alerting_secrets={k: v.get_secret_value() for k, v in cfg.alerting_secrets.items()},
+            system_node_selector=cluster.system_node_selector,
+            provider=cluster.provider,
+        ).ready
     gpu = GpuNodePool(
         "gpu",
         cfg.gpu_pools,
@@ -50,6 +63,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         region=cfg.aws_region,
         partition=partition,
         service_monitor=cfg.monitoring.enabled,
+        monitoring_ready=monitoring_ready,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     )
 
@@ -95,6 +109,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
                 region=cfg.aws_region,
                 partition=partition,
                 service_monitor=cfg.monitoring.enabled,
+                monitoring_ready=monitoring_ready,
                 opts=pulumi.ResourceOptions(providers=[aws_provider]),
             ).outputs
         )
@@ -123,11 +138,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             "monitoring",
             cfg.monitoring,
             serving=serving,
-            grafana_admin_password=(
-                cfg.grafana_admin_password.get_secret_value() if cfg.grafana_admin_password else None
-            ),
-            alerting_secrets={k: v.get_secret_value() for k, v in cfg.alerting_secrets.items()},
-            system_node_selector=cluster.system_node_selector,
+            ready=monitoring_ready,
             provider=cluster.provider,
         )
 

@@ -252,3 +252,16 @@ def test_alerting_secrets_in_clear_are_refused() -> None:
     raw = raw_stack("prod")
     with pytest.raises(StackConfigError, match="alerting_secrets: is in the stack file in clear"):
         render("test", settings_for(raw), secret_keys_for(raw, clear=("alerting_secrets",)))
+
+
+def test_charts_shipping_service_monitors_wait_for_the_operator_crds(prod: Rendering) -> None:
+    stack = stack_release(prod)
+    by_chart = {x.inputs["chart"]: x for x in prod.of_type("kubernetes:helm.sh/v3:Release")}
+    for chart in ("dcgm-exporter", "aws-load-balancer-controller"):
+        assert by_chart[chart].inputs["values"]["serviceMonitor"]["enabled"] is True
+        assert stack.urn in by_chart[chart].depends_on, chart
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        resource = next(x for x in prod.resources if x.is_k8s_object and x.inputs.get("kind") == kind)
+        assert stack.urn in resource.depends_on
+    crds = prod.one("kubernetes:yaml/v2:ConfigFile")
+    assert crds.urn in by_chart["external-dns"].depends_on
