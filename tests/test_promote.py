@@ -26,6 +26,7 @@ from tools import promote, publish_model
 from tools.model_repository import publish
 from tools.promote import Refused, main, read_config, write_atomically
 from tools.stackfile import ROOT, read_settings, stack_file
+from tests.aws_fixtures import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 
 MODEL = "resnet"
 SERVING = f"{PROJECT}:serving"
@@ -44,24 +45,6 @@ FILES = {
     "variables/variables.index": b"index",
     "variables/variables.data-00000-of-00001": b"weights",
 }
-
-
-@pytest.fixture(autouse=True)
-def no_deployed_stack(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never the developer's real `pulumi` and its logged-in stacks."""
-    monkeypatch.setattr(publish_model, "pulumi_stack_outputs", lambda stack: None)
-
-
-@pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_STS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
 
 
 @pytest.fixture
