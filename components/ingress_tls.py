@@ -562,9 +562,7 @@ class IngressTls(pulumi.ComponentResource):
             domain_name=cfg.rest_host,
             subject_alternative_names=[cfg.grpc_host],
             validation_method="DNS",
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(delete_before_replace=False)
-            ),
+            opts=child,
         )
         records = []
         for host in (cfg.rest_host, cfg.grpc_host):

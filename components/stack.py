@@ -8,17 +8,17 @@ import pulumi
 import pulumi_aws as aws
 
 from components.autoscaling import Autoscaling
+from components.catalog import PRICED_REGIONS
 from components.cluster import Cluster
+from components.config import StackConfig, load_stack_config
 from components.gpu_node_pool import GpuNodePool, monthly_cost_range
+from components.ingress_tls import IngressTls, stack_outputs
+from components.logs import ClusterLogs
 from components.model_layout import model_bucket_name
 from components.model_store import ModelStore
-from components.logs import ClusterLogs
 from components.monitoring import Monitoring, PrometheusStack
-from components.ingress_tls import IngressTls, stack_outputs
-from components.tf_serving import TfServing
-from components.catalog import PRICED_REGIONS
-from components.config import StackConfig, load_stack_config
 from components.naming import base_tags
+from components.tf_serving import TfServing
 
 
 def build_stack(cfg: StackConfig) -> dict[str, Any]:
@@ -142,17 +142,18 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             provider=cluster.provider,
         )
 
+    served = model_versions(cfg)
     if cfg.serving.promotion_source:
         # What the source stack serves, beside what this one serves, for `tools.promote`.
         source = pulumi.StackReference(cfg.serving.promotion_source)
         extra_outputs["promotion_candidates"] = source.get_output("serving_model_versions").apply(
-            lambda theirs: promotion_candidates(theirs or {}, model_versions(cfg))
+            lambda theirs: promotion_candidates(theirs or {}, served)
         )
 
     return {
         **ingress,
         **extra_outputs,
-        "serving_model_versions": model_versions(cfg),
+        "serving_model_versions": served,
         "environment": cfg.environment,
         "region": cfg.aws_region,
         "cluster_name": cluster.name,

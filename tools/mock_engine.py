@@ -19,6 +19,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
 
 from components.config import PROJECT
+from tools.stackfile import open_envelopes
 
 ACCOUNT_ID = "123456789012"
 # Fixture of an existing cluster, returned for `aws.eks.get_cluster` (mode: existing).
@@ -110,20 +111,7 @@ SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
 
 def _unwrap_secrets(value: Any) -> tuple[Any, bool]:
     """Replace Pulumi's secret envelopes by their values; say whether there was one."""
-    if isinstance(value, dict):
-        if value.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE:
-            inner, _ = _unwrap_secrets(value.get("value"))
-            return inner, True
-        found = False
-        out = {}
-        for k, v in value.items():
-            out[k], secret = _unwrap_secrets(v)
-            found |= secret
-        return out, found
-    if isinstance(value, list):
-        items = [_unwrap_secrets(v) for v in value]
-        return [v for v, _ in items], any(secret for _, secret in items)
-    return value, False
+    return open_envelopes(value, lambda m: (m.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE, m.get("value")))
 
 
 def _short_hash(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +22,30 @@ def list_stacks(root: Path = ROOT) -> list[str]:
     return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
 
 
-def strip_secure(value: Any) -> tuple[Any, bool]:
-    """Replace `{secure: ...}` values (at any depth) with a marker; report whether any was."""
+def open_envelopes(
+    value: Any, opened: Callable[[dict[str, Any]], tuple[bool, Any]]
+) -> tuple[Any, bool]:
+    """Replace every map `opened` recognises as a secret envelope (at any depth) by what it
+    returns for it; report whether there was one."""
     if isinstance(value, dict):
-        if set(value) == {"secure"}:
-            return OFFLINE_SECRET, True
+        is_envelope, inner = opened(value)
+        if is_envelope:
+            return open_envelopes(inner, opened)[0], True
         found = False
         out = {}
         for k, v in value.items():
-            out[k], secret = strip_secure(v)
+            out[k], secret = open_envelopes(v, opened)
             found |= secret
         return out, found
     if isinstance(value, list):
-        items = [strip_secure(v) for v in value]
-        return [v for v, _ in items], any(s for _, s in items)
+        items = [open_envelopes(v, opened) for v in value]
+        return [v for v, _ in items], any(secret for _, secret in items)
     return value, False
+
+
+def strip_secure(value: Any) -> tuple[Any, bool]:
+    """Replace `{secure: ...}` values (at any depth) with a marker; report whether any was."""
+    return open_envelopes(value, lambda m: (set(m) == {"secure"}, OFFLINE_SECRET))
 
 
 def settings_from_document(document: dict[str, Any] | None) -> tuple[dict[str, str], list[str]]:
