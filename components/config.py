@@ -578,9 +578,6 @@ class ServingConfig(Section):
         le=1,
         description="Share of each GPU's memory TF Serving may allocate (per process).",
     )
-    model_config_poll_seconds: int = Field(
-        30, ge=5, le=3600, description="How often the model config file is re-read (labels, versions)."
-    )
     file_system_poll_seconds: int = Field(
         15, ge=1, le=3600, description="How often model folders are scanned for new versions."
     )

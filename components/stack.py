@@ -180,6 +180,12 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         "serving_models": serving.model_names,
         "serving_grpc_in_cluster": f"{serving.service_name}.{serving.namespace}.svc:{serving.grpc_port}",
         "serving_rest_in_cluster": f"http://{serving.service_name}.{serving.namespace}.svc:{serving.rest_port}",
+        # `pulumi up` does not wait for serving pods (they need a published model): this does.
+        "serving_rollout_check": (
+            f"kubectl -n {serving.namespace} rollout status deployment/{serving.name} --timeout=30m"
+            + (f" && kubectl -n {serving.namespace} rollout status deployment/{serving.canary_service} "
+               "--timeout=30m" if serving.canary_service else "")
+        ),
         "kubeconfig_command": cluster.name.apply(
             lambda name: f"aws eks update-kubeconfig --name {name} --region {cfg.aws_region}"
         ),

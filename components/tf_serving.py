@@ -7,6 +7,8 @@ in TF Serving's protobuf text format.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -128,7 +130,16 @@ def server_args(cfg: ServingConfig) -> list[str]:
         f"--port={GRPC_PORT}",
         f"--rest_api_port={REST_PORT}",
         f"--model_config_file={CONFIG_DIR}/models.config",
-        f"--model_config_file_poll_wait_seconds={cfg.model_config_poll_seconds}",
+        # TF Serving assigns version labels before it loads any version: without this flag
+        # the first config with a label is refused and the server exits (server_core.cc,
+        # ReloadConfig -> UpdateModelVersionLabelMap before AddModelsViaModelConfigList;
+        # g3doc/serving_config.md "Assigning labels"). Always on, so the args can never
+        # disagree with whatever labels the config file holds; it has no effect without one.
+        "--allow_version_labels_for_unavailable_models=true",
+        # No --model_config_file_poll_wait_seconds: the config is read once at start. A live
+        # reload that moves a label to a version not yet loaded is refused, and the refused
+        # config is kept, so that version never loads (server_core.cc ReloadConfig sets config_
+        # before UpdateModelVersionLabelMap fails). Config changes roll the pods instead.
         f"--file_system_poll_wait_seconds={cfg.file_system_poll_seconds}",
         f"--monitoring_config_file={CONFIG_DIR}/monitoring.config",
         f"--tensorflow_intra_op_parallelism={threads}",
@@ -149,6 +160,27 @@ def config_files(cfg: ServingConfig, models: Mapping[str, ModelConfig]) -> dict[
         "batching.config": batching_parameters_text(cfg.batching, pod_cpus(cfg)),
         "monitoring.config": monitoring_config_text(),
     }
+
+
+# pulumi-kubernetes waits for a Deployment to be Available and for a Service with a selector
+# to have a ready endpoint, 10 minutes by default (provider/pkg/await/awaiters.go,
+# deployment.go, service.go). Serving pods are Ready only once every model is published
+# to the store and loaded on a GPU node that may still be coming up: neither happens
+# within the `pulumi up` that creates the bucket. Their readiness is watched by alerts and
+# the `serving_rollout_check` output instead.
+SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
+
+
+def content_name(prefix: str, data: Mapping[str, str]) -> str:
+    """A ConfigMap name that changes with its content (`<prefix>-<10 hex>`).
+
+    A running pod's config must never change under it: TF Serving refuses a live label
+    move to a version it has not loaded, and the sync sidecar would retire the versions
+    the old server still serves. A new name per content makes every change a new,
+    immutable ConfigMap and a rolling update through readiness (the kustomize
+    configMapGenerator pattern)."""
+    digest = hashlib.sha256(json.dumps(dict(sorted(data.items()))).encode()).hexdigest()
+    return f"{prefix}-{digest[:10]}"
 
 
 def selector_labels(workload: str) -> dict[str, str]:
@@ -260,6 +292,8 @@ def pod_spec(
     service_account: str,
     priority_class: str,
     strict_zones: bool,
+    config_map: str,
+    sync_config_map: str,
 ) -> k8s.core.v1.PodSpecArgs:
     sync_init, sync_sidecar = model_sync_containers(
         bucket=store.bucket_name,
@@ -300,12 +334,12 @@ def pod_spec(
             k8s.core.v1.VolumeArgs(name="models", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
             k8s.core.v1.VolumeArgs(
                 name="tf-serving-config",
-                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=f"{workload}-config"),
+                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=config_map),
             ),
             k8s.core.v1.VolumeArgs(
                 name="model-sync",
                 config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-                    name=f"{workload}-model-sync", default_mode=0o555
+                    name=sync_config_map, default_mode=0o555
                 ),
             ),
             k8s.core.v1.VolumeArgs(
@@ -462,9 +496,11 @@ class TfServing(pulumi.ComponentResource):
                     replicas=count,
                     meta=meta,
                     labels=labels,
-                    pod=lambda w: pod_spec(
+                    pod=lambda w, config_map, sync_config_map: pod_spec(
                         cfg,
                         workload=w,
+                        config_map=config_map,
+                        sync_config_map=sync_config_map,
                         gpu=gpu,
                         store=store,
                         region=region,
@@ -521,25 +557,26 @@ class TfServing(pulumi.ComponentResource):
         replicas: int | None,
         meta: Callable[..., k8s.meta.v1.ObjectMetaArgs],
         labels: Mapping[str, str],
-        pod: Callable[[str], k8s.core.v1.PodSpecArgs],
+        pod: Callable[[str, str, str], k8s.core.v1.PodSpecArgs],
         opts: pulumi.ResourceOptions,
         depends_on: list[pulumi.Resource],
     ) -> k8s.apps.v1.Deployment:
         """Config files, model sync config, Deployment and Service of one set of pods."""
+        server_files = config_files(cfg, models)
+        sync_files = sync_config_data(model_sync_specs(models))
+        config_name = content_name(f"{workload}-config", server_files)
+        sync_name = content_name(f"{workload}-model-sync", sync_files)
         config = k8s.core.v1.ConfigMap(
-            f"{name}-config", metadata=meta(f"{workload}-config"), data=config_files(cfg, models), opts=opts
+            f"{name}-config", metadata=meta(config_name), data=server_files, immutable=True, opts=opts
         )
         sync_config = k8s.core.v1.ConfigMap(
-            f"{name}-model-sync",
-            metadata=meta(f"{workload}-model-sync"),
-            data=sync_config_data(model_sync_specs(models)),
-            opts=opts,
+            f"{name}-model-sync", metadata=meta(sync_name), data=sync_files, immutable=True, opts=opts
         )
         selector = selector_labels(workload)
         pod_labels = {**labels, **selector}
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=meta(workload),
+            metadata=meta(workload, annotations=SKIP_AWAIT),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=replicas,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
@@ -549,7 +586,7 @@ class TfServing(pulumi.ComponentResource):
                 ),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels),
-                    spec=pod(workload),
+                    spec=pod(workload, config_name, sync_name),
                 ),
             ),
             opts=pulumi.ResourceOptions.merge(
@@ -558,7 +595,7 @@ class TfServing(pulumi.ComponentResource):
         )
         k8s.core.v1.Service(
             f"{name}-service",
-            metadata=meta(workload),
+            metadata=meta(workload, annotations=SKIP_AWAIT),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
                 selector=selector,

@@ -47,3 +47,15 @@ def render_raw(raw: dict[str, Any], stack: str = "test") -> Rendering:
 
 def parse(raw: dict[str, Any], stack: str = "test") -> StackConfig:
     return parse_stack_config(raw, stack)
+
+
+def mounted_config_map(r: Rendering, deployment: str, volume: str, namespace: str = "tf-serving") -> dict[str, str]:
+    """The data of the ConfigMap that `deployment`'s pods mount as `volume`: followed through
+    the pod template, as the kubelet does, not looked up by a name the test assumes."""
+    objs = [m for m in r.k8s_objects() if m["metadata"].get("namespace") == namespace]
+    dep = next(m for m in objs if m["kind"] == "Deployment" and m["metadata"]["name"] == deployment)
+    source = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == volume)
+    name = source["configMap"]["name"]
+    found = [m for m in objs if m["kind"] == "ConfigMap" and m["metadata"]["name"] == name]
+    assert len(found) == 1, f"{deployment} mounts ConfigMap {name}, which the stack creates {len(found)} times"
+    return found[0]["data"]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from components.config import StackConfigError
-from tests.support import parse, raw_stack, secret_keys_for, settings_for
+from tests.support import mounted_config_map, parse, raw_stack, secret_keys_for, settings_for
 from tools import tfs_proto
 from tools.mock_engine import Rendering, render
 
@@ -31,8 +31,8 @@ def objects(r: Rendering, kind: str) -> dict[str, dict[str, Any]]:
     return {m["metadata"]["name"]: m for m in r.k8s_objects() if m["kind"] == kind}
 
 
-def models_config(r: Rendering, config_map: str) -> Any:
-    return tfs_proto.parse("models.config", objects(r, "ConfigMap")[config_map]["data"]["models.config"])
+def models_config(r: Rendering, deployment: str) -> Any:
+    return tfs_proto.parse("models.config", mounted_config_map(r, deployment, "tf-serving-config")["models.config"])
 
 
 def test_canary_pods_load_the_canary_version_with_its_label(canary: Rendering) -> None:
@@ -40,16 +40,14 @@ def test_canary_pods_load_the_canary_version_with_its_label(canary: Rendering) -
     assert set(deployments) == {"tf-serving", "tf-serving-canary"}
     assert deployments["tf-serving-canary"]["spec"]["replicas"] == 1
     assert "replicas" not in deployments["tf-serving"]["spec"], "the HPA owns the stable count"
-    stable = models_config(canary, "tf-serving-config").model_config_list.config[0]
+    stable = models_config(canary, "tf-serving").model_config_list.config[0]
     assert list(stable.model_version_policy.specific.versions) == [3]
     assert dict(stable.version_labels) == {"stable": 3}
-    canary_model = models_config(canary, "tf-serving-canary-config").model_config_list.config[0]
+    canary_model = models_config(canary, "tf-serving-canary").model_config_list.config[0]
     assert list(canary_model.model_version_policy.specific.versions) == [3, 4]
     assert dict(canary_model.version_labels) == {"stable": 3, "canary": 4}
-    sync = objects(canary, "ConfigMap")["tf-serving-canary-model-sync"]["data"]["models.txt"]
+    sync = mounted_config_map(canary, "tf-serving-canary", "model-sync")["models.txt"]
     assert sync == "resnet specific 3,4\n"
-    volumes = {v["name"]: v for v in deployments["tf-serving-canary"]["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["tf-serving-config"]["configMap"]["name"] == "tf-serving-canary-config"
 
 
 def test_services_select_their_own_pods(canary: Rendering) -> None:

@@ -10,7 +10,7 @@ from google.protobuf import text_format
 
 from components.config import StackConfigError
 from components.tf_serving import batching_parameters_text, model_config_text
-from tests.support import parse, raw_stack, render_raw
+from tests.support import mounted_config_map, parse, raw_stack, render_raw
 from tools import tfs_proto
 from tools.mock_engine import Rendering
 
@@ -30,8 +30,8 @@ def the(r: Rendering, kind: str) -> Manifest:
     return found[0]
 
 
-def config_map(r: Rendering, name: str) -> dict[str, str]:
-    return next(m["data"] for m in objects(r, "ConfigMap") if m["metadata"]["name"] == name)
+def config_map(r: Rendering, volume: str, deployment: str = "tf-serving") -> dict[str, str]:
+    return mounted_config_map(r, deployment, volume)
 
 
 def pod(r: Rendering) -> Manifest:
@@ -90,7 +90,7 @@ def test_image_is_pinned_gpu_build_and_flags_are_set(prod: Rendering) -> None:
         "--port=8500",
         "--rest_api_port=8501",
         "--model_config_file=/etc/tf-serving/models.config",
-        "--model_config_file_poll_wait_seconds=30",
+        "--allow_version_labels_for_unavailable_models=true",
         "--file_system_poll_wait_seconds=15",
         "--enable_batching=true",
         "--batching_parameters_file=/etc/tf-serving/batching.config",
@@ -257,7 +257,7 @@ def test_pods_carry_the_model_sync_from_the_store(prod: Rendering) -> None:
     env = {e["name"]: e["value"] for e in sidecar["env"]}
     assert env["MODEL_BUCKET"] == prod.outputs["model_bucket"]
     assert env["MODEL_PREFIX"] == "models" and env["MODEL_ROOT"] == "/models"
-    models_txt = config_map(prod, "tf-serving-model-sync")["models.txt"]
+    models_txt = config_map(prod, "model-sync")["models.txt"]
     assert models_txt == "resnet specific 3\n"
 
 
