@@ -557,6 +557,7 @@ class ServingConfig(Section):
         "replicas": _by_env(1, 2),
         "cpu": _by_env("2", "4"),
         "memory": _by_env("8Gi", "16Gi"),
+        "pin_image_digests": _by_env(False, True),
     }
 
     namespace: Name = Field("tf-serving", description="Namespace of the serving workload.")
@@ -564,6 +565,10 @@ class ServingConfig(Section):
     image_version: Annotated[str, StringConstraints(pattern=r"^2\.[0-9]+\.[0-9]+$")] = Field(
         "2.19.1",
         description="tensorflow/serving release; `-gpu` is appended on GPU pools.",
+    )
+    pin_image_digests: bool = Field(
+        description="Run images by digest (from components/image-digests.json, else resolved "
+        "from the registry at deploy time), not by tag alone."
     )
     gpu_pool: Name | None = Field(
         None, description="GPU pool (key of gpu_pools) to run on. Unset: CPU serving."

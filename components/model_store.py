@@ -20,13 +20,21 @@ import pulumi_kubernetes as k8s
 
 from components.cluster import ClusterOutputs
 from components.config import ModelStoreConfig
+from components.images import Image
 from components.iam import irsa_trust_policy, pod_identity_trust_policy, policy_document
 from components.model_layout import COMPLETE_DIR
 from components.podsecurity import restricted_container
 
 # AWS CLI v2 (Pod Identity credentials need >= 2.15), on ECR Public to avoid pull limits.
 SYNC_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.34.48"
-SYNC_UID = 1000
+# Above 10000, like the server's (CIS 5.2.6; checkov CKV_K8S_40).
+SYNC_UID = 10001
+
+
+def sync_image() -> Image:
+    registry, _, rest = SYNC_IMAGE.partition("/")
+    repository, _, tag = rest.rpartition(":")
+    return Image(registry, repository, tag)
 SYNC_INTERVAL_SECONDS = 30
 MODELS_FILE = "/etc/model-sync/models.txt"
 SYNC_SCRIPT = "/etc/model-sync/sync.sh"
@@ -261,6 +269,7 @@ def sync_config_data(models: Mapping[str, ModelSync]) -> dict[str, str]:
 
 def model_sync_containers(
     *,
+    image: str,
     bucket: pulumi.Input[str],
     prefix: str,
     region: str,
@@ -279,7 +288,7 @@ def model_sync_containers(
     def container(name: str, args: list[str], sidecar: bool) -> k8s.core.v1.ContainerArgs:
         return k8s.core.v1.ContainerArgs(
             name=name,
-            image=SYNC_IMAGE,
+            image=image,
             command=["/bin/bash"],
             args=[SYNC_SCRIPT, *args],
             restart_policy="Always" if sidecar else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -84,7 +85,8 @@ def test_batching_and_monitoring_files(prod: Rendering) -> None:
 
 def test_image_is_pinned_gpu_build_and_flags_are_set(prod: Rendering) -> None:
     serving = container(prod, "tf-serving")
-    assert serving["image"] == "tensorflow/serving:2.19.1-gpu"
+    # Prod runs by digest (pin_image_digests); the tag stays in the reference for people.
+    assert re.fullmatch(r"tensorflow/serving:2\.19\.1-gpu@sha256:[0-9a-f]{64}", serving["image"])
     args = serving["args"]
     for flag in (
         "--port=8500",

@@ -18,6 +18,7 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
 
+from components import images
 from components.config import PROJECT
 from tools.stackfile import open_envelopes
 
@@ -345,6 +346,16 @@ def render(
         outputs = program()
         pulumi.Output.all(**dict(outputs)).apply(rendering.outputs.update)
 
-    # The loop is left open: the SDK keeps references to it in module state until exit.
-    loop.run_until_complete(run_pulumi_func(run))
+    # No registry offline: an unrecorded digest is answered like any other mock value.
+    previous = images.set_resolver(mock_digest)
+    try:
+        # The loop is left open: the SDK keeps references to it in module state until exit.
+        loop.run_until_complete(run_pulumi_func(run))
+    finally:
+        images.set_resolver(previous)
     return rendering
+
+
+def mock_digest(image: images.Image) -> str:
+    """A stand-in digest for an image whose digest is not recorded (offline: no registry)."""
+    return "sha256:" + hashlib.sha256(f"mock-digest:{image.name}".encode()).hexdigest()

@@ -63,3 +63,15 @@ def settings_from_document(document: dict[str, Any] | None) -> tuple[dict[str, s
 def read_settings(path: Path) -> tuple[dict[str, str], list[str]]:
     with path.open() as handle:
         return settings_from_document(yaml.safe_load(handle))
+
+
+def load_stack_file(stack: str, root: Path = ROOT) -> Any:
+    """A repo stack file, validated exactly as the program validates it (a StackConfig);
+    raises StackConfigError naming the stack, the key, the value and the rule."""
+    from components.config import config_from_pulumi_settings, parse_stack_config
+
+    path = stack_file(stack, root)
+    settings, secret_keys = read_settings(path)
+    return parse_stack_config(
+        config_from_pulumi_settings(settings), stack, source=path.name, secret_keys=secret_keys
+    )
