@@ -15,6 +15,7 @@ import typing
 from collections.abc import Collection, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
+import pulumi
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -1089,8 +1090,11 @@ class StackConfig(Section):
         return self
 
 
-class StackConfigError(Exception):
-    """An invalid stack file: one message naming the stack, each key, value and what is allowed."""
+class StackConfigError(pulumi.RunError):
+    """An invalid stack file: one message naming the stack, each key, value and what is allowed.
+
+    A RunError, so `pulumi up` prints the message alone and no traceback (pulumi SDK
+    `errors.py`: RunError "results in a clean exit")."""
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] | None:
@@ -1201,7 +1205,6 @@ def config_from_pulumi_settings(values: Mapping[str, str]) -> dict[str, Any]:
 
 def load_stack_config() -> StackConfig:
     """Read and validate the running stack's config (`pulumi up` or the offline preview)."""
-    import pulumi
     from pulumi.runtime import config as runtime_config
 
     values: dict[str, str] = dict(runtime_config.get_config_env())

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pulumi
+
 DIGESTS_FILE = Path(__file__).with_name("image-digests.json")
 DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Index types first: a multi-arch tag's digest is its index, which every node can pull.
@@ -35,8 +37,9 @@ MANIFEST_TYPES = ", ".join(
 REGISTRY_API_HOSTS = {"docker.io": "registry-1.docker.io"}
 
 
-class ImageDigestError(Exception):
-    """A digest that could not be had: names the image and what went wrong."""
+class ImageDigestError(pulumi.RunError):
+    """A digest that could not be had: names the image and what went wrong (a RunError:
+    `pulumi up` prints the message alone, no traceback)."""
 
 
 @dataclass(frozen=True)

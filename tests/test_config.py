@@ -332,3 +332,15 @@ def test_unknown_key_inside_a_keyed_map_lists_the_allowed_keys() -> None:
     message = str(info.value)
     assert "tf-serving-eks:serving.models.resnet.latest_cont: unknown key; did you mean 'latest_count'?" in message
     assert "version_policy" in message
+
+
+def test_a_config_error_ends_pulumi_up_without_a_traceback() -> None:
+    """Pulumi's Python language host prints a RunError's message alone and exits cleanly;
+    any other exception gets the program's full traceback (pulumi SDK errors.py, and the
+    language host's handling of RunError)."""
+    import pulumi
+
+    from components.images import ImageDigestError
+
+    assert issubclass(StackConfigError, pulumi.RunError)
+    assert issubclass(ImageDigestError, pulumi.RunError)
