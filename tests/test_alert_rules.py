@@ -600,3 +600,39 @@ def test_promtool_accepts_every_rule_file(stack: str, tmp_path: Path, tmp_path_f
         files.append(path.name)
     done = promtool("check", "rules", *files, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_autoscaler_at_max_needs_room_to_move(stack: str, tmp_path: Path) -> None:
+    """An HPA with min == max always sits at its maximum (a fixed size, healthy); only one
+    with room to move is 'pinned'. kube-state-metrics v2.20.0 internal/store/
+    horizontalpodautoscaler.go: spec_min/max_replicas and status_current_replicas, labels
+    namespace and horizontalpodautoscaler."""
+    r = rendering(stack)
+    our_rule_file(r, tmp_path / "rules.yaml")
+    ns = next(m for m in r.k8s_objects() if m["kind"] == "Deployment")["metadata"]["namespace"]
+    hpa = {"namespace": ns, "horizontalpodautoscaler": "tf-serving"}
+
+    def case(name: str, low: int, high: int, current: int, fires: bool) -> dict[str, Any]:
+        return {
+            "name": name,
+            "interval": "1m",
+            "input_series": [
+                _series("kube_horizontalpodautoscaler_spec_min_replicas", hpa, f"{low}x60"),
+                _series("kube_horizontalpodautoscaler_spec_max_replicas", hpa, f"{high}x60"),
+                _series("kube_horizontalpodautoscaler_status_current_replicas", hpa, f"{current}x60"),
+            ],
+            "alert_rule_test": [{
+                "eval_time": "60m", "alertname": "TFServingAutoscalerAtMax",
+                "exp_alerts": [{"exp_labels": {**hpa, "severity": "warning"}}] if fires else [],
+            }],
+        }
+
+    tests = [
+        case("fixed size", 2, 2, 2, False),
+        case("room to grow, below max", 1, 4, 3, False),
+        case("pinned at max", 1, 4, 4, True),
+    ]
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}))
+    done = promtool("test", "rules", "tests.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
