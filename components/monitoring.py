@@ -54,6 +54,9 @@ KUBE_STATE_METRICS = frozenset(
         "kube_deployment_status_replicas_available",
         "kube_deployment_spec_replicas",
         "kube_pod_status_ready",
+        "kube_horizontalpodautoscaler_spec_min_replicas",
+        "kube_node_spec_taint",
+        "kube_node_status_capacity",
         "kube_pod_container_status_restarts_total",
         "kube_horizontalpodautoscaler_status_current_replicas",
         "kube_horizontalpodautoscaler_status_desired_replicas",
@@ -144,22 +147,54 @@ def recording_rules() -> list[Rule]:
     return rules
 
 
-def alert_rules(serving: ServingOutputs, thresholds: AlertThresholds) -> list[Rule]:
+# A Deployment scaled to zero on purpose (KEDA's minReplicaCount 0, off-hours) has desired
+# replicas 0: "down" means desired > 0 and nothing serving. kube-state-metrics v2.20.0 exports
+# both figures per Deployment with labels namespace and deployment
+# (internal/store/deployment.go: kube_deployment_spec_replicas is .spec.replicas, the count
+# KEDA and the HPA set; kube_deployment_status_replicas_available is .status.availableReplicas).
+DOWN_AFTER = "5m"
+# When a stack scales from zero, the first pod waits for a GPU node, the image pull and the
+# model load: 5 to 10 minutes (README, "Cold start"). A "down" alert on such a stack waits
+# longer than that, so an on-purpose scale-up from zero is not an outage.
+COLD_START = "15m"
+# The taint cluster-autoscaler puts on a node it is removing (kubernetes/autoscaler
+# cluster-autoscaler/utils/taints/taints.go: ToBeDeletedTaint); such a node going NotReady
+# is the scale-down working, not a failure.
+SCALE_DOWN_TAINT = "ToBeDeletedByClusterAutoscaler"
+# kube-state-metrics exports node capacity per resource with the name sanitised
+# (internal/store/node.go: kube_node_status_capacity{resource="nvidia_com_gpu", unit="integer"}):
+# GPU nodes are found without any node-label allowlist, so this works with an existing
+# Prometheus Operator's kube-state-metrics too.
+GPU_CAPACITY = 'kube_node_status_capacity{resource="nvidia_com_gpu"} > 0'
+
+
+def desired_replicas(ns: str, deployment: str) -> str:
+    """The Deployment's desired replicas when above zero (empty when scaled to zero)."""
+    return f'max by (namespace) (kube_deployment_spec_replicas{{namespace="{ns}", deployment="{deployment}"}}) > 0'
+
+
+def alert_rules(serving: ServingOutputs, thresholds: AlertThresholds, scales_from_zero: bool = False) -> list[Rule]:
+    """Our alerts. Those that mean "down" (nothing serves, a model is unavailable, a GPU node
+    is lost) hold only while the Deployment wants replicas (`desired_replicas`): scaled to zero
+    on purpose, they stay silent."""
     ns, deployment = serving.namespace, serving.name
     pods = f'namespace="{ns}", pod=~"{deployment}-.*"'
-    gpu_nodes = f'kube_node_labels{{{GPU_PRESENT_METRIC_LABEL}="true"}}'
+    wanted = desired_replicas(ns, deployment)
+    down_after = COLD_START if scales_from_zero else DOWN_AFTER
     return [
         Rule(
             alert="TFServingDown",
-            expr=f'max(kube_deployment_status_replicas_available{{namespace="{ns}", deployment="{deployment}"}}) < 1',
-            duration="5m",
+            expr=f"({wanted}) unless on (namespace) "
+            f'(max by (namespace) (kube_deployment_status_replicas_available{{namespace="{ns}", deployment="{deployment}"}}) >= 1)',
+            duration=down_after,
             severity="critical",
             summary="No TF Serving replica is ready",
-            description=f"Deployment {ns}/{deployment} has had no available replica for 5 minutes.",
+            description=f"Deployment {ns}/{deployment} wants {{{{ $value }}}} replica(s) and has had none "
+            f"available for {down_after}.",
         ),
         Rule(
             alert="TFServingModelNotAvailable",
-            expr=f'sum(kube_pod_status_ready{{{pods}, condition="false"}}) > 0',
+            expr=f'(sum by (namespace) (kube_pod_status_ready{{{pods}, condition="false"}}) > 0) and on (namespace) ({wanted})',
             duration="15m",
             severity="warning",
             summary="A serving pod has not had every model AVAILABLE for 15 minutes",
@@ -224,9 +259,13 @@ def alert_rules(serving: ServingOutputs, thresholds: AlertThresholds) -> list[Ru
             description=f"More than {thresholds.restarts_per_hour} container restarts in an hour.",
         ),
         Rule(
+            # Only an autoscaler with room to move can be "pinned": with min == max it always
+            # sits at its maximum, by configuration.
             alert="TFServingAutoscalerAtMax",
-            expr=f'max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_current_replicas{{namespace="{ns}"}})'
-            f' >= max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_spec_max_replicas{{namespace="{ns}"}})',
+            expr=f'(max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_current_replicas{{namespace="{ns}"}})'
+            f' >= max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_spec_max_replicas{{namespace="{ns}"}}))'
+            f' and on (namespace, horizontalpodautoscaler) (max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_spec_max_replicas{{namespace="{ns}"}})'
+            f' > max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_spec_min_replicas{{namespace="{ns}"}}))',
             duration="15m",
             severity="warning",
             summary="The serving autoscaler is pinned at its maximum",
@@ -234,11 +273,15 @@ def alert_rules(serving: ServingOutputs, thresholds: AlertThresholds) -> list[Ru
         ),
         Rule(
             alert="GPUNodeNotReady",
-            expr=f'(kube_node_status_condition{{condition="Ready", status="true"}} == 0) and on (node) {gpu_nodes}',
+            expr=f'(((kube_node_status_condition{{condition="Ready", status="true"}} == 0)'
+            f" and on (node) ({GPU_CAPACITY}))"
+            f' unless on (node) kube_node_spec_taint{{key="{SCALE_DOWN_TAINT}"}})'
+            f" and on () ({wanted})",
             duration="10m",
             severity="critical",
             summary="GPU node {{ $labels.node }} is not Ready",
-            description="A GPU node has not been Ready for 10 minutes; its pods cannot serve.",
+            description="A GPU node has not been Ready for 10 minutes while serving wants replicas; "
+            "its pods cannot serve.",
         ),
     ]
 
@@ -376,6 +419,24 @@ def alertmanager_config(cfg: MonitoringConfig, secrets: Mapping[str, str]) -> di
     }
 
 
+# Components the chart scrapes by default that an EKS cluster does not expose. Each switch
+# removes the component's Service, ServiceMonitor and rules (templates/exporters/<component>/
+# and templates/prometheus/rules-1.14/*.yaml are gated on `<component>.enabled`); left on, their
+# `absent(up{job=...})` alerts fire at severity critical for ever.
+EKS_UNSCRAPABLE_COMPONENTS: dict[str, dict[str, Any]] = {
+    # EKS runs the control plane out of the cluster: no kube-controller-manager, kube-scheduler
+    # or etcd pod exists for the chart's selector Services to find.
+    "kubeControllerManager": {"enabled": False},
+    "kubeScheduler": {"enabled": False},
+    "kubeEtcd": {"enabled": False},
+    # kube-proxy (the EKS add-on, installed with its default configuration) serves metrics on
+    # kube-proxy's default metricsBindAddress 127.0.0.1:10249 (KubeProxyConfiguration
+    # v1alpha1), which a scrape from another pod cannot reach; the add-on's configuration
+    # schema has no setting for it (aws/containers-roadmap#657).
+    "kubeProxy": {"enabled": False},
+}
+
+
 def stack_values(
     cfg: MonitoringConfig,
     admin_secret: str,
@@ -430,6 +491,7 @@ def stack_values(
         },
         # Node labels kube-state-metrics may export, for the GPU alerts and per-pool panels.
         "kube-state-metrics": {"metricLabelsAllowlist": [f"nodes=[{GPU_PRESENT_LABEL},{POOL_LABEL}]"]},
+        **EKS_UNSCRAPABLE_COMPONENTS,
         "prometheusOperator": {"nodeSelector": dict(node_selector)},
     }
 
@@ -505,6 +567,7 @@ class Monitoring(pulumi.ComponentResource):
         serving: ServingOutputs,
         ready: list[pulumi.Resource],
         provider: k8s.Provider,
+        scales_from_zero: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:monitoring:Monitoring", name, None, opts)
@@ -525,7 +588,7 @@ class Monitoring(pulumi.ComponentResource):
             kind="PrometheusRule",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=serving.name, namespace=serving.namespace, labels=labels),
             spec=prometheus_rule_spec(
-                recording_rules(), alert_rules(serving, cfg.thresholds), cfg.runbook_base_url
+                recording_rules(), alert_rules(serving, cfg.thresholds, scales_from_zero), cfg.runbook_base_url
             ),
             opts=after_crds,
         )

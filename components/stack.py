@@ -140,6 +140,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             serving=serving,
             ready=monitoring_ready,
             provider=cluster.provider,
+            scales_from_zero=cfg.autoscaling.enabled and cfg.autoscaling.min_replicas == 0,
         )
 
     served = model_versions(cfg)

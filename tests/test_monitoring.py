@@ -265,3 +265,20 @@ def test_charts_shipping_service_monitors_wait_for_the_operator_crds(prod: Rende
         assert stack.urn in resource.depends_on
     crds = prod.one("kubernetes:yaml/v2:ConfigFile")
     assert crds.urn in by_chart["external-dns"].depends_on
+
+
+@pytest.mark.parametrize("fraction, shared, percent", [(0.9, 1, 92), (0.45, 2, 90), (0.97, 1, 95)])
+def test_gpu_memory_alert_starts_above_what_tf_serving_allocates(fraction: float, shared: int, percent: int) -> None:
+    """TF Serving takes per_process_gpu_memory_fraction of each GPU up front (TensorFlow's
+    GPU BFC allocator, tensorflow/core/common_runtime/gpu/gpu_device.cc), so framebuffer use on
+    a healthy node is fraction x pods per GPU plus the CUDA context: a GPUMemoryNearlyFull
+    threshold below that fires by construction."""
+    raw = raw_stack("dev")
+    raw["gpu_pools"]["l4"]["time_slicing_replicas"] = shared
+    raw["serving"]["gpu_memory_fraction"] = fraction
+    raw["monitoring"]["thresholds"] = {"gpu_memory_percent": percent}
+    with pytest.raises(StackConfigError, match=r"monitoring\.thresholds\.gpu_memory_percent.*allocates \d+% of each GPU up front"):
+        parse(raw)
+    raw["monitoring"]["thresholds"] = {"gpu_memory_percent": min(100, round(fraction * shared * 100) + 3)}
+    if fraction * shared * 100 + 3 <= 100:
+        parse(raw)
