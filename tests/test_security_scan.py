@@ -1,0 +1,79 @@
+"""The serving workload through a real security scanner: checkov (installed by `make tools`).
+
+Rule: every check checkov runs on the objects of the serving namespace passes, or is
+skipped on the object itself with a written reason (checkov's `checkov.io/skip<N>:
+<CHECK>=<reason>` annotation), for every stack. In prod that includes CKV_K8S_43 (images
+by digest) and, everywhere, CKV_K8S_40 (a UID above 10000).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.external_tools import tool
+from tests.support import raw_stack, render_raw
+
+
+def _stacks() -> dict[str, dict[str, Any]]:
+    canary = raw_stack("prod")
+    canary["serving"]["models"]["resnet"]["canary"] = {"version": 4, "weight": 10}
+    cpu = raw_stack("prod")
+    cpu["serving"].pop("gpu_pool")
+    cpu["serving"].pop("gpu_memory_fraction")
+    cpu["autoscaling"]["metrics"].pop("gpu_utilisation")
+    return {"dev": raw_stack("dev"), "prod": raw_stack("prod"), "prod-canary": canary, "prod-cpu": cpu}
+
+
+def scan(objects: list[dict[str, Any]], workdir: Path) -> dict[str, Any]:
+    for i, obj in enumerate(objects):
+        (workdir / f"{i:03d}-{obj['kind']}-{obj['metadata']['name']}.yaml").write_text(yaml.safe_dump(obj))
+    done = subprocess.run(
+        [str(tool("checkov")), "-d", str(workdir), "--framework", "kubernetes", "-o", "json", "--compact"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    report = json.loads(done.stdout)
+    reports = report if isinstance(report, list) else [report]
+    merged: dict[str, list[dict[str, Any]]] = {"failed_checks": [], "skipped_checks": [], "passed_checks": []}
+    for r in reports:
+        for key in merged:
+            merged[key] += r.get("results", {}).get(key, [])
+    return merged
+
+
+@pytest.mark.parametrize("stack", sorted(_stacks()))
+def test_serving_objects_pass_the_scanner_or_say_why(stack: str, tmp_path: Path) -> None:
+    rendered = render_raw(copy.deepcopy(_stacks()[stack]), stack=stack)
+    objects = [m for m in rendered.k8s_objects() if m["metadata"].get("namespace") == "tf-serving"]
+    assert any(o["kind"] == "Deployment" for o in objects)
+    result = scan(objects, tmp_path)
+    failed = sorted({(c["check_id"], c["resource"]) for c in result["failed_checks"]})
+    assert failed == [], f"{stack}: checkov fails {failed}"
+    assert len(result["passed_checks"]) > 20
+    for skipped in result["skipped_checks"]:
+        reason = (skipped.get("check_result") or {}).get("suppress_comment") or ""
+        assert len(reason.split()) >= 5, f"{stack}: {skipped['check_id']} skipped without a reason"
+    if stack.startswith("prod"):
+        assert "CKV_K8S_43" not in {c["check_id"] for c in result["skipped_checks"]}, "prod runs by digest"
+
+
+def test_the_scanner_catches_a_tag_and_a_low_uid(tmp_path: Path) -> None:
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "plain", "namespace": "tf-serving"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "plain"}},
+            "template": {
+                "metadata": {"labels": {"app": "plain"}},
+                "spec": {"containers": [{"name": "c", "image": "tensorflow/serving:2.19.1", "securityContext": {"runAsUser": 1000}}]},
+            },
+        },
+    }
+    failed = {c["check_id"] for c in scan([deployment], tmp_path)["failed_checks"]}
+    assert {"CKV_K8S_40", "CKV_K8S_43"} <= failed
