@@ -10,10 +10,11 @@ import yaml
 
 from components import catalog
 from components.config import StackConfigError
+from components.config import zone_share
 from components.gpu_node_pool import monthly_cost_range
 from tests.support import parse, raw_stack, render_raw
 from tools import conformance
-from tools.mock_engine import Rendering
+from tools.mock_engine import EXISTING_SUBNETS, Rendering, existing_subnet_zone
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 # Charts whose default values are not in the reference data; tests/test_logs.py checks the
@@ -40,20 +41,118 @@ def asg_tags(r: Rendering, prefix: str) -> dict[str, str]:
     }
 
 
+def pool_groups(r: Rendering, pool: str) -> dict[str, dict[str, Any]]:
+    """A pool's node groups by zone (the zone its subnets are in)."""
+    zone_of = subnet_zones(r)
+    out = {}
+    for name, inputs in gpu_groups(r).items():
+        if inputs["labels"]["tf-serving-eks/pool"] == pool:
+            zones = {zone_of[s] for s in inputs["subnetIds"]}
+            assert len(zones) == 1, f"{name} spans zones {zones}"
+            out[zones.pop()] = inputs
+    return out
+
+
+def subnet_zones(r: Rendering) -> dict[str, str]:
+    """Subnet ID -> zone: the subnets the stack created, or the mock's existing subnets."""
+    zones = {s.outputs["id"]: s.inputs["availabilityZone"] for s in r.of_type("aws:ec2/subnet:Subnet")}
+    for token, args in r.invokes:
+        if token == "aws:ec2/getSubnet:getSubnet":
+            zones[args["id"]] = existing_subnet_zone(r_region(r), args["id"])
+    return zones
+
+
+def r_region(r: Rendering) -> str:
+    return str(r.outputs["region"])
+
+
 def test_pools_are_keyed_node_groups_with_env_capacity(dev: Rendering, prod: Rendering) -> None:
-    assert set(gpu_groups(dev)) == {"gpu-l4-nodes"}
-    assert set(gpu_groups(prod)) == {"gpu-a10g-nodes", "gpu-l4-nodes"}
-    dev_l4 = gpu_groups(dev)["gpu-l4-nodes"]
-    assert dev_l4["capacityType"] == "SPOT"
-    assert dev_l4["amiType"] == "AL2023_x86_64_NVIDIA"
-    assert dev_l4["instanceTypes"] == ["g6.xlarge", "g6.2xlarge"]
-    assert dev_l4["scalingConfig"] == {"minSize": 0, "desiredSize": 0, "maxSize": 2}
-    assert dev_l4["subnetIds"] == dev.outputs["private_subnet_ids"]
-    prod_groups = gpu_groups(prod)
-    assert prod_groups["gpu-a10g-nodes"]["capacityType"] == "ON_DEMAND"
-    assert prod_groups["gpu-l4-nodes"]["amiType"] == "BOTTLEROCKET_x86_64_NVIDIA"
+    dev_zones = [f"us-east-1{z}" for z in "abc"]
+    assert set(gpu_groups(dev)) == {f"gpu-l4-{z}-nodes" for z in dev_zones}
+    assert set(gpu_groups(prod)) == {f"gpu-{p}-us-west-2{z}-nodes" for p in ("a10g", "l4") for z in "abc"}
+    for group in gpu_groups(dev).values():
+        assert group["capacityType"] == "SPOT"
+        assert group["amiType"] == "AL2023_x86_64_NVIDIA"
+        assert group["instanceTypes"] == ["g6.xlarge"]
+    prod_a10g = pool_groups(prod, "a10g")
+    assert {g["capacityType"] for g in prod_a10g.values()} == {"ON_DEMAND"}
+    assert {g["amiType"] for g in pool_groups(prod, "l4").values()} == {"BOTTLEROCKET_x86_64_NVIDIA"}
     for group in prod.of_type(NODE_GROUP):
         assert group.ignore_changes == ["scalingConfig.desiredSize"]
+
+
+def test_each_pool_has_one_node_group_per_zone_of_the_private_subnets(stack_name: str) -> None:
+    # cluster-autoscaler builds a group's template node in the group's first AZ only
+    # (cloudprovider/aws/aws_manager.go, getAsgTemplate: AvailabilityZones[0]), so a group
+    # must live in exactly one zone, and each zone of the private subnets needs its own group.
+    from tests.conftest import rendered_stack
+
+    r = rendered_stack(stack_name)
+    cfg = parse(raw_stack(stack_name), stack_name)
+    zone_of = subnet_zones(r)
+    private = r.outputs["private_subnet_ids"]
+    all_zones = {zone_of[s] for s in private}
+    for pool in cfg.gpu_pools:
+        groups = pool_groups(r, pool)
+        assert set(groups) == all_zones, pool
+        assert sorted(s for g in groups.values() for s in g["subnetIds"]) == sorted(private)
+        assert set(r.outputs["gpu_node_groups"][pool]) == all_zones
+
+
+def existing_cluster_raw(subnets: list[str]) -> dict[str, Any]:
+    raw = raw_stack("dev")
+    raw["cluster"] = {"mode": "existing", "name": "shared-gpu", "existing": {"private_subnet_ids": subnets}}
+    return raw
+
+
+def test_existing_cluster_subnets_are_grouped_by_their_zone() -> None:
+    # Two of these subnets share a zone (the mock's existing_subnet_zone): one group gets both.
+    subnets = [*EXISTING_SUBNETS, "subnet-0fedcba9876543210"]
+    r = render_raw(existing_cluster_raw(subnets))
+    groups = pool_groups(r, "l4")
+    zone_of = {s: existing_subnet_zone("us-east-1", s) for s in subnets}
+    expected: dict[str, list[str]] = {}
+    for subnet in subnets:
+        expected.setdefault(zone_of[subnet], []).append(subnet)
+    assert {z: sorted(g["subnetIds"]) for z, g in groups.items()} == {z: sorted(v) for z, v in expected.items()}
+
+
+def test_existing_cluster_zones_that_cannot_split_a_pool_are_refused_before_anything() -> None:
+    raw = existing_cluster_raw(list(EXISTING_SUBNETS))
+    raw["gpu_pools"]["l4"]["max_size"] = 2  # three zones, each group needs max_size >= 1
+    raw["gpu_pools"]["l4"]["desired_size"] = 0
+    with pytest.raises(StackConfigError) as info:
+        render_raw(raw, stack="shared")
+    message = str(info.value)
+    assert message.startswith("stack 'shared': invalid configuration")
+    assert "tf-serving-eks:gpu_pools.l4.max_size" in message and "(got 2)" in message
+    assert "at least 3" in message
+
+
+@pytest.mark.parametrize("total", range(0, 13))
+@pytest.mark.parametrize("zones", range(1, 7))
+def test_zone_share_splits_totals_evenly_and_keeps_min_desired_max_ordered(total: int, zones: int) -> None:
+    shares = zone_share(total, zones)
+    assert sum(shares) == total and len(shares) == zones
+    assert max(shares) - min(shares) <= 1
+    more = zone_share(total + 1, zones)
+    assert all(a <= b for a, b in zip(shares, more)), "a larger total never shrinks a zone"
+
+
+def test_node_groups_carry_their_share_of_the_pool_sizes(stack_name: str) -> None:
+    from tests.conftest import rendered_stack
+
+    r = rendered_stack(stack_name)
+    cfg = parse(raw_stack(stack_name), stack_name)
+    for name, pool in cfg.gpu_pools.items():
+        groups = pool_groups(r, name)
+        zones = sorted(groups)
+        for key, total in (("minSize", pool.min_size), ("desiredSize", pool.desired_size), ("maxSize", pool.max_size)):
+            got = [groups[z]["scalingConfig"][key] for z in zones]
+            assert got == zone_share(total, len(zones)), (name, key)
+        for g in groups.values():
+            sc = g["scalingConfig"]
+            assert sc["maxSize"] >= 1 and sc["minSize"] <= sc["desiredSize"] <= sc["maxSize"]
 
 
 def test_gpu_defaults_follow_environment() -> None:
@@ -65,11 +164,13 @@ def test_gpu_defaults_follow_environment() -> None:
     dev = parse({**dev_raw, "gpu_pools": {"a": pool}}).gpu_pools["a"]
     prod = parse({**prod_raw, "gpu_pools": {"a": pool}}).gpu_pools["a"]
     assert (dev.capacity_type, dev.min_size) == ("SPOT", 0)
-    assert (prod.capacity_type, prod.min_size) == ("ON_DEMAND", 1)
+    # The defaults split over the default 3 AZs: one standing node per zone in prod.
+    assert (prod.capacity_type, prod.min_size) == ("ON_DEMAND", 3)
+    assert dev.max_size >= 3 and prod.max_size >= 3
 
 
 def test_taint_and_labels_form_the_scheduling_contract(dev: Rendering) -> None:
-    group = gpu_groups(dev)["gpu-l4-nodes"]
+    group = gpu_groups(dev)["gpu-l4-us-east-1a-nodes"]
     assert group["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
     labels = group["labels"]
     assert labels["tf-serving-eks/pool"] == "l4"
@@ -113,16 +214,17 @@ def test_node_role_and_launch_template(prod: Rendering) -> None:
 
 
 def test_node_template_tags_let_empty_pools_scale_from_zero(dev: Rendering, prod: Rendering) -> None:
-    tags = asg_tags(dev, "gpu-l4-asg-tag")
+    tags = asg_tags(dev, "gpu-l4-us-east-1a-asg-tag")
     base = "k8s.io/cluster-autoscaler/node-template"
     assert tags[f"{base}/label/tf-serving-eks/pool"] == "l4"
     assert tags[f"{base}/label/nvidia.com/gpu.present"] == "true"
     assert tags[f"{base}/taint/nvidia.com/gpu"] == "true:NoSchedule"
     assert tags[f"{base}/resources/nvidia.com/gpu"] == "2", "1 L4 GPU shared by 2 pods in dev"
-    assert asg_tags(prod, "gpu-a10g-asg-tag")[f"{base}/resources/nvidia.com/gpu"] == "1"
+    assert asg_tags(prod, "gpu-a10g-us-west-2b-asg-tag")[f"{base}/resources/nvidia.com/gpu"] == "1"
     for tag in dev.of_type("aws:autoscaling/tag:Tag"):
         assert tag.inputs["tag"]["propagateAtLaunch"] is False
-        assert tag.inputs["autoscalingGroupName"].startswith("eks-gpu-l4-nodes-")
+        zone = tag.name.removeprefix("gpu-l4-").split("-asg-tag-")[0]
+        assert tag.inputs["autoscalingGroupName"].startswith(f"eks-gpu-l4-{zone}-nodes-")
 
 
 def test_device_plugin_runs_on_gpu_nodes_with_time_slicing_in_dev(dev: Rendering, prod: Rendering) -> None:
@@ -134,10 +236,10 @@ def test_device_plugin_runs_on_gpu_nodes_with_time_slicing_in_dev(dev: Rendering
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
     sliced = yaml.safe_load(values["config"]["map"]["time-sliced-2"])
     assert sliced["sharing"]["timeSlicing"]["resources"] == [{"name": "nvidia.com/gpu", "replicas": 2}]
-    assert gpu_groups(dev)["gpu-l4-nodes"]["labels"]["nvidia.com/device-plugin.config"] == "time-sliced-2"
+    assert gpu_groups(dev)["gpu-l4-us-east-1a-nodes"]["labels"]["nvidia.com/device-plugin.config"] == "time-sliced-2"
     prod_map = release(prod, "nvidia-device-plugin")["values"]["config"]["map"]
     assert set(prod_map) == {"default"} and "sharing" not in yaml.safe_load(prod_map["default"])
-    assert "nvidia.com/device-plugin.config" not in gpu_groups(prod)["gpu-a10g-nodes"]["labels"]
+    assert "nvidia.com/device-plugin.config" not in gpu_groups(prod)["gpu-a10g-us-west-2a-nodes"]["labels"]
 
 
 def test_dcgm_exporter_on_gpu_nodes_with_service_monitor_only_when_monitoring(dev: Rendering) -> None:
@@ -223,13 +325,37 @@ BAD_POOLS: list[tuple[str, dict[str, Any], str, str]] = [
         "mixed GPU models",
         {"instance_types": ["g5.xlarge", "g6.xlarge"]},
         "gpu_pools.x.instance_types",
-        "mixes GPU models or counts",
+        "pool 'x' mixes node shapes",
     ),
     (
         "mixed GPU counts",
         {"instance_types": ["g5.xlarge", "g5.12xlarge"]},
         "gpu_pools.x.instance_types",
-        "mixes GPU models or counts",
+        "pool 'x' mixes node shapes",
+    ),
+    (
+        "mixed sizes of one GPU model and count",
+        {"instance_types": ["g6.xlarge", "g6.2xlarge"]},
+        "gpu_pools.x.instance_types",
+        "g6.xlarge (4 vCPU, 16 GiB, 1x L4) and g6.2xlarge (8 vCPU, 32 GiB, 1x L4)",
+    ),
+    (
+        "time-slicing on Bottlerocket",
+        {"instance_types": ["g6.xlarge"], "ami_type": "BOTTLEROCKET_x86_64_NVIDIA", "time_slicing_replicas": 2},
+        "gpu_pools.x.time_slicing_replicas",
+        "does not run on Bottlerocket",
+    ),
+    (
+        "fewer nodes than zones",
+        {"instance_types": ["g6.xlarge"], "max_size": 2},
+        "gpu_pools.x.max_size",
+        "one node group in each of the 3 zones",
+    ),
+    (
+        "pool name too long for its node group names",
+        {"instance_types": ["g6.xlarge"], "__name": "a" * 25},
+        "gpu_pools." + "a" * 25,
+        "at most 24 characters",
     ),
     ("min above max", {"instance_types": ["g5.xlarge"], "min_size": 3, "max_size": 2, "desired_size": 2}, "gpu_pools.x.min_size", "<= max_size (2)"),
     ("bad taint effect", {"instance_types": ["g5.xlarge"], "taint": {"effect": "Never"}}, "gpu_pools.x.taint.effect", "'NoSchedule'"),
@@ -240,8 +366,10 @@ BAD_POOLS: list[tuple[str, dict[str, Any], str, str]] = [
 
 @pytest.mark.parametrize("pool, key, fragment", [b[1:] for b in BAD_POOLS], ids=[b[0] for b in BAD_POOLS])
 def test_impossible_pools_are_refused(pool: dict[str, Any], key: str, fragment: str) -> None:
+    pool = dict(pool)
+    name = pool.pop("__name", "x")
     with pytest.raises(StackConfigError) as info:
-        parse({**raw_stack("dev"), "gpu_pools": {"x": pool}, "serving": {"models": {"m": {}}}})
+        parse({**raw_stack("dev"), "gpu_pools": {name: pool}, "serving": {"models": {"m": {}}}})
     assert f"tf-serving-eks:{key}" in str(info.value) and fragment in str(info.value), str(info.value)
 
 
