@@ -14,7 +14,7 @@ from components.config import zone_share
 from components.gpu_node_pool import monthly_cost_range
 from tests.support import parse, raw_stack, render_raw
 from tools import conformance
-from tools.mock_engine import EXISTING_SUBNETS, Rendering, existing_subnet_zone
+from tools.mock_engine import EXISTING_SUBNETS, Registered, Rendering, existing_subnet_zone
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 # Charts whose default values are not in the reference data; tests/test_logs.py checks the
@@ -409,3 +409,408 @@ def test_monthly_cost_range_is_min_and_max_of_all_pools() -> None:
     low, high = monthly_cost_range({"a": (["g5.xlarge"], 1, 3), "b": (["g6.xlarge", "g6.2xlarge"], 0, 2)})
     assert low == round(1.006 * 730, 2)
     assert high == round((1.006 * 3 + 0.9776 * 2) * 730, 2)
+
+
+# --- What the software that reads our output will do with it ------------------------------
+
+EKS_TO_K8S_EFFECT = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+ACCELERATOR = "k8s.amazonaws.com/accelerator"
+TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
+
+
+def group_node(group: dict[str, Any], zone: str) -> dict[str, Any]:
+    """A node of a managed node group as it joins: the group's labels and taints (EKS passes
+    them to the kubelet) plus the well-known labels kubelet and cloud provider set."""
+    labels = {**group["labels"], "kubernetes.io/os": "linux", "topology.kubernetes.io/zone": zone}
+    taints = [
+        {"key": t["key"], "value": t.get("value", ""), "effect": EKS_TO_K8S_EFFECT[t["effect"]]}
+        for t in group.get("taints", [])
+    ]
+    return {"labels": labels, "taints": taints, "ami_type": group["amiType"]}
+
+
+def gpu_nodes(r: Rendering) -> list[dict[str, Any]]:
+    zone_of = subnet_zones(r)
+    return [group_node(g, zone_of[g["subnetIds"][0]]) for g in gpu_groups(r).values()]
+
+
+def helm_coalesce(defaults: Any, ours: Any) -> Any:
+    """Helm's merge of user values over a chart's values.yaml (pkg/chart/common/util
+    coalesce): maps merge key by key, anything else (lists included) is replaced, null deletes."""
+    if isinstance(defaults, dict) and isinstance(ours, dict):
+        merged = dict(defaults)
+        for key, value in ours.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = helm_coalesce(defaults.get(key), value)
+        return merged
+    return ours
+
+
+def expression_matches(expr: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A nodeSelectorRequirement (k8s.io/api core/v1 NodeSelectorOperator semantics)."""
+    key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+    if op == "In":
+        return key in labels and labels[key] in values
+    if op == "NotIn":
+        return key not in labels or labels[key] not in values
+    if op == "Exists":
+        return key in labels
+    if op == "DoesNotExist":
+        return key not in labels
+    if op in ("Gt", "Lt"):
+        if key not in labels:
+            return False
+        a, b = int(labels[key]), int(values[0])
+        return a > b if op == "Gt" else a < b
+    raise AssertionError(f"unknown operator {op}")
+
+
+def tolerated(taint: dict[str, str], tolerations: list[dict[str, Any]]) -> bool:
+    for t in tolerations:
+        if t.get("effect") and t["effect"] != taint["effect"]:
+            continue
+        if t.get("operator", "Equal") == "Exists":
+            if not t.get("key") or t["key"] == taint["key"]:
+                return True
+        elif t.get("key") == taint["key"] and t.get("value", "") == taint["value"]:
+            return True
+    return False
+
+
+def daemonset_lands_on(pod_spec: dict[str, Any], node: dict[str, Any]) -> bool:
+    """Whether the scheduler puts a DaemonSet pod with this spec on the node: nodeSelector,
+    required node affinity (terms ORed, expressions ANDed) and taints that repel
+    (NoSchedule, NoExecute) all tolerated."""
+    labels = node["labels"]
+    if any(labels.get(k) != v for k, v in (pod_spec.get("nodeSelector") or {}).items()):
+        return False
+    required = (
+        ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution")
+    )
+    if required:
+        terms = required.get("nodeSelectorTerms", [])
+        if not any(all(expression_matches(e, labels) for e in t.get("matchExpressions", [])) for t in terms):
+            return False
+    return all(
+        tolerated(t, pod_spec.get("tolerations") or [])
+        for t in node["taints"]
+        if t["effect"] in ("NoSchedule", "NoExecute")
+    )
+
+
+def daemonset_spec(r: Rendering, chart: str) -> dict[str, Any]:
+    """The pod spec fields the chart's DaemonSet template copies from its values: both
+    nvidia-device-plugin 0.20.0 (templates/daemonset-device-plugin.yml) and dcgm-exporter
+    4.8.2 (templates/daemonset.yaml) render .Values.nodeSelector, .Values.affinity and
+    .Values.tolerations verbatim when set."""
+    if not conformance.HELM_VALUES_DIR.is_dir():
+        pytest.fail(f"reference chart values missing: {conformance.HELM_VALUES_DIR}")
+    ours = release(r, chart)
+    defaults = conformance.chart_defaults(chart, ours["version"])
+    assert defaults is not None, chart
+    values = helm_coalesce(defaults, ours["values"])
+    return {k: values.get(k) for k in ("nodeSelector", "affinity", "tolerations")}
+
+
+def mixed_os_rendering() -> Rendering:
+    """A dev stack with an AL2023 pool, a Bottlerocket pool and a pool with its own taint."""
+    raw = raw_stack("dev")
+    raw["gpu_pools"]["br"] = {"instance_types": ["g6.2xlarge"], "ami_type": "BOTTLEROCKET_x86_64_NVIDIA"}
+    raw["gpu_pools"]["t4"] = {
+        "instance_types": ["g4dn.xlarge"],
+        "ami_type": "BOTTLEROCKET_x86_64_NVIDIA",
+        "taint": {"key": "gpu-class", "value": "t4", "effect": "NoExecute"},
+    }
+    raw["gpu_pools"]["a10g"] = {"instance_types": ["g5.xlarge"], "taint": {"key": "dedicated", "value": "ml"}}
+    return render_raw(raw)
+
+
+def renderings_with_pools(dev: Rendering, prod: Rendering) -> list[Rendering]:
+    return [dev, prod, mixed_os_rendering()]
+
+
+def test_every_gpu_node_runs_exactly_one_nvidia_device_plugin(dev: Rendering, prod: Rendering) -> None:
+    # Bottlerocket's NVIDIA variants run nvidia-k8s-device-plugin as a host service
+    # (bottlerocket.dev, settings.kubelet-device-plugins); two plugins would both register
+    # nvidia.com/gpu with the kubelet. Every other GPU node needs the chart's DaemonSet.
+    checked = set()
+    for r in renderings_with_pools(dev, prod):
+        plugin = daemonset_spec(r, "nvidia-device-plugin")
+        for node in gpu_nodes(r):
+            host_plugin = node["ami_type"].startswith("BOTTLEROCKET")
+            assert daemonset_lands_on(plugin, node) != host_plugin, (r.stack, node)
+            checked.add(host_plugin)
+    assert checked == {True, False}, "both kinds of node were checked"
+
+
+def test_dcgm_exporter_runs_on_every_gpu_node_bottlerocket_included(dev: Rendering, prod: Rendering) -> None:
+    for r in renderings_with_pools(dev, prod):
+        exporter = daemonset_spec(r, "dcgm-exporter")
+        for node in gpu_nodes(r):
+            assert daemonset_lands_on(exporter, node), (r.stack, node)
+
+
+def test_the_charts_default_affinity_would_put_a_second_plugin_on_bottlerocket(prod: Rendering) -> None:
+    # The evaluator can fail: with the chart's own affinity (any node labelled
+    # nvidia.com/gpu.present=true), the DaemonSet lands on Bottlerocket nodes too.
+    defaults = conformance.chart_defaults("nvidia-device-plugin", "0.20.0")
+    assert defaults is not None
+    ours = dict(release(prod, "nvidia-device-plugin")["values"])
+    del ours["affinity"]
+    spec = {k: helm_coalesce(defaults, ours).get(k) for k in ("nodeSelector", "affinity", "tolerations")}
+    bottlerocket = [n for n in gpu_nodes(prod) if n["ami_type"].startswith("BOTTLEROCKET")]
+    assert bottlerocket and all(daemonset_lands_on(spec, n) for n in bottlerocket)
+
+
+def test_device_plugin_stays_off_nodes_that_are_not_gpu_nodes(dev: Rendering) -> None:
+    plugin = daemonset_spec(dev, "nvidia-device-plugin")
+    system = dev.one(NODE_GROUP, "cluster-system-nodes").inputs
+    assert not daemonset_lands_on(plugin, group_node(system, "us-east-1a"))
+
+
+def every_gpu_model_rendering() -> Rendering:
+    """A dev stack with a pool of every GPU model in the catalogue (one type each)."""
+    raw = raw_stack("dev")
+    first_of_model: dict[str, str] = {}
+    for name, t in catalog.GPU_INSTANCE_TYPES.items():
+        first_of_model.setdefault(str(t.gpu_model), name)
+    raw["gpu_pools"].update(
+        {f"m-{model.lower()}": {"instance_types": [name]} for model, name in first_of_model.items()}
+    )
+    return render_raw(raw)
+
+
+def ca_sees_gpu_coming(node_labels: dict[str, str], allocatable_gpus: int) -> bool:
+    """processors/customresources/gpu_processor.go, FilterOutNodesWithUnreadyResources: a
+    Ready node with the provider's GPU label (cloudprovider/aws: k8s.amazonaws.com/accelerator)
+    but no allocatable nvidia.com/gpu is counted as not ready yet, so a GPU is coming."""
+    return ACCELERATOR in node_labels and allocatable_gpus == 0
+
+
+def test_gpu_nodes_tell_cluster_autoscaler_their_gpu_is_coming(dev: Rendering, prod: Rendering) -> None:
+    # Without the label a freshly joined GPU node, whose device plugin has not yet advertised
+    # its GPUs, looks like a node without GPUs, and CA adds another for the pending pod
+    # (cloudprovider/aws/README.md, "Special note on GPU instances").
+    for r in (dev, prod, every_gpu_model_rendering()):
+        for name, group in gpu_groups(r).items():
+            assert ca_sees_gpu_coming(group["labels"], allocatable_gpus=0), name
+            model = group["labels"]["tf-serving-eks/gpu-model"]
+            assert group["labels"][ACCELERATOR] == catalog.ACCELERATOR_LABEL_VALUES[model]  # type: ignore[index]
+            # The template node of an empty group must carry it too, or it differs from the
+            # nodes the group really makes.
+            tags = asg_tags(r, name.removesuffix("-nodes") + "-asg-tag-")
+            assert tags[f"{TEMPLATE}/label/{ACCELERATOR}"] == group["labels"][ACCELERATOR], name
+
+
+def test_accelerator_label_check_can_fail() -> None:
+    assert not ca_sees_gpu_coming({"nvidia.com/gpu.present": "true"}, allocatable_gpus=0)
+    assert not ca_sees_gpu_coming({ACCELERATOR: "nvidia-l4"}, allocatable_gpus=1)
+
+
+# cluster-autoscaler's --balance-similar-node-groups on AWS ignores these labels
+# (processors/nodegroupset/compare_nodegroups.go BasicIgnoredLabels, aws_nodegroups.go).
+CA_IGNORED_LABELS = {
+    "kubernetes.io/hostname",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "beta.kubernetes.io/fluentd-ds-ready",
+    "kops.k8s.io/instancegroup",
+    "alpha.eksctl.io/instance-id",
+    "alpha.eksctl.io/nodegroup-name",
+    "eks.amazonaws.com/nodegroup",
+    "k8s.amazonaws.com/eniConfig",
+    "lifecycle",
+    "topology.ebs.csi.aws.com/zone",
+}
+
+
+def ca_template_node(r: Rendering, group: Registered, cluster: str) -> dict[str, Any]:
+    """The node cluster-autoscaler imagines for an empty managed node group
+    (cloudprovider/aws/aws_manager.go buildNodeFromTemplate): generic labels for the first
+    instance type and the ASG's zone, then the ASG's node-template and `eks:` tags as labels
+    (extractLabelsFromAsg; EKS tags its ASGs eks:cluster-name and eks:nodegroup-name), then
+    the DescribeNodegroup labels (aws_wrapper.go getManagedNodegroupInfo); capacity from the
+    instance type, overridden by resources tags."""
+    inputs = group.inputs
+    zone = subnet_zones(r)[inputs["subnetIds"][0]]
+    name = group.outputs["nodeGroupName"]
+    tags = asg_tags(r, group.name.removesuffix("-nodes") + "-asg-tag-")
+    first = catalog.GPU_INSTANCE_TYPES[inputs["instanceTypes"][0]]
+    asg_zone = zone  # a one-zone group: its ASG's first zone is its zone
+    labels = {
+        "kubernetes.io/arch": "amd64",
+        "kubernetes.io/os": "linux",
+        "node.kubernetes.io/instance-type": first.name,
+        "topology.kubernetes.io/region": asg_zone[:-1],
+        "topology.kubernetes.io/zone": asg_zone,
+        "topology.ebs.csi.aws.com/zone": asg_zone,
+        "kubernetes.io/hostname": f"{name}-asg-1",
+    }
+    labels.update({k.removeprefix(f"{TEMPLATE}/label/"): v for k, v in tags.items() if k.startswith(f"{TEMPLATE}/label/")})
+    labels.update({"cluster-name": cluster, "nodegroup-name": name})
+    labels.update(
+        {
+            "amiType": inputs["amiType"],
+            "eks.amazonaws.com/capacityType": inputs["capacityType"],
+            "eks.amazonaws.com/nodegroup": name,
+            **inputs["labels"],
+        }
+    )
+    capacity = {"cpu": str(first.vcpus), "memory": str(first.memory_gib), "nvidia.com/gpu": str(first.gpus), "pods": "110"}
+    capacity.update({k.removeprefix(f"{TEMPLATE}/resources/"): v for k, v in tags.items() if k.startswith(f"{TEMPLATE}/resources/")})
+    taints = sorted(
+        (k.removeprefix(f"{TEMPLATE}/taint/"), v) for k, v in tags.items() if k.startswith(f"{TEMPLATE}/taint/")
+    )
+    return {"labels": labels, "capacity": capacity, "taints": taints, "zone": zone}
+
+
+def ca_similar(a: dict[str, Any], b: dict[str, Any], ignored: set[str]) -> bool:
+    """compare_nodegroups.go IsCloudProviderNodeInfoSimilar for empty groups: capacities
+    equal (memory within 1.5%), and every label not ignored present on both with one value."""
+    if a["capacity"] != b["capacity"]:
+        return False
+    keys = (set(a["labels"]) | set(b["labels"])) - ignored
+    return all(a["labels"].get(k) == b["labels"].get(k) for k in keys)
+
+
+def balancing_ignored_labels(r: Rendering) -> set[str]:
+    args = release(r, "cluster-autoscaler")["values"]["extraArgs"]
+    # The chart keeps a key up to its first "_" as the flag name (templates/deployment.yaml).
+    return {v for k, v in args.items() if k.split("_")[0] == "balancing-ignore-label"}
+
+
+def test_a_pools_zone_groups_are_similar_for_balancing_and_their_templates_sit_in_their_zone(
+    dev: Rendering, prod: Rendering
+) -> None:
+    for r in renderings_with_pools(dev, prod):
+        assert release(r, "cluster-autoscaler")["values"]["extraArgs"]["balance-similar-node-groups"] is True
+        ignored = CA_IGNORED_LABELS | balancing_ignored_labels(r)
+        cluster = str(r.outputs["cluster_name"])
+        by_pool: dict[str, list[dict[str, Any]]] = {}
+        for group in r.of_type(NODE_GROUP):
+            if group.component == "gpu":
+                by_pool.setdefault(group.inputs["labels"]["tf-serving-eks/pool"], []).append(
+                    ca_template_node(r, group, cluster)
+                )
+        for pool, templates in by_pool.items():
+            assert len({t["zone"] for t in templates}) == len(templates) > 1, pool
+            for t in templates:
+                assert t["labels"]["topology.kubernetes.io/zone"] == t["zone"], pool
+            first = templates[0]
+            for other in templates[1:]:
+                assert ca_similar(first, other, ignored), (r.stack, pool, first["zone"], other["zone"])
+                assert first["taints"] == other["taints"], pool
+        pools = list(by_pool.values())
+        for i, a in enumerate(pools):
+            for b in pools[i + 1:]:
+                assert not ca_similar(a[0], b[0], ignored), "different pools must not be balanced together"
+
+
+def test_without_our_ignore_labels_the_zone_groups_would_not_balance(dev: Rendering) -> None:
+    templates = [ca_template_node(dev, g, "tfs-dev") for g in dev.of_type(NODE_GROUP) if g.component == "gpu"]
+    assert not ca_similar(templates[0], templates[1], CA_IGNORED_LABELS)
+
+
+def schedule_spread(pods: int, nodes_per_zone: list[int], pods_per_node: int) -> int:
+    """Pods the scheduler places one by one under a zone spread of maxSkew 1, DoNotSchedule
+    (PodTopologySpread: a zone may take a pod only if its count stays within 1 of the
+    emptiest zone's), on nodes already there (cluster-autoscaler adds them up to max)."""
+    room = [n * pods_per_node for n in nodes_per_zone]
+    counts = [0] * len(room)
+    for _ in range(pods):
+        fits = [i for i, c in enumerate(counts) if c < room[i] and c + 1 - min(counts) <= 1]
+        if not fits:
+            break
+        counts[min(fits, key=lambda i: counts[i])] += 1
+    return sum(counts)
+
+
+def test_prod_serving_pods_fit_their_pool_at_max_under_the_strict_zone_spread(prod: Rendering) -> None:
+    cfg = parse(raw_stack("prod"), "prod")
+    pool_name = cfg.serving.gpu_pool
+    assert pool_name
+    pool = cfg.gpu_pools[pool_name]
+    groups = pool_groups(prod, pool_name)
+    at_max = [groups[z]["scalingConfig"]["maxSize"] for z in sorted(groups)]
+    at_min = [groups[z]["scalingConfig"]["minSize"] for z in sorted(groups)]
+    per_node = pool.gpus_per_node // cfg.serving.gpus
+    assert schedule_spread(cfg.autoscaling.max_replicas, at_max, per_node) == cfg.autoscaling.max_replicas
+    assert len(set(at_min)) == 1, "standing nodes are the same in every zone"
+
+
+STRICT_BAD: list[tuple[str, dict[str, Any], str, str]] = [
+    ("min not a multiple of the zones", {"min_size": 2, "desired_size": 3}, "gpu_pools.a10g.min_size", "multiple of 3"),
+    ("desired not a multiple of the zones", {"desired_size": 4}, "gpu_pools.a10g.desired_size", "multiple of 3"),
+    (
+        # 4 GPUs per node over 3 zones at 2/1/1 nodes: 8/4/4 GPUs, but skew 1 stops at 5/4/4.
+        "max too uneven for the spread",
+        {"instance_types": ["g5.12xlarge"], "max_size": 4, "__max_replicas": 16},
+        "gpu_pools.a10g.max_size",
+        "room for 13 pods",
+    ),
+]
+
+
+@pytest.mark.parametrize("change, key, fragment", [c[1:] for c in STRICT_BAD], ids=[c[0] for c in STRICT_BAD])
+def test_strict_spread_and_node_groups_that_cannot_agree_are_refused(change: dict[str, Any], key: str, fragment: str) -> None:
+    raw = raw_stack("prod")
+    change = dict(change)
+    raw["autoscaling"]["max_replicas"] = change.pop("__max_replicas", raw["autoscaling"]["max_replicas"])
+    raw["gpu_pools"]["a10g"].update(change)
+    with pytest.raises(StackConfigError) as info:
+        parse(raw)
+    assert f"tf-serving-eks:{key}" in str(info.value) and fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("az_count", [3, 4, 5])
+@pytest.mark.parametrize("max_size", [2, 4, 5, 8, 9])
+@pytest.mark.parametrize("max_replicas", [2, 8, 16, 30])
+@pytest.mark.parametrize("instance_type", ["g5.2xlarge", "g5.12xlarge"])
+def test_the_strict_spread_rule_agrees_with_the_scheduler(
+    az_count: int, max_size: int, max_replicas: int, instance_type: str
+) -> None:
+    # Accepted configs can place every pod at max; refused ones cannot.
+    raw = raw_stack("prod")
+    raw["cluster"]["vpc"]["az_count"] = az_count
+    raw["gpu_pools"]["a10g"].update(
+        {"instance_types": [instance_type], "min_size": 0, "desired_size": 0, "max_size": max_size}
+    )
+    raw["gpu_pools"]["l4"]["max_size"] = 12
+    raw["autoscaling"]["max_replicas"] = max_replicas
+    per_node = catalog.GPU_INSTANCE_TYPES[instance_type].gpus
+    placed = schedule_spread(max_replicas, zone_share(max_size, az_count), per_node) if max_size >= az_count else 0
+    try:
+        parse(raw)
+    except StackConfigError as exc:
+        assert placed < max_replicas, str(exc)
+    else:
+        assert placed == max_replicas
+
+
+def test_pools_mixing_node_shapes_are_refused_naming_pool_and_types() -> None:
+    # cloudprovider/aws/README.md: CA plans a group by its first instance type only, so
+    # every type of a pool must give the same vCPUs, memory and GPUs.
+    names = sorted(catalog.GPU_INSTANCE_TYPES)
+    checked = 0
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ta, tb = catalog.GPU_INSTANCE_TYPES[a], catalog.GPU_INSTANCE_TYPES[b]
+            if a.split(".")[0] != b.split(".")[0] and a.split(".")[1] != b.split(".")[1]:
+                continue  # same family or same size: enough pairs, quickly
+            same = (ta.vcpus, ta.memory_gib, ta.gpus, ta.gpu_model) == (tb.vcpus, tb.memory_gib, tb.gpus, tb.gpu_model)
+            raw = {**raw_stack("dev"), "gpu_pools": {"mixed": {"instance_types": [a, b]}}, "serving": {"models": {"m": {}}}}
+            if same:
+                parse(raw)
+                continue
+            with pytest.raises(StackConfigError) as info:
+                parse(raw)
+            message = str(info.value)
+            assert "tf-serving-eks:gpu_pools.mixed.instance_types: pool 'mixed' mixes node shapes" in message
+            assert f"{a} (" in message and f"{b} (" in message
+            checked += 1
+    assert checked > 50
