@@ -1161,16 +1161,6 @@ class StackConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _pools_divide_over_zones(self) -> StackConfig:
-        # A new VPC has private subnets in az_count zones; an existing cluster's zones are
-        # known only once its subnets are looked up (checked then, see check_pool_zones).
-        if self.cluster.mode == "create":
-            problems = self.zone_problems(self.cluster.vpc.az_count)
-            if problems:
-                raise problems[0]
-        return self
-
-    @model_validator(mode="after")
     def _production_rules(self) -> StackConfig:
         if self.environment != "prod":
             return self
@@ -1233,6 +1223,16 @@ class StackConfig(Section):
             )
         if "audit" not in cluster.log_types:
             raise RuleError("cluster.log_types", cluster.log_types, "prod must keep audit logs")
+        return self
+
+    @model_validator(mode="after")
+    def _pools_divide_over_zones(self) -> StackConfig:
+        # A new VPC has private subnets in az_count zones; an existing cluster's zones are
+        # known only once its subnets are looked up (checked then, see check_pool_zones).
+        if self.cluster.mode == "create":
+            problems = self.zone_problems(self.cluster.vpc.az_count)
+            if problems:
+                raise problems[0]
         return self
 
 
