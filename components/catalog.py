@@ -119,6 +119,22 @@ GPU_INSTANCE_TYPES: dict[str, InstanceType] = {
     **_gpu_family("p5en", "H200", 141, [("48xlarge", 8, 192, 2048, 63.296)]),
 }
 
+# Value of the `k8s.amazonaws.com/accelerator` node label per GPU model: the GPU types
+# cluster-autoscaler's AWS provider names (cloudprovider/aws/aws_cloud_provider.go,
+# availableGPUTypes); H100 and H200 are not in that list yet and follow its pattern. CA
+# needs only the label's presence to wait for a GPU still coming; the value is the type its
+# --gpu-total limits count.
+ACCELERATOR_LABEL_VALUES: dict[GpuModel, str] = {
+    "T4": "nvidia-tesla-t4",
+    "A10G": "nvidia-a10g",
+    "L4": "nvidia-l4",
+    "L40S": "nvidia-l40s",
+    "A100-40GB": "nvidia-tesla-a100",
+    "A100-80GB": "nvidia-tesla-a100",
+    "H100": "nvidia-h100",
+    "H200": "nvidia-h200",
+}
+
 # System node group types we price (us-east-1 on-demand Linux list prices).
 GENERAL_INSTANCE_TYPES: dict[str, InstanceType] = {
     t.name: t

@@ -55,6 +55,8 @@ class ClusterOutputs:
     provider: k8s.Provider
     # Node selector for cluster controllers; empty for an existing cluster (we don't know it).
     system_node_selector: dict[str, str] = field(default_factory=dict)
+    # The private subnets by availability zone name (GPU pools get one node group per zone).
+    private_subnet_ids_by_zone: dict[str, list[pulumi.Output[str]]] = field(default_factory=dict)
 
 
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -297,6 +299,9 @@ class Cluster(pulumi.ComponentResource):
             ),
             provider=provider,
             system_node_selector={POOL_LABEL: SYSTEM_POOL},
+            private_subnet_ids_by_zone={
+                zone: [subnet.id] for zone, subnet in sorted(self._private_by_zone.items())
+            },
         )
 
     def _network(self) -> tuple[aws.ec2.Vpc, list[aws.ec2.Subnet]]:
@@ -316,6 +321,7 @@ class Cluster(pulumi.ComponentResource):
                 f"offers {len(zones)} availability zones"
             )
         zones = zones[: cfg.vpc.az_count]
+        self._private_by_zone: dict[str, aws.ec2.Subnet] = {}
         vpc = aws.ec2.Vpc(
             f"{n}-vpc",
             cidr_block=str(cfg.vpc.cidr),
@@ -350,6 +356,8 @@ class Cluster(pulumi.ComponentResource):
                 opts=self._child,
             )
             (public if plan.tier == "public" else private).append(subnet)
+            if plan.tier == "private":
+                self._private_by_zone[zone] = subnet
             if plan.tier == "public":
                 aws.ec2.RouteTableAssociation(
                     f"{n}-public-{zone}-rta",
@@ -494,6 +502,10 @@ class Cluster(pulumi.ComponentResource):
                 f"cluster '{cfg.name}': no private subnets found in {vpc_id} (tag "
                 f"{INTERNAL_ELB_ROLE_TAG}=1); set cluster.existing.private_subnet_ids"
             )
+        by_zone: dict[str, list[pulumi.Output[str]]] = {}
+        for subnet_id in subnet_ids:
+            zone = aws.ec2.get_subnet(id=subnet_id, opts=invoke).availability_zone
+            by_zone.setdefault(zone, []).append(pulumi.Output.from_input(subnet_id))
         vpc = aws.ec2.get_vpc(id=vpc_id, opts=invoke)
         provider = k8s.Provider(
             f"{self._name}-k8s",
@@ -520,4 +532,5 @@ class Cluster(pulumi.ComponentResource):
                 found.vpc_config.cluster_security_group_id
             ),
             provider=provider,
+            private_subnet_ids_by_zone=dict(sorted(by_zone.items())),
         )

@@ -309,20 +309,44 @@ class TaintConfig(Section):
     )
 
 
+# A pool's per-zone node groups are named `gpu-<pool>-<zone>-nodes` plus the 8 characters
+# Pulumi's auto-naming appends; EKS node group names are at most 63 characters and zone
+# names run to 15 (ap-southeast-2a), so pool names stay at 24.
+PoolName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=24)
+]
+
+
+def strict_zone_spread(environment: str) -> bool:
+    """Whether the serving pods' zone spread is strict (DoNotSchedule): prod only."""
+    return environment == "prod"
+
+
+def zone_share(total: int, zone_count: int) -> list[int]:
+    """`total` nodes split over `zone_count` per-zone node groups, in zone-name order: each
+    gets total // zone_count and the first total % zone_count zones one more."""
+    base, extra = divmod(total, zone_count)
+    return [base + (1 if i < extra else 0) for i in range(zone_count)]
+
+
 class GpuPoolConfig(NodeGroupSizing):
-    """One GPU managed node group. Pools are keyed by name in `gpu_pools`."""
+    """One GPU pool: an EKS managed node group per availability zone of the private subnets,
+    all alike (CA's --balance-similar-node-groups keeps them level). Keyed by name in
+    `gpu_pools`; min/desired/max are the pool's totals, split over its zones (zone_share)."""
 
     env_defaults = {
         "capacity_type": _by_env("SPOT", "ON_DEMAND"),
-        "min_size": _by_env(0, 1),
-        "desired_size": _by_env(0, 1),
-        "max_size": _by_env(2, 4),
+        # One node group per AZ (3 by default): max_size must give each zone at least one
+        # node, and prod's strict spread wants the same standing nodes in every zone.
+        "min_size": _by_env(0, 3),
+        "desired_size": _by_env(0, 3),
+        "max_size": _by_env(3, 6),
     }
 
     instance_types: list[str] = Field(
         min_length=1,
         description="GPU instance types from the catalogue (components/catalog.py); all of one "
-        "pool must have the same GPU model and count.",
+        "pool must have the same vCPUs, memory, GPU model and GPU count.",
     )
     ami_type: catalog.AmiType = Field(
         "AL2023_x86_64_NVIDIA", description="EKS-optimized NVIDIA AMI: AL2023 or Bottlerocket."
@@ -344,7 +368,8 @@ class GpuPoolConfig(NodeGroupSizing):
         1,
         ge=1,
         le=16,
-        description="NVIDIA time-slicing: pods that share one GPU (1 = no sharing; for dev only).",
+        description="NVIDIA time-slicing: pods that share one GPU (1 = no sharing; for dev only; "
+        "AL2023 pools only).",
     )
 
     @model_validator(mode="after")
@@ -358,17 +383,28 @@ class GpuPoolConfig(NodeGroupSizing):
                     name,
                     f"{what}; known GPU types: {', '.join(sorted(catalog.GPU_INSTANCE_TYPES))}",
                 )
-        shapes = {
-            (t.gpus, t.gpu_model) for t in (catalog.GPU_INSTANCE_TYPES[n] for n in self.instance_types)
-        }
-        if len(shapes) > 1:
+        if len(set(self.instance_types)) != len(self.instance_types):
+            raise RuleError("instance_types", self.instance_types, "lists a type twice")
+        return self
+
+    @model_validator(mode="after")
+    def _time_slicing_reaches_the_plugin(self) -> GpuPoolConfig:
+        # Bottlerocket's NVIDIA variants run their own device plugin, configured only through
+        # its settings (settings.kubelet-device-plugins.nvidia.*, bottlerocket.dev "kubelet
+        # device plugins"); the chart's time-slicing config never reaches it.
+        if self.is_bottlerocket and self.time_slicing_replicas > 1:
             raise RuleError(
-                "instance_types",
-                self.instance_types,
-                "mixes GPU models or counts; one pool must offer one node shape "
-                "(make a pool per shape)",
+                "time_slicing_replicas",
+                self.time_slicing_replicas,
+                "time-slicing is configured through the NVIDIA device plugin chart, which does "
+                "not run on Bottlerocket (its NVIDIA variants bring their own plugin); use "
+                "ami_type AL2023_x86_64_NVIDIA for a time-sliced pool, or 1",
             )
         return self
+
+    @property
+    def is_bottlerocket(self) -> bool:
+        return self.ami_type.startswith("BOTTLEROCKET")
 
     @property
     def instances(self) -> list[catalog.InstanceType]:
@@ -382,6 +418,77 @@ class GpuPoolConfig(NodeGroupSizing):
     @property
     def gpu_model(self) -> str:
         return str(self.instances[0].gpu_model)
+
+
+def node_shape(instance: catalog.InstanceType) -> tuple[int, int, int, str | None]:
+    """What cluster-autoscaler plans a node with: vCPUs, memory, GPU count and model."""
+    return (instance.vcpus, instance.memory_gib, instance.gpus, instance.gpu_model)
+
+
+def describe_shape(instance: catalog.InstanceType) -> str:
+    return (
+        f"{instance.name} ({instance.vcpus} vCPU, {instance.memory_gib} GiB, "
+        f"{instance.gpus}x {instance.gpu_model})"
+    )
+
+
+def pool_zone_problems(
+    pools: Mapping[str, GpuPoolConfig],
+    zone_count: int,
+    strict_pool: str | None,
+    strict_replicas: int,
+    pod_gpus: int,
+) -> list[RuleError]:
+    """Why pools cannot be split over `zone_count` per-zone node groups (keys under gpu_pools).
+
+    `strict_pool` is the pool the serving pods spread over with DoNotSchedule (None when
+    the spread is soft); `strict_replicas` pods of `pod_gpus` GPUs each must fit it then.
+    """
+    problems: list[RuleError] = []
+    for name, pool in pools.items():
+        if pool.max_size < zone_count:
+            # EKS: a node group's scalingConfig.maxSize is at least 1 (CreateNodegroup API).
+            problems.append(
+                RuleError(
+                    f"gpu_pools.{name}.max_size",
+                    pool.max_size,
+                    f"pool '{name}' has one node group in each of the {zone_count} zones of the "
+                    f"private subnets and each needs max_size >= 1: use at least {zone_count}",
+                )
+            )
+            continue
+        if name != strict_pool:
+            continue
+        for key in ("min_size", "desired_size"):
+            value = getattr(pool, key)
+            if value % zone_count:
+                problems.append(
+                    RuleError(
+                        f"gpu_pools.{name}.{key}",
+                        value,
+                        f"serving pods spread strictly over zones (DoNotSchedule) on pool "
+                        f"'{name}', so its {zone_count} zones must get the same number of "
+                        f"nodes: use a multiple of {zone_count}",
+                    )
+                )
+        pods_per_node = pool.gpus_per_node // pod_gpus
+        if pods_per_node == 0:
+            continue  # the pod does not fit a node at all: _serving_fits_its_pool says so
+        per_zone = [n * pods_per_node for n in zone_share(pool.max_size, zone_count)]
+        # maxSkew 1: no zone may hold more than one pod above the emptiest zone.
+        reachable = sum(min(p, min(per_zone) + 1) for p in per_zone)
+        if strict_replicas > reachable:
+            problems.append(
+                RuleError(
+                    f"gpu_pools.{name}.max_size",
+                    pool.max_size,
+                    f"{strict_replicas} serving pods spread over {zone_count} zones with max "
+                    f"skew 1 need more nodes than pool '{name}' has at max_size "
+                    f"{pool.max_size} (per zone {'/'.join(map(str, zone_share(pool.max_size, zone_count)))}, "
+                    f"room for {reachable} pods); raise max_size",
+                )
+            )
+    return problems
 
 
 class NodeAutoscalingConfig(Section):
@@ -892,8 +999,8 @@ class StackConfig(Section):
         default_factory=dict, description="Extra tags on every AWS resource."
     )
     cluster: ClusterConfig = Field(description="The EKS cluster, created or existing.")
-    gpu_pools: dict[Name, GpuPoolConfig] = Field(
-        default_factory=dict, description="GPU node pools keyed by a stable name."
+    gpu_pools: dict[PoolName, GpuPoolConfig] = Field(
+        default_factory=dict, description="GPU node pools keyed by a stable name (24 characters at most)."
     )
     node_autoscaling: NodeAutoscalingConfig = section("Node autoscaling (cluster-autoscaler).")
     model_store: ModelStoreConfig = section("S3 model repository.")
@@ -971,6 +1078,38 @@ class StackConfig(Section):
             if receiver.type == "slack" and receiver.slack_channel is None:
                 raise RuleError(f"monitoring.receivers.{name}.slack_channel", None, "slack needs a channel")
         return self
+
+    @model_validator(mode="after")
+    def _pools_have_one_shape(self) -> StackConfig:
+        # cluster-autoscaler builds every node of a group as the group's first instance type
+        # (cloudprovider/aws/README.md: "only the first instance type found will be used"),
+        # so a larger second type would be planned as the first and a smaller one over-promised.
+        for name, pool in self.gpu_pools.items():
+            first = pool.instances[0]
+            for other in pool.instances[1:]:
+                if node_shape(other) != node_shape(first):
+                    raise RuleError(
+                        f"gpu_pools.{name}.instance_types",
+                        pool.instance_types,
+                        f"pool '{name}' mixes node shapes: {describe_shape(first)} and "
+                        f"{describe_shape(other)}; cluster-autoscaler plans the whole pool as its "
+                        "first type, so all types of a pool need the same vCPUs, memory, GPU model "
+                        "and count (make a pool per shape)",
+                    )
+        return self
+
+    def zone_problems(self, zone_count: int) -> list[RuleError]:
+        """Why the pools cannot be split over `zone_count` zones (one node group each)."""
+        strict = strict_zone_spread(self.environment) and self.serving.gpu_pool is not None
+        return pool_zone_problems(
+            self.gpu_pools,
+            zone_count,
+            strict_pool=self.serving.gpu_pool if strict else None,
+            strict_replicas=(
+                self.autoscaling.max_replicas if self.autoscaling.enabled else self.serving.replicas
+            ),
+            pod_gpus=self.serving.gpus,
+        )
 
     @model_validator(mode="after")
     def _serving_fits_its_pool(self) -> StackConfig:
@@ -1106,6 +1245,16 @@ class StackConfig(Section):
             raise RuleError("cluster.log_types", cluster.log_types, "prod must keep audit logs")
         return self
 
+    @model_validator(mode="after")
+    def _pools_divide_over_zones(self) -> StackConfig:
+        # A new VPC has private subnets in az_count zones; an existing cluster's zones are
+        # known only once its subnets are looked up (checked then, see check_pool_zones).
+        if self.cluster.mode == "create":
+            problems = self.zone_problems(self.cluster.vpc.az_count)
+            if problems:
+                raise problems[0]
+        return self
+
 
 class StackConfigError(pulumi.RunError):
     """An invalid stack file: one message naming the stack, each key, value and what is allowed.
@@ -1176,6 +1325,19 @@ def format_errors(stack: str, source: str, exc: ValidationError) -> str:
         full_key = key if key.startswith("aws:") else f"{PROJECT}:{key}"
         lines.append(f"  - {full_key}: {message}{shown}")
     return "\n".join(lines)
+
+
+def check_pool_zones(cfg: StackConfig, stack: str, zones: Collection[str], source: str | None = None) -> None:
+    """Refuse pools that cannot be split over `zones` (an existing cluster's subnet zones),
+    with the same message shape as a config error, before any GPU resource is created."""
+    problems = cfg.zone_problems(len(zones))
+    if problems:
+        lines = [f"stack '{stack}': invalid configuration in {source or f'Pulumi.{stack}.yaml'}:"]
+        lines += [
+            f"  - {PROJECT}:{p.key}: {p.message} (zones {', '.join(sorted(zones))}) (got {_show(p.value)})"
+            for p in problems
+        ]
+        raise StackConfigError("\n".join(lines))
 
 
 def parse_stack_config(

@@ -10,7 +10,7 @@ import pulumi_aws as aws
 from components.autoscaling import Autoscaling
 from components.catalog import PRICED_REGIONS
 from components.cluster import Cluster
-from components.config import StackConfig, load_stack_config
+from components.config import StackConfig, check_pool_zones, load_stack_config
 from components.gpu_node_pool import GpuNodePool, monthly_cost_range
 from components.ingress_tls import IngressTls, stack_outputs
 from components.logs import ClusterLogs
@@ -41,6 +41,9 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         aws_provider=aws_provider,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     ).outputs
+    # An existing cluster's zones are known only now: refuse pools they cannot split before
+    # anything else is created.
+    check_pool_zones(cfg, pulumi.get_stack(), list(cluster.private_subnet_ids_by_zone))
     # The Prometheus Operator's CRDs come first: several charts below ship ServiceMonitors.
     monitoring_ready: list[pulumi.Resource] = []
     if cfg.monitoring.enabled and cfg.monitoring.mode == "kube-prometheus-stack":

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import CANARY_LABEL, PROJECT, BatchingConfig, ModelConfig, ServingConfig
+from components.config import (
+    CANARY_LABEL,
+    PROJECT,
+    BatchingConfig,
+    ModelConfig,
+    ServingConfig,
+    strict_zone_spread,
+)
 from components.gpu_node_pool import GPU_RESOURCE, GpuScheduling
 from components.model_store import (
     POD_IDENTITY_AGENT_CIDR,
@@ -531,7 +538,7 @@ class TfServing(pulumi.ComponentResource):
                         region=region,
                         service_account=cfg.name,
                         priority_class=f"{cfg.name}-{ns}",
-                        strict_zones=environment == "prod",
+                        strict_zones=strict_zone_spread(environment),
                     ),
                     opts=in_ns,
                     depends_on=[service_account, priority_class],

@@ -10,10 +10,11 @@ import yaml
 
 from components import catalog
 from components.config import StackConfigError
+from components.config import zone_share
 from components.gpu_node_pool import monthly_cost_range
 from tests.support import parse, raw_stack, render_raw
 from tools import conformance
-from tools.mock_engine import Rendering
+from tools.mock_engine import EXISTING_SUBNETS, Registered, Rendering, existing_subnet_zone
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 # Charts whose default values are not in the reference data; tests/test_logs.py checks the
@@ -40,20 +41,118 @@ def asg_tags(r: Rendering, prefix: str) -> dict[str, str]:
     }
 
 
+def pool_groups(r: Rendering, pool: str) -> dict[str, dict[str, Any]]:
+    """A pool's node groups by zone (the zone its subnets are in)."""
+    zone_of = subnet_zones(r)
+    out = {}
+    for name, inputs in gpu_groups(r).items():
+        if inputs["labels"]["tf-serving-eks/pool"] == pool:
+            zones = {zone_of[s] for s in inputs["subnetIds"]}
+            assert len(zones) == 1, f"{name} spans zones {zones}"
+            out[zones.pop()] = inputs
+    return out
+
+
+def subnet_zones(r: Rendering) -> dict[str, str]:
+    """Subnet ID -> zone: the subnets the stack created, or the mock's existing subnets."""
+    zones = {s.outputs["id"]: s.inputs["availabilityZone"] for s in r.of_type("aws:ec2/subnet:Subnet")}
+    for token, args in r.invokes:
+        if token == "aws:ec2/getSubnet:getSubnet":
+            zones[args["id"]] = existing_subnet_zone(r_region(r), args["id"])
+    return zones
+
+
+def r_region(r: Rendering) -> str:
+    return str(r.outputs["region"])
+
+
 def test_pools_are_keyed_node_groups_with_env_capacity(dev: Rendering, prod: Rendering) -> None:
-    assert set(gpu_groups(dev)) == {"gpu-l4-nodes"}
-    assert set(gpu_groups(prod)) == {"gpu-a10g-nodes", "gpu-l4-nodes"}
-    dev_l4 = gpu_groups(dev)["gpu-l4-nodes"]
-    assert dev_l4["capacityType"] == "SPOT"
-    assert dev_l4["amiType"] == "AL2023_x86_64_NVIDIA"
-    assert dev_l4["instanceTypes"] == ["g6.xlarge", "g6.2xlarge"]
-    assert dev_l4["scalingConfig"] == {"minSize": 0, "desiredSize": 0, "maxSize": 2}
-    assert dev_l4["subnetIds"] == dev.outputs["private_subnet_ids"]
-    prod_groups = gpu_groups(prod)
-    assert prod_groups["gpu-a10g-nodes"]["capacityType"] == "ON_DEMAND"
-    assert prod_groups["gpu-l4-nodes"]["amiType"] == "BOTTLEROCKET_x86_64_NVIDIA"
+    dev_zones = [f"us-east-1{z}" for z in "abc"]
+    assert set(gpu_groups(dev)) == {f"gpu-l4-{z}-nodes" for z in dev_zones}
+    assert set(gpu_groups(prod)) == {f"gpu-{p}-us-west-2{z}-nodes" for p in ("a10g", "l4") for z in "abc"}
+    for group in gpu_groups(dev).values():
+        assert group["capacityType"] == "SPOT"
+        assert group["amiType"] == "AL2023_x86_64_NVIDIA"
+        assert group["instanceTypes"] == ["g6.xlarge"]
+    prod_a10g = pool_groups(prod, "a10g")
+    assert {g["capacityType"] for g in prod_a10g.values()} == {"ON_DEMAND"}
+    assert {g["amiType"] for g in pool_groups(prod, "l4").values()} == {"BOTTLEROCKET_x86_64_NVIDIA"}
     for group in prod.of_type(NODE_GROUP):
         assert group.ignore_changes == ["scalingConfig.desiredSize"]
+
+
+def test_each_pool_has_one_node_group_per_zone_of_the_private_subnets(stack_name: str) -> None:
+    # cluster-autoscaler builds a group's template node in the group's first AZ only
+    # (cloudprovider/aws/aws_manager.go, getAsgTemplate: AvailabilityZones[0]), so a group
+    # must live in exactly one zone, and each zone of the private subnets needs its own group.
+    from tests.conftest import rendered_stack
+
+    r = rendered_stack(stack_name)
+    cfg = parse(raw_stack(stack_name), stack_name)
+    zone_of = subnet_zones(r)
+    private = r.outputs["private_subnet_ids"]
+    all_zones = {zone_of[s] for s in private}
+    for pool in cfg.gpu_pools:
+        groups = pool_groups(r, pool)
+        assert set(groups) == all_zones, pool
+        assert sorted(s for g in groups.values() for s in g["subnetIds"]) == sorted(private)
+        assert set(r.outputs["gpu_node_groups"][pool]) == all_zones
+
+
+def existing_cluster_raw(subnets: list[str]) -> dict[str, Any]:
+    raw = raw_stack("dev")
+    raw["cluster"] = {"mode": "existing", "name": "shared-gpu", "existing": {"private_subnet_ids": subnets}}
+    return raw
+
+
+def test_existing_cluster_subnets_are_grouped_by_their_zone() -> None:
+    # Two of these subnets share a zone (the mock's existing_subnet_zone): one group gets both.
+    subnets = [*EXISTING_SUBNETS, "subnet-0fedcba9876543210"]
+    r = render_raw(existing_cluster_raw(subnets))
+    groups = pool_groups(r, "l4")
+    zone_of = {s: existing_subnet_zone("us-east-1", s) for s in subnets}
+    expected: dict[str, list[str]] = {}
+    for subnet in subnets:
+        expected.setdefault(zone_of[subnet], []).append(subnet)
+    assert {z: sorted(g["subnetIds"]) for z, g in groups.items()} == {z: sorted(v) for z, v in expected.items()}
+
+
+def test_existing_cluster_zones_that_cannot_split_a_pool_are_refused_before_anything() -> None:
+    raw = existing_cluster_raw(list(EXISTING_SUBNETS))
+    raw["gpu_pools"]["l4"]["max_size"] = 2  # three zones, each group needs max_size >= 1
+    raw["gpu_pools"]["l4"]["desired_size"] = 0
+    with pytest.raises(StackConfigError) as info:
+        render_raw(raw, stack="shared")
+    message = str(info.value)
+    assert message.startswith("stack 'shared': invalid configuration")
+    assert "tf-serving-eks:gpu_pools.l4.max_size" in message and "(got 2)" in message
+    assert "at least 3" in message
+
+
+@pytest.mark.parametrize("total", range(0, 13))
+@pytest.mark.parametrize("zones", range(1, 7))
+def test_zone_share_splits_totals_evenly_and_keeps_min_desired_max_ordered(total: int, zones: int) -> None:
+    shares = zone_share(total, zones)
+    assert sum(shares) == total and len(shares) == zones
+    assert max(shares) - min(shares) <= 1
+    more = zone_share(total + 1, zones)
+    assert all(a <= b for a, b in zip(shares, more)), "a larger total never shrinks a zone"
+
+
+def test_node_groups_carry_their_share_of_the_pool_sizes(stack_name: str) -> None:
+    from tests.conftest import rendered_stack
+
+    r = rendered_stack(stack_name)
+    cfg = parse(raw_stack(stack_name), stack_name)
+    for name, pool in cfg.gpu_pools.items():
+        groups = pool_groups(r, name)
+        zones = sorted(groups)
+        for key, total in (("minSize", pool.min_size), ("desiredSize", pool.desired_size), ("maxSize", pool.max_size)):
+            got = [groups[z]["scalingConfig"][key] for z in zones]
+            assert got == zone_share(total, len(zones)), (name, key)
+        for g in groups.values():
+            sc = g["scalingConfig"]
+            assert sc["maxSize"] >= 1 and sc["minSize"] <= sc["desiredSize"] <= sc["maxSize"]
 
 
 def test_gpu_defaults_follow_environment() -> None:
@@ -65,11 +164,13 @@ def test_gpu_defaults_follow_environment() -> None:
     dev = parse({**dev_raw, "gpu_pools": {"a": pool}}).gpu_pools["a"]
     prod = parse({**prod_raw, "gpu_pools": {"a": pool}}).gpu_pools["a"]
     assert (dev.capacity_type, dev.min_size) == ("SPOT", 0)
-    assert (prod.capacity_type, prod.min_size) == ("ON_DEMAND", 1)
+    # The defaults split over the default 3 AZs: one standing node per zone in prod.
+    assert (prod.capacity_type, prod.min_size) == ("ON_DEMAND", 3)
+    assert dev.max_size >= 3 and prod.max_size >= 3
 
 
 def test_taint_and_labels_form_the_scheduling_contract(dev: Rendering) -> None:
-    group = gpu_groups(dev)["gpu-l4-nodes"]
+    group = gpu_groups(dev)["gpu-l4-us-east-1a-nodes"]
     assert group["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
     labels = group["labels"]
     assert labels["tf-serving-eks/pool"] == "l4"
@@ -113,16 +214,17 @@ def test_node_role_and_launch_template(prod: Rendering) -> None:
 
 
 def test_node_template_tags_let_empty_pools_scale_from_zero(dev: Rendering, prod: Rendering) -> None:
-    tags = asg_tags(dev, "gpu-l4-asg-tag")
+    tags = asg_tags(dev, "gpu-l4-us-east-1a-asg-tag")
     base = "k8s.io/cluster-autoscaler/node-template"
     assert tags[f"{base}/label/tf-serving-eks/pool"] == "l4"
     assert tags[f"{base}/label/nvidia.com/gpu.present"] == "true"
     assert tags[f"{base}/taint/nvidia.com/gpu"] == "true:NoSchedule"
     assert tags[f"{base}/resources/nvidia.com/gpu"] == "2", "1 L4 GPU shared by 2 pods in dev"
-    assert asg_tags(prod, "gpu-a10g-asg-tag")[f"{base}/resources/nvidia.com/gpu"] == "1"
+    assert asg_tags(prod, "gpu-a10g-us-west-2b-asg-tag")[f"{base}/resources/nvidia.com/gpu"] == "1"
     for tag in dev.of_type("aws:autoscaling/tag:Tag"):
         assert tag.inputs["tag"]["propagateAtLaunch"] is False
-        assert tag.inputs["autoscalingGroupName"].startswith("eks-gpu-l4-nodes-")
+        zone = tag.name.removeprefix("gpu-l4-").split("-asg-tag-")[0]
+        assert tag.inputs["autoscalingGroupName"].startswith(f"eks-gpu-l4-{zone}-nodes-")
 
 
 def test_device_plugin_runs_on_gpu_nodes_with_time_slicing_in_dev(dev: Rendering, prod: Rendering) -> None:
@@ -134,10 +236,10 @@ def test_device_plugin_runs_on_gpu_nodes_with_time_slicing_in_dev(dev: Rendering
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
     sliced = yaml.safe_load(values["config"]["map"]["time-sliced-2"])
     assert sliced["sharing"]["timeSlicing"]["resources"] == [{"name": "nvidia.com/gpu", "replicas": 2}]
-    assert gpu_groups(dev)["gpu-l4-nodes"]["labels"]["nvidia.com/device-plugin.config"] == "time-sliced-2"
+    assert gpu_groups(dev)["gpu-l4-us-east-1a-nodes"]["labels"]["nvidia.com/device-plugin.config"] == "time-sliced-2"
     prod_map = release(prod, "nvidia-device-plugin")["values"]["config"]["map"]
     assert set(prod_map) == {"default"} and "sharing" not in yaml.safe_load(prod_map["default"])
-    assert "nvidia.com/device-plugin.config" not in gpu_groups(prod)["gpu-a10g-nodes"]["labels"]
+    assert "nvidia.com/device-plugin.config" not in gpu_groups(prod)["gpu-a10g-us-west-2a-nodes"]["labels"]
 
 
 def test_dcgm_exporter_on_gpu_nodes_with_service_monitor_only_when_monitoring(dev: Rendering) -> None:
@@ -223,13 +325,37 @@ BAD_POOLS: list[tuple[str, dict[str, Any], str, str]] = [
         "mixed GPU models",
         {"instance_types": ["g5.xlarge", "g6.xlarge"]},
         "gpu_pools.x.instance_types",
-        "mixes GPU models or counts",
+        "pool 'x' mixes node shapes",
     ),
     (
         "mixed GPU counts",
         {"instance_types": ["g5.xlarge", "g5.12xlarge"]},
         "gpu_pools.x.instance_types",
-        "mixes GPU models or counts",
+        "pool 'x' mixes node shapes",
+    ),
+    (
+        "mixed sizes of one GPU model and count",
+        {"instance_types": ["g6.xlarge", "g6.2xlarge"]},
+        "gpu_pools.x.instance_types",
+        "g6.xlarge (4 vCPU, 16 GiB, 1x L4) and g6.2xlarge (8 vCPU, 32 GiB, 1x L4)",
+    ),
+    (
+        "time-slicing on Bottlerocket",
+        {"instance_types": ["g6.xlarge"], "ami_type": "BOTTLEROCKET_x86_64_NVIDIA", "time_slicing_replicas": 2},
+        "gpu_pools.x.time_slicing_replicas",
+        "does not run on Bottlerocket",
+    ),
+    (
+        "fewer nodes than zones",
+        {"instance_types": ["g6.xlarge"], "max_size": 2},
+        "gpu_pools.x.max_size",
+        "one node group in each of the 3 zones",
+    ),
+    (
+        "pool name too long for its node group names",
+        {"instance_types": ["g6.xlarge"], "__name": "a" * 25},
+        "gpu_pools." + "a" * 25,
+        "at most 24 characters",
     ),
     ("min above max", {"instance_types": ["g5.xlarge"], "min_size": 3, "max_size": 2, "desired_size": 2}, "gpu_pools.x.min_size", "<= max_size (2)"),
     ("bad taint effect", {"instance_types": ["g5.xlarge"], "taint": {"effect": "Never"}}, "gpu_pools.x.taint.effect", "'NoSchedule'"),
@@ -240,8 +366,10 @@ BAD_POOLS: list[tuple[str, dict[str, Any], str, str]] = [
 
 @pytest.mark.parametrize("pool, key, fragment", [b[1:] for b in BAD_POOLS], ids=[b[0] for b in BAD_POOLS])
 def test_impossible_pools_are_refused(pool: dict[str, Any], key: str, fragment: str) -> None:
+    pool = dict(pool)
+    name = pool.pop("__name", "x")
     with pytest.raises(StackConfigError) as info:
-        parse({**raw_stack("dev"), "gpu_pools": {"x": pool}, "serving": {"models": {"m": {}}}})
+        parse({**raw_stack("dev"), "gpu_pools": {name: pool}, "serving": {"models": {"m": {}}}})
     assert f"tf-serving-eks:{key}" in str(info.value) and fragment in str(info.value), str(info.value)
 
 
@@ -281,3 +409,408 @@ def test_monthly_cost_range_is_min_and_max_of_all_pools() -> None:
     low, high = monthly_cost_range({"a": (["g5.xlarge"], 1, 3), "b": (["g6.xlarge", "g6.2xlarge"], 0, 2)})
     assert low == round(1.006 * 730, 2)
     assert high == round((1.006 * 3 + 0.9776 * 2) * 730, 2)
+
+
+# --- What the software that reads our output will do with it ------------------------------
+
+EKS_TO_K8S_EFFECT = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+ACCELERATOR = "k8s.amazonaws.com/accelerator"
+TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
+
+
+def group_node(group: dict[str, Any], zone: str) -> dict[str, Any]:
+    """A node of a managed node group as it joins: the group's labels and taints (EKS passes
+    them to the kubelet) plus the well-known labels kubelet and cloud provider set."""
+    labels = {**group["labels"], "kubernetes.io/os": "linux", "topology.kubernetes.io/zone": zone}
+    taints = [
+        {"key": t["key"], "value": t.get("value", ""), "effect": EKS_TO_K8S_EFFECT[t["effect"]]}
+        for t in group.get("taints", [])
+    ]
+    return {"labels": labels, "taints": taints, "ami_type": group["amiType"]}
+
+
+def gpu_nodes(r: Rendering) -> list[dict[str, Any]]:
+    zone_of = subnet_zones(r)
+    return [group_node(g, zone_of[g["subnetIds"][0]]) for g in gpu_groups(r).values()]
+
+
+def helm_coalesce(defaults: Any, ours: Any) -> Any:
+    """Helm's merge of user values over a chart's values.yaml (pkg/chart/common/util
+    coalesce): maps merge key by key, anything else (lists included) is replaced, null deletes."""
+    if isinstance(defaults, dict) and isinstance(ours, dict):
+        merged = dict(defaults)
+        for key, value in ours.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = helm_coalesce(defaults.get(key), value)
+        return merged
+    return ours
+
+
+def expression_matches(expr: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A nodeSelectorRequirement (k8s.io/api core/v1 NodeSelectorOperator semantics)."""
+    key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+    if op == "In":
+        return key in labels and labels[key] in values
+    if op == "NotIn":
+        return key not in labels or labels[key] not in values
+    if op == "Exists":
+        return key in labels
+    if op == "DoesNotExist":
+        return key not in labels
+    if op in ("Gt", "Lt"):
+        if key not in labels:
+            return False
+        a, b = int(labels[key]), int(values[0])
+        return a > b if op == "Gt" else a < b
+    raise AssertionError(f"unknown operator {op}")
+
+
+def tolerated(taint: dict[str, str], tolerations: list[dict[str, Any]]) -> bool:
+    for t in tolerations:
+        if t.get("effect") and t["effect"] != taint["effect"]:
+            continue
+        if t.get("operator", "Equal") == "Exists":
+            if not t.get("key") or t["key"] == taint["key"]:
+                return True
+        elif t.get("key") == taint["key"] and t.get("value", "") == taint["value"]:
+            return True
+    return False
+
+
+def daemonset_lands_on(pod_spec: dict[str, Any], node: dict[str, Any]) -> bool:
+    """Whether the scheduler puts a DaemonSet pod with this spec on the node: nodeSelector,
+    required node affinity (terms ORed, expressions ANDed) and taints that repel
+    (NoSchedule, NoExecute) all tolerated."""
+    labels = node["labels"]
+    if any(labels.get(k) != v for k, v in (pod_spec.get("nodeSelector") or {}).items()):
+        return False
+    required = (
+        ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution")
+    )
+    if required:
+        terms = required.get("nodeSelectorTerms", [])
+        if not any(all(expression_matches(e, labels) for e in t.get("matchExpressions", [])) for t in terms):
+            return False
+    return all(
+        tolerated(t, pod_spec.get("tolerations") or [])
+        for t in node["taints"]
+        if t["effect"] in ("NoSchedule", "NoExecute")
+    )
+
+
+def daemonset_spec(r: Rendering, chart: str) -> dict[str, Any]:
+    """The pod spec fields the chart's DaemonSet template copies from its values: both
+    nvidia-device-plugin 0.20.0 (templates/daemonset-device-plugin.yml) and dcgm-exporter
+    4.8.2 (templates/daemonset.yaml) render .Values.nodeSelector, .Values.affinity and
+    .Values.tolerations verbatim when set."""
+    if not conformance.HELM_VALUES_DIR.is_dir():
+        pytest.fail(f"reference chart values missing: {conformance.HELM_VALUES_DIR}")
+    ours = release(r, chart)
+    defaults = conformance.chart_defaults(chart, ours["version"])
+    assert defaults is not None, chart
+    values = helm_coalesce(defaults, ours["values"])
+    return {k: values.get(k) for k in ("nodeSelector", "affinity", "tolerations")}
+
+
+def mixed_os_rendering() -> Rendering:
+    """A dev stack with an AL2023 pool, a Bottlerocket pool and a pool with its own taint."""
+    raw = raw_stack("dev")
+    raw["gpu_pools"]["br"] = {"instance_types": ["g6.2xlarge"], "ami_type": "BOTTLEROCKET_x86_64_NVIDIA"}
+    raw["gpu_pools"]["t4"] = {
+        "instance_types": ["g4dn.xlarge"],
+        "ami_type": "BOTTLEROCKET_x86_64_NVIDIA",
+        "taint": {"key": "gpu-class", "value": "t4", "effect": "NoExecute"},
+    }
+    raw["gpu_pools"]["a10g"] = {"instance_types": ["g5.xlarge"], "taint": {"key": "dedicated", "value": "ml"}}
+    return render_raw(raw)
+
+
+def renderings_with_pools(dev: Rendering, prod: Rendering) -> list[Rendering]:
+    return [dev, prod, mixed_os_rendering()]
+
+
+def test_every_gpu_node_runs_exactly_one_nvidia_device_plugin(dev: Rendering, prod: Rendering) -> None:
+    # Bottlerocket's NVIDIA variants run nvidia-k8s-device-plugin as a host service
+    # (bottlerocket.dev, settings.kubelet-device-plugins); two plugins would both register
+    # nvidia.com/gpu with the kubelet. Every other GPU node needs the chart's DaemonSet.
+    checked = set()
+    for r in renderings_with_pools(dev, prod):
+        plugin = daemonset_spec(r, "nvidia-device-plugin")
+        for node in gpu_nodes(r):
+            host_plugin = node["ami_type"].startswith("BOTTLEROCKET")
+            assert daemonset_lands_on(plugin, node) != host_plugin, (r.stack, node)
+            checked.add(host_plugin)
+    assert checked == {True, False}, "both kinds of node were checked"
+
+
+def test_dcgm_exporter_runs_on_every_gpu_node_bottlerocket_included(dev: Rendering, prod: Rendering) -> None:
+    for r in renderings_with_pools(dev, prod):
+        exporter = daemonset_spec(r, "dcgm-exporter")
+        for node in gpu_nodes(r):
+            assert daemonset_lands_on(exporter, node), (r.stack, node)
+
+
+def test_the_charts_default_affinity_would_put_a_second_plugin_on_bottlerocket(prod: Rendering) -> None:
+    # The evaluator can fail: with the chart's own affinity (any node labelled
+    # nvidia.com/gpu.present=true), the DaemonSet lands on Bottlerocket nodes too.
+    defaults = conformance.chart_defaults("nvidia-device-plugin", "0.20.0")
+    assert defaults is not None
+    ours = dict(release(prod, "nvidia-device-plugin")["values"])
+    del ours["affinity"]
+    spec = {k: helm_coalesce(defaults, ours).get(k) for k in ("nodeSelector", "affinity", "tolerations")}
+    bottlerocket = [n for n in gpu_nodes(prod) if n["ami_type"].startswith("BOTTLEROCKET")]
+    assert bottlerocket and all(daemonset_lands_on(spec, n) for n in bottlerocket)
+
+
+def test_device_plugin_stays_off_nodes_that_are_not_gpu_nodes(dev: Rendering) -> None:
+    plugin = daemonset_spec(dev, "nvidia-device-plugin")
+    system = dev.one(NODE_GROUP, "cluster-system-nodes").inputs
+    assert not daemonset_lands_on(plugin, group_node(system, "us-east-1a"))
+
+
+def every_gpu_model_rendering() -> Rendering:
+    """A dev stack with a pool of every GPU model in the catalogue (one type each)."""
+    raw = raw_stack("dev")
+    first_of_model: dict[str, str] = {}
+    for name, t in catalog.GPU_INSTANCE_TYPES.items():
+        first_of_model.setdefault(str(t.gpu_model), name)
+    raw["gpu_pools"].update(
+        {f"m-{model.lower()}": {"instance_types": [name]} for model, name in first_of_model.items()}
+    )
+    return render_raw(raw)
+
+
+def ca_sees_gpu_coming(node_labels: dict[str, str], allocatable_gpus: int) -> bool:
+    """processors/customresources/gpu_processor.go, FilterOutNodesWithUnreadyResources: a
+    Ready node with the provider's GPU label (cloudprovider/aws: k8s.amazonaws.com/accelerator)
+    but no allocatable nvidia.com/gpu is counted as not ready yet, so a GPU is coming."""
+    return ACCELERATOR in node_labels and allocatable_gpus == 0
+
+
+def test_gpu_nodes_tell_cluster_autoscaler_their_gpu_is_coming(dev: Rendering, prod: Rendering) -> None:
+    # Without the label a freshly joined GPU node, whose device plugin has not yet advertised
+    # its GPUs, looks like a node without GPUs, and CA adds another for the pending pod
+    # (cloudprovider/aws/README.md, "Special note on GPU instances").
+    for r in (dev, prod, every_gpu_model_rendering()):
+        for name, group in gpu_groups(r).items():
+            assert ca_sees_gpu_coming(group["labels"], allocatable_gpus=0), name
+            model = group["labels"]["tf-serving-eks/gpu-model"]
+            assert group["labels"][ACCELERATOR] == catalog.ACCELERATOR_LABEL_VALUES[model]  # type: ignore[index]
+            # The template node of an empty group must carry it too, or it differs from the
+            # nodes the group really makes.
+            tags = asg_tags(r, name.removesuffix("-nodes") + "-asg-tag-")
+            assert tags[f"{TEMPLATE}/label/{ACCELERATOR}"] == group["labels"][ACCELERATOR], name
+
+
+def test_accelerator_label_check_can_fail() -> None:
+    assert not ca_sees_gpu_coming({"nvidia.com/gpu.present": "true"}, allocatable_gpus=0)
+    assert not ca_sees_gpu_coming({ACCELERATOR: "nvidia-l4"}, allocatable_gpus=1)
+
+
+# cluster-autoscaler's --balance-similar-node-groups on AWS ignores these labels
+# (processors/nodegroupset/compare_nodegroups.go BasicIgnoredLabels, aws_nodegroups.go).
+CA_IGNORED_LABELS = {
+    "kubernetes.io/hostname",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "beta.kubernetes.io/fluentd-ds-ready",
+    "kops.k8s.io/instancegroup",
+    "alpha.eksctl.io/instance-id",
+    "alpha.eksctl.io/nodegroup-name",
+    "eks.amazonaws.com/nodegroup",
+    "k8s.amazonaws.com/eniConfig",
+    "lifecycle",
+    "topology.ebs.csi.aws.com/zone",
+}
+
+
+def ca_template_node(r: Rendering, group: Registered, cluster: str) -> dict[str, Any]:
+    """The node cluster-autoscaler imagines for an empty managed node group
+    (cloudprovider/aws/aws_manager.go buildNodeFromTemplate): generic labels for the first
+    instance type and the ASG's zone, then the ASG's node-template and `eks:` tags as labels
+    (extractLabelsFromAsg; EKS tags its ASGs eks:cluster-name and eks:nodegroup-name), then
+    the DescribeNodegroup labels (aws_wrapper.go getManagedNodegroupInfo); capacity from the
+    instance type, overridden by resources tags."""
+    inputs = group.inputs
+    zone = subnet_zones(r)[inputs["subnetIds"][0]]
+    name = group.outputs["nodeGroupName"]
+    tags = asg_tags(r, group.name.removesuffix("-nodes") + "-asg-tag-")
+    first = catalog.GPU_INSTANCE_TYPES[inputs["instanceTypes"][0]]
+    asg_zone = zone  # a one-zone group: its ASG's first zone is its zone
+    labels = {
+        "kubernetes.io/arch": "amd64",
+        "kubernetes.io/os": "linux",
+        "node.kubernetes.io/instance-type": first.name,
+        "topology.kubernetes.io/region": asg_zone[:-1],
+        "topology.kubernetes.io/zone": asg_zone,
+        "topology.ebs.csi.aws.com/zone": asg_zone,
+        "kubernetes.io/hostname": f"{name}-asg-1",
+    }
+    labels.update({k.removeprefix(f"{TEMPLATE}/label/"): v for k, v in tags.items() if k.startswith(f"{TEMPLATE}/label/")})
+    labels.update({"cluster-name": cluster, "nodegroup-name": name})
+    labels.update(
+        {
+            "amiType": inputs["amiType"],
+            "eks.amazonaws.com/capacityType": inputs["capacityType"],
+            "eks.amazonaws.com/nodegroup": name,
+            **inputs["labels"],
+        }
+    )
+    capacity = {"cpu": str(first.vcpus), "memory": str(first.memory_gib), "nvidia.com/gpu": str(first.gpus), "pods": "110"}
+    capacity.update({k.removeprefix(f"{TEMPLATE}/resources/"): v for k, v in tags.items() if k.startswith(f"{TEMPLATE}/resources/")})
+    taints = sorted(
+        (k.removeprefix(f"{TEMPLATE}/taint/"), v) for k, v in tags.items() if k.startswith(f"{TEMPLATE}/taint/")
+    )
+    return {"labels": labels, "capacity": capacity, "taints": taints, "zone": zone}
+
+
+def ca_similar(a: dict[str, Any], b: dict[str, Any], ignored: set[str]) -> bool:
+    """compare_nodegroups.go IsCloudProviderNodeInfoSimilar for empty groups: capacities
+    equal (memory within 1.5%), and every label not ignored present on both with one value."""
+    if a["capacity"] != b["capacity"]:
+        return False
+    keys = (set(a["labels"]) | set(b["labels"])) - ignored
+    return all(a["labels"].get(k) == b["labels"].get(k) for k in keys)
+
+
+def balancing_ignored_labels(r: Rendering) -> set[str]:
+    args = release(r, "cluster-autoscaler")["values"]["extraArgs"]
+    # The chart keeps a key up to its first "_" as the flag name (templates/deployment.yaml).
+    return {v for k, v in args.items() if k.split("_")[0] == "balancing-ignore-label"}
+
+
+def test_a_pools_zone_groups_are_similar_for_balancing_and_their_templates_sit_in_their_zone(
+    dev: Rendering, prod: Rendering
+) -> None:
+    for r in renderings_with_pools(dev, prod):
+        assert release(r, "cluster-autoscaler")["values"]["extraArgs"]["balance-similar-node-groups"] is True
+        ignored = CA_IGNORED_LABELS | balancing_ignored_labels(r)
+        cluster = str(r.outputs["cluster_name"])
+        by_pool: dict[str, list[dict[str, Any]]] = {}
+        for group in r.of_type(NODE_GROUP):
+            if group.component == "gpu":
+                by_pool.setdefault(group.inputs["labels"]["tf-serving-eks/pool"], []).append(
+                    ca_template_node(r, group, cluster)
+                )
+        for pool, templates in by_pool.items():
+            assert len({t["zone"] for t in templates}) == len(templates) > 1, pool
+            for t in templates:
+                assert t["labels"]["topology.kubernetes.io/zone"] == t["zone"], pool
+            first = templates[0]
+            for other in templates[1:]:
+                assert ca_similar(first, other, ignored), (r.stack, pool, first["zone"], other["zone"])
+                assert first["taints"] == other["taints"], pool
+        pools = list(by_pool.values())
+        for i, a in enumerate(pools):
+            for b in pools[i + 1:]:
+                assert not ca_similar(a[0], b[0], ignored), "different pools must not be balanced together"
+
+
+def test_without_our_ignore_labels_the_zone_groups_would_not_balance(dev: Rendering) -> None:
+    templates = [ca_template_node(dev, g, "tfs-dev") for g in dev.of_type(NODE_GROUP) if g.component == "gpu"]
+    assert not ca_similar(templates[0], templates[1], CA_IGNORED_LABELS)
+
+
+def schedule_spread(pods: int, nodes_per_zone: list[int], pods_per_node: int) -> int:
+    """Pods the scheduler places one by one under a zone spread of maxSkew 1, DoNotSchedule
+    (PodTopologySpread: a zone may take a pod only if its count stays within 1 of the
+    emptiest zone's), on nodes already there (cluster-autoscaler adds them up to max)."""
+    room = [n * pods_per_node for n in nodes_per_zone]
+    counts = [0] * len(room)
+    for _ in range(pods):
+        fits = [i for i, c in enumerate(counts) if c < room[i] and c + 1 - min(counts) <= 1]
+        if not fits:
+            break
+        counts[min(fits, key=lambda i: counts[i])] += 1
+    return sum(counts)
+
+
+def test_prod_serving_pods_fit_their_pool_at_max_under_the_strict_zone_spread(prod: Rendering) -> None:
+    cfg = parse(raw_stack("prod"), "prod")
+    pool_name = cfg.serving.gpu_pool
+    assert pool_name
+    pool = cfg.gpu_pools[pool_name]
+    groups = pool_groups(prod, pool_name)
+    at_max = [groups[z]["scalingConfig"]["maxSize"] for z in sorted(groups)]
+    at_min = [groups[z]["scalingConfig"]["minSize"] for z in sorted(groups)]
+    per_node = pool.gpus_per_node // cfg.serving.gpus
+    assert schedule_spread(cfg.autoscaling.max_replicas, at_max, per_node) == cfg.autoscaling.max_replicas
+    assert len(set(at_min)) == 1, "standing nodes are the same in every zone"
+
+
+STRICT_BAD: list[tuple[str, dict[str, Any], str, str]] = [
+    ("min not a multiple of the zones", {"min_size": 2, "desired_size": 3}, "gpu_pools.a10g.min_size", "multiple of 3"),
+    ("desired not a multiple of the zones", {"desired_size": 4}, "gpu_pools.a10g.desired_size", "multiple of 3"),
+    (
+        # 4 GPUs per node over 3 zones at 2/1/1 nodes: 8/4/4 GPUs, but skew 1 stops at 5/4/4.
+        "max too uneven for the spread",
+        {"instance_types": ["g5.12xlarge"], "max_size": 4, "__max_replicas": 16},
+        "gpu_pools.a10g.max_size",
+        "room for 13 pods",
+    ),
+]
+
+
+@pytest.mark.parametrize("change, key, fragment", [c[1:] for c in STRICT_BAD], ids=[c[0] for c in STRICT_BAD])
+def test_strict_spread_and_node_groups_that_cannot_agree_are_refused(change: dict[str, Any], key: str, fragment: str) -> None:
+    raw = raw_stack("prod")
+    change = dict(change)
+    raw["autoscaling"]["max_replicas"] = change.pop("__max_replicas", raw["autoscaling"]["max_replicas"])
+    raw["gpu_pools"]["a10g"].update(change)
+    with pytest.raises(StackConfigError) as info:
+        parse(raw)
+    assert f"tf-serving-eks:{key}" in str(info.value) and fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("az_count", [3, 4, 5])
+@pytest.mark.parametrize("max_size", [2, 4, 5, 8, 9])
+@pytest.mark.parametrize("max_replicas", [2, 8, 16, 30])
+@pytest.mark.parametrize("instance_type", ["g5.2xlarge", "g5.12xlarge"])
+def test_the_strict_spread_rule_agrees_with_the_scheduler(
+    az_count: int, max_size: int, max_replicas: int, instance_type: str
+) -> None:
+    # Accepted configs can place every pod at max; refused ones cannot.
+    raw = raw_stack("prod")
+    raw["cluster"]["vpc"]["az_count"] = az_count
+    raw["gpu_pools"]["a10g"].update(
+        {"instance_types": [instance_type], "min_size": 0, "desired_size": 0, "max_size": max_size}
+    )
+    raw["gpu_pools"]["l4"]["max_size"] = 12
+    raw["autoscaling"]["max_replicas"] = max_replicas
+    per_node = catalog.GPU_INSTANCE_TYPES[instance_type].gpus
+    placed = schedule_spread(max_replicas, zone_share(max_size, az_count), per_node) if max_size >= az_count else 0
+    try:
+        parse(raw)
+    except StackConfigError as exc:
+        assert placed < max_replicas, str(exc)
+    else:
+        assert placed == max_replicas
+
+
+def test_pools_mixing_node_shapes_are_refused_naming_pool_and_types() -> None:
+    # cloudprovider/aws/README.md: CA plans a group by its first instance type only, so
+    # every type of a pool must give the same vCPUs, memory and GPUs.
+    names = sorted(catalog.GPU_INSTANCE_TYPES)
+    checked = 0
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ta, tb = catalog.GPU_INSTANCE_TYPES[a], catalog.GPU_INSTANCE_TYPES[b]
+            if a.split(".")[0] != b.split(".")[0] and a.split(".")[1] != b.split(".")[1]:
+                continue  # same family or same size: enough pairs, quickly
+            same = (ta.vcpus, ta.memory_gib, ta.gpus, ta.gpu_model) == (tb.vcpus, tb.memory_gib, tb.gpus, tb.gpu_model)
+            raw = {**raw_stack("dev"), "gpu_pools": {"mixed": {"instance_types": [a, b]}}, "serving": {"models": {"m": {}}}}
+            if same:
+                parse(raw)
+                continue
+            with pytest.raises(StackConfigError) as info:
+                parse(raw)
+            message = str(info.value)
+            assert "tf-serving-eks:gpu_pools.mixed.instance_types: pool 'mixed' mixes node shapes" in message
+            assert f"{a} (" in message and f"{b} (" in message
+            checked += 1
+    assert checked > 50

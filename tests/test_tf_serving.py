@@ -134,10 +134,12 @@ def test_pods_use_exactly_the_pool_scheduling_contract(dev: Rendering, prod: Ren
         contract = r.outputs["gpu_scheduling"][pool]
         assert spec["nodeSelector"] == contract["node_selector"]
         assert spec["tolerations"] == contract["tolerations"]
-        group = next(g for g in r.of_type("aws:eks/nodeGroup:NodeGroup") if g.name == f"gpu-{pool}-nodes")
-        assert spec["nodeSelector"].items() <= group.inputs["labels"].items()
-        taint = group.inputs["taints"][0]
-        assert any(t["key"] == taint["key"] and t["value"] == taint["value"] for t in spec["tolerations"])
+        groups = [g for g in r.of_type("aws:eks/nodeGroup:NodeGroup") if g.name.startswith(f"gpu-{pool}-")]
+        assert groups
+        for group in groups:
+            assert spec["nodeSelector"].items() <= group.inputs["labels"].items()
+            taint = group.inputs["taints"][0]
+            assert any(t["key"] == taint["key"] and t["value"] == taint["value"] for t in spec["tolerations"])
 
 
 def test_spread_across_zones_and_hosts(dev: Rendering, prod: Rendering) -> None:

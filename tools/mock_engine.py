@@ -28,6 +28,16 @@ EXISTING_VPC_ID = "vpc-0a1b2c3d4e5f60718"
 EXISTING_SUBNETS = ["subnet-0aaa1111bbbb2222c", "subnet-0ddd3333eeee4444f", "subnet-0abc5555def6666a"]
 
 
+
+
+def existing_subnet_zone(region: str, subnet_id: str) -> str:
+    """The zone the mock places an existing subnet in: the fixture's in zones a, b, c; any
+    other ID in one of those three, fixed by its hash."""
+    if subnet_id in EXISTING_SUBNETS:
+        return region + "abc"[EXISTING_SUBNETS.index(subnet_id)]
+    return region + "abc"[int(_short_hash(subnet_id), 16) % 3]
+
+
 @dataclass
 class Registered:
     """One resource as the program registered it."""
@@ -265,6 +275,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
                     "endpointPublicAccess": True,
                     "publicAccessCidrs": ["0.0.0.0/0"],
                 },
+            }
+        if token == "aws:ec2/getSubnet:getSubnet":
+            subnet_id = call_args["id"]
+            return {
+                "id": subnet_id,
+                "availabilityZone": existing_subnet_zone(self.region, subnet_id),
+                "vpcId": EXISTING_VPC_ID,
+                "arn": self._arn("ec2", "subnet", subnet_id),
             }
         if token == "aws:ec2/getSubnets:getSubnets":
             return {"ids": EXISTING_SUBNETS, "id": self.region}
