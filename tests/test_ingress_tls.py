@@ -12,6 +12,9 @@ import pytest
 from components import catalog
 from components.config import StackConfigError
 from components.ingress_tls import web_acl_rules
+from tests import alb_rules
+from tests.alb_rules import Request
+from tests.serving_pods import ServedModel, can_serve, parse_rest, served_by_service
 from tests.support import parse, raw_stack, render_raw, secret_keys_for, settings_for
 from tools import conformance
 from tools.mock_engine import Rendering, render
@@ -100,17 +103,14 @@ def test_gateway_wiring(stack_name: str) -> None:
 
 
 def test_routes_split_rest_and_grpc_by_host(prod: Rendering) -> None:
-    rest = one(prod, "HTTPRoute", "tf-serving-rest")["spec"]
-    assert rest["hostnames"] == ["tfs.example.com"]
-    assert rest["parentRefs"][0]["sectionName"] == "https"
-    assert rest["rules"][0]["matches"] == [{"path": {"type": "PathPrefix", "value": "/v1/models"}}]
-    assert rest["rules"][0]["backendRefs"] == [{"name": "tf-serving", "port": 8501}]
-    grpc = one(prod, "GRPCRoute")["spec"]
-    assert grpc["hostnames"] == ["tfs-grpc.example.com"]
-    assert grpc["rules"][0]["backendRefs"] == [{"name": "tf-serving", "port": 8500}]
-    redirect = one(prod, "HTTPRoute", "tf-serving-redirect")["spec"]
-    assert redirect["parentRefs"][0]["sectionName"] == "http"
-    assert redirect["rules"][0]["filters"][0]["requestRedirect"] == {"scheme": "https", "statusCode": 301}
+    routes = ingress_routes(prod)
+    rest = alb_rules.route(routes, Request("tfs.example.com", "/v1/models/resnet:predict"))
+    assert [(b.name, b.port) for b in rest.backends] == [("tf-serving", 8501)]
+    grpc = alb_rules.route(routes, Request("tfs-grpc.example.com", "/tensorflow.serving.PredictionService/Predict"))
+    assert [(b.name, b.port) for b in grpc.backends] == [("tf-serving", 8500)]
+    for host in ("tfs.example.com", "tfs-grpc.example.com"):
+        plain = alb_rules.route(routes, Request(host, "/v1/models/resnet", "GET"), section="http")
+        assert plain.status == 301 and plain.rule is not None and plain.rule.redirect == {"scheme": "https", "statusCode": 301}
 
 
 def test_target_groups_use_ip_targets_model_health_and_grpc(prod: Rendering) -> None:
@@ -296,3 +296,246 @@ def test_bad_ingress_config_is_refused(change: tuple[str, Any], key: str, fragme
     with pytest.raises(StackConfigError) as info:
         parse(raw)
     assert f"tf-serving-eks:{key}:" in str(info.value) and fragment in str(info.value), str(info.value)
+
+
+# --- Where requests go: the routes as the AWS Load Balancer Controller builds them into ALB
+# listener rules, evaluated the way the ALB does (tests/alb_rules.py cites the sources). ---
+
+# TF Serving's gRPC services and methods (tensorflow/serving tensorflow_serving/apis/
+# prediction_service.proto, model_service.proto, session_service.proto), and the services
+# its server registers besides them (model_servers/server.cc: the profiler when
+# --enable_profiler, true by default; the standard health service when
+# --enable_grpc_healthcheck_service) or that gRPC tooling probes (reflection). The public host
+# may forward only the prediction service and the read-only model status; a method that
+# changes what is served (HandleReloadConfigRequest) or runs arbitrary graphs (SessionRun)
+# must never reach a pod from outside.
+PUBLIC_GRPC = [
+    "/tensorflow.serving.PredictionService/Classify",
+    "/tensorflow.serving.PredictionService/Regress",
+    "/tensorflow.serving.PredictionService/Predict",
+    "/tensorflow.serving.PredictionService/MultiInference",
+    "/tensorflow.serving.PredictionService/GetModelMetadata",
+    "/tensorflow.serving.ModelService/GetModelStatus",
+]
+REFUSED_GRPC = [
+    "/tensorflow.serving.ModelService/HandleReloadConfigRequest",
+    "/tensorflow.serving.SessionService/SessionRun",
+    "/tensorflow.serving.SessionService/SessionMeta",
+    "/tensorflow.ProfilerService/Profile",
+    "/tensorflow.ProfilerService/Monitor",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/tensorflow.serving.PredictionService/PredictStream",
+    "/tensorflow.serving.predictionservice/Predict",
+    "/tensorflow.serving.PredictionService/Predict/",
+    "/tensorflow.serving.PredictionService/PredictX",
+    "/tensorflow.serving.PredictionServiceX/Predict",
+    "/v1/models/resnet:predict",
+    "/",
+]
+
+
+def ingress_routes(r: Rendering) -> list[dict[str, Any]]:
+    """The HTTPRoutes and GRPCRoutes, in the order the program creates them."""
+    return [x.inputs for x in r.resources if x.is_k8s_object and x.inputs.get("kind") in ("HTTPRoute", "GRPCRoute")]
+
+
+def hosts(r: Rendering) -> tuple[str, str]:
+    return r.outputs["rest_url"].removeprefix("https://"), r.outputs["grpc_url"].rsplit(":", 1)[0]
+
+
+def canaried(raw: dict[str, Any], model: str, version: int, weight: int) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    raw["serving"]["models"][model]["canary"] = {"version": version, "weight": weight}
+    return raw
+
+
+def routing_variants() -> dict[str, dict[str, Any]]:
+    """Repo stacks and configs generated from them: several models (one named as a prefix of
+    another), policies latest and specific, canaries at 0, 10 and 100 percent."""
+    prod = raw_stack("prod")
+    many = copy.deepcopy(prod)
+    many["serving"]["models"].update(
+        {
+            "res": {"version_policy": "specific", "versions": [1, 2], "labels": {"stable": 2, "previous": 1}},
+            "half-plus-two": {"version_policy": "latest", "latest_count": 2},
+        }
+    )
+    return {
+        "dev": raw_stack("dev"),
+        "prod": prod,
+        "prod-canary-10": canaried(prod, "resnet", 4, 10),
+        "many-two-canaries": canaried(canaried(many, "resnet", 4, 0), "res", 5, 100),
+        "many-canary-on-prefix-name": canaried(many, "res", 3, 25),
+    }
+
+
+_variants: dict[str, Rendering] = {}
+
+
+def variant(name: str) -> Rendering:
+    if name not in _variants:
+        _variants[name] = render_raw(routing_variants()[name])
+    return _variants[name]
+
+
+VARIANTS = list(routing_variants())
+
+
+def rest_calls(served: dict[str, dict[str, ServedModel]]) -> list[tuple[str, str]]:
+    """Every REST call (method, path) that some pod can serve: status, metadata and the three
+    verbs, on each model, each served version and each label."""
+    calls = []
+    models: dict[str, list[str]] = {}
+    for by_model in served.values():
+        for model, s in by_model.items():
+            bases = models.setdefault(model, [f"/v1/models/{model}"])
+            for version in sorted(s.versions or {1}):
+                bases.append(f"/v1/models/{model}/versions/{version}")
+            bases += [f"/v1/models/{model}/labels/{label}" for label in s.labels]
+    for bases in models.values():
+        for base in dict.fromkeys(bases):
+            calls += [("GET", base), ("GET", f"{base}/metadata")]
+            calls += [("POST", f"{base}:{verb}") for verb in ("predict", "classify", "regress")]
+    return calls
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_rest_call_reaches_pods_that_serve_it(name: str) -> None:
+    r = variant(name)
+    served = served_by_service(r)
+    rest_host, _ = hosts(r)
+    routes = ingress_routes(r)
+    calls = rest_calls(served)
+    assert len(calls) >= 15
+    for method, path in calls:
+        outcome = alb_rules.route(routes, Request(rest_host, path, method))
+        ref = parse_rest(method, path)
+        assert ref is not None, path
+        assert not outcome.refused, (name, method, path, outcome.status)
+        for backend in outcome.backends:
+            assert backend.port == 8501, (path, backend)
+            assert can_serve(served[backend.name], ref), f"{name}: {method} {path} reaches {backend.name}, which does not serve it"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_canary_weight_splits_the_models_unversioned_calls(name: str) -> None:
+    """A canaried model's own calls (no version or label) go to the canary pods with its
+    weight and to the stable pods with the rest; other models never reach the canary."""
+    r = variant(name)
+    raw = routing_variants()[name]
+    rest_host, _ = hosts(r)
+    routes = ingress_routes(r)
+    for model, cfg in raw["serving"]["models"].items():
+        weight = cfg.get("canary", {}).get("weight", 0)
+        for method, path in (("POST", f"/v1/models/{model}:predict"), ("GET", f"/v1/models/{model}")):
+            outcome = alb_rules.route(routes, Request(rest_host, path, method))
+            shares = {b.name: b.weight for b in outcome.backends}
+            total = sum(shares.values())
+            assert 100 * shares.get("tf-serving-canary", 0) == weight * total, (name, path, shares)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_rest_host_refuses_what_tf_serving_does_not_implement(name: str) -> None:
+    r = variant(name)
+    rest_host, grpc_host = hosts(r)
+    routes = ingress_routes(r)
+    models = list(routing_variants()[name]["serving"]["models"])
+    refused = [
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/"),
+        ("GET", "/v1/models/no-such-model"),
+        ("POST", "/v1/models/no-such-model:predict"),
+        ("GET", "/monitoring/prometheus/metrics"),
+        ("GET", "/"),
+        ("POST", "/tensorflow.serving.ModelService/HandleReloadConfigRequest"),
+    ]
+    for model in models:
+        refused += [
+            ("POST", f"/v1/models/{model}:explain"),
+            ("POST", f"/v1/models/{model}x:predict"),
+            ("POST", f"/v1/models/{model}-x/labels/stable:predict"),
+            ("GET", f"/v1/models{model}"),
+        ]
+    for method, path in refused:
+        for host in (rest_host, grpc_host, "other.example.com"):
+            outcome = alb_rules.route(routes, Request(host, path, method))
+            assert outcome.refused and outcome.status == 404, (name, host, method, path, outcome)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_grpc_host_forwards_only_prediction_and_status(name: str) -> None:
+    """Public methods reach TF Serving's gRPC port; the canary header sends them to the canary
+    pods. Everything else gets the listener's fixed 404, which a gRPC client reports as
+    UNIMPLEMENTED (grpc/grpc doc/http-grpc-status-mapping.md) - with or without the header."""
+    r = variant(name)
+    rest_host, grpc_host = hosts(r)
+    routes = ingress_routes(r)
+    served = served_by_service(r)
+    canary = "tf-serving-canary" in served
+    header = {"x-tf-serving-track": "canary"}
+    for path in PUBLIC_GRPC:
+        plain = alb_rules.route(routes, Request(grpc_host, path, headers={"content-type": "application/grpc"}))
+        assert not plain.refused and plain.services() <= set(served), (name, path, plain)
+        assert "tf-serving" in plain.services() or canary
+        assert {b.port for b in plain.backends} == {8500}
+        explicit = alb_rules.route(routes, Request(grpc_host, path, headers=header))
+        assert explicit.services() == ({"tf-serving-canary"} if canary else {"tf-serving"}), (name, path)
+        assert alb_rules.route(routes, Request(rest_host, path)).refused
+    for path in REFUSED_GRPC:
+        for headers in ({}, header):
+            outcome = alb_rules.route(routes, Request(grpc_host, path, headers=headers))
+            assert outcome.refused and outcome.status == 404, (name, path, headers, outcome)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_routes_fit_the_alb_and_gateway_api_limits(name: str) -> None:
+    """ALB quotas (Elastic Load Balancing, "Quotas for your Application Load Balancers"): 100
+    rules per load balancer besides the defaults, 5 condition values per rule; Gateway API
+    CRDs: 16 rules per route, 64 matches per rule, fewer than 128 matches per route."""
+    r = variant(name)
+    routes = ingress_routes(r)
+    rules = alb_rules.listener_rules(routes, "https") + alb_rules.listener_rules(routes, "http")
+    assert len(rules) <= 100, (name, len(rules))
+    for rule in rules:
+        assert sum(len(c.values) for c in rule.conditions) <= 5, rule
+        assert all(len(c.values) <= 3 and all(len(v) <= 128 for v in c.values) for c in rule.conditions), rule
+    for route in routes:
+        route_rules = route["spec"]["rules"]
+        assert len(route_rules) <= 16
+        assert all(len(rule.get("matches", [])) <= 64 for rule in route_rules)
+        assert sum(len(rule.get("matches", [])) for rule in route_rules) < 128
+
+
+def test_route_evaluator_follows_the_controller_precedence() -> None:
+    """The evaluator itself: exact paths before prefixes, longer prefixes first, more headers
+    first, a rule without matches catches everything, weight 0 receives nothing."""
+    route = {
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r", "namespace": "n"},
+        "spec": {
+            "parentRefs": [{"name": "g", "sectionName": "https"}],
+            "hostnames": ["a.example.com"],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}], "backendRefs": [{"name": "short", "port": 1}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/v1/models"}}], "backendRefs": [{"name": "long", "port": 1}]},
+                {"matches": [{"path": {"type": "Exact", "value": "/v1/models/m:predict"}}], "backendRefs": [{"name": "exact", "port": 1, "weight": 0}, {"name": "b", "port": 1}]},
+            ],
+        },
+    }
+    grpc = {
+        "kind": "GRPCRoute",
+        "metadata": {"name": "g", "namespace": "n"},
+        "spec": {"parentRefs": [{"name": "g", "sectionName": "https"}], "hostnames": ["g.example.com"], "rules": [{"backendRefs": [{"name": "all", "port": 2}]}]},
+    }
+
+    def go(host: str, path: str) -> set[str]:
+        return alb_rules.route([route, grpc], Request(host, path)).services()
+
+    assert go("a.example.com", "/v1/models/m") == {"long"}
+    assert go("a.example.com", "/v1/other") == {"short"}
+    assert go("a.example.com", "/v1/models/m:predict") == {"b"}
+    assert go("A.EXAMPLE.COM", "/v1/models") == {"long"}
+    assert go("a.example.com", "/v1x") == set()
+    assert go("g.example.com", "/tensorflow.serving.ModelService/HandleReloadConfigRequest") == {"all"}
