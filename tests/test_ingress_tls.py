@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from components import catalog
-from components.config import StackConfigError
+from components.config import StackConfigError, alb_listener_rules
 from components.ingress_tls import web_acl_rules
 from tests import alb_rules
 from tests.alb_rules import Request
@@ -539,3 +539,30 @@ def test_route_evaluator_follows_the_controller_precedence() -> None:
     assert go("A.EXAMPLE.COM", "/v1/models") == {"long"}
     assert go("a.example.com", "/v1x") == set()
     assert go("g.example.com", "/tensorflow.serving.ModelService/HandleReloadConfigRequest") == {"all"}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_listener_rule_count_rule_matches_the_rendered_routes(name: str) -> None:
+    """The config rule that refuses too many models counts the listener rules the routes
+    really make."""
+    r = variant(name)
+    routes = ingress_routes(r)
+    built = len(alb_rules.listener_rules(routes, "https")) + len(alb_rules.listener_rules(routes, "http"))
+    assert alb_listener_rules(parse(routing_variants()[name]).serving.models) == built
+
+
+def test_more_models_than_one_load_balancer_takes_are_refused() -> None:
+    raw = raw_stack("prod")
+    for i in range(23):
+        raw["serving"]["models"][f"model-{i:02d}"] = {"version_policy": "latest"}
+    with pytest.raises(StackConfigError) as info:
+        parse(raw)
+    message = str(info.value)
+    assert "tf-serving-eks:serving.models:" in message and "24 models" in message, message
+    assert "would need 104 ALB listener rules; an ALB takes 100" in message, message
+    del raw["serving"]["models"]["model-22"]
+    parse(raw)  # 23 models: 4 * 23 + 6 + 2 = 100 rules
+    del raw["ingress"]
+    for i in range(40):
+        raw["serving"]["models"][f"extra-{i:02d}"] = {"version_policy": "latest"}
+    parse(raw)  # no ingress, no load balancer
