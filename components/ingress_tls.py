@@ -12,6 +12,7 @@ TXT owner id.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,17 @@ GRPC_PUBLIC_METHODS: tuple[tuple[str, str], ...] = (
 )
 # Gateway API CRDs (v1.6.1 standard, HTTPRoute and GRPCRoute): at most 64 matches per rule.
 MAX_MATCHES_PER_RULE = 64
+COMMON_RULE_SET = "AWSManagedRulesCommonRuleSet"
+# The common rule set's rules that inspect the body, and the label each adds when it matches
+# (AWS WAF Developer Guide, "Baseline rule groups": core rule set). Labels are case-sensitive.
+COMMON_RULE_SET_LABELS = "awswaf:managed:aws:core-rule-set:"
+COMMON_RULE_SET_BODY_RULES = {
+    "SizeRestrictions_BODY": "SizeRestrictions_Body",
+    "CrossSiteScripting_BODY": "CrossSiteScripting_Body",
+    "GenericLFI_BODY": "GenericLFI_Body",
+    "GenericRFI_BODY": "GenericRFI_Body",
+    "EC2MetaDataSSRF_BODY": "EC2MetaDataSSRF_Body",
+}
 
 
 @dataclass(frozen=True)
@@ -139,14 +151,54 @@ def _visibility(name: str) -> aws.wafv2.WebAclVisibilityConfigArgsDict:
     return {"cloudwatch_metrics_enabled": True, "metric_name": name, "sampled_requests_enabled": True}
 
 
+def model_call_path_regex() -> str:
+    """The paths whose bodies are model inputs: REST calls (TF Serving's kPredictionApiGegex,
+    model_servers/http_rest_api_util.cc) and the public gRPC methods (binary protobuf)."""
+    by_service: dict[str, list[str]] = {}
+    for service, method in GRPC_PUBLIC_METHODS:
+        by_service.setdefault(service, []).append(method)
+    grpc = [f"/{re.escape(service)}/({'|'.join(methods)})" for service, methods in by_service.items()]
+    rest = rf"{MODELS_PATH}/[^/:]+(/versions/[0-9]+|/labels/[^/:]+)?:({'|'.join(REST_VERBS)})"
+    return f"^({'|'.join([rest, *grpc])})$"
+
+
+def _body_rules_off_model_calls() -> aws.wafv2.WebAclRuleStatementArgsDict:
+    """A request one of the common rule set's body rules matched, on any path but a model call."""
+    labels: list[aws.wafv2.WebAclRuleStatementArgsDict] = [
+        {"label_match_statement": {"scope": "LABEL", "key": f"{COMMON_RULE_SET_LABELS}{label}"}}
+        for label in COMMON_RULE_SET_BODY_RULES.values()
+    ]
+    model_call: aws.wafv2.WebAclRuleStatementArgsDict = {
+        "regex_match_statement": {
+            "regex_string": model_call_path_regex(),
+            "field_to_match": {"uri_path": {}},
+            "text_transformations": [{"priority": 0, "type": "NONE"}],
+        }
+    }
+    # Three levels of nesting at most: the provider's limit for `rules` (beyond it, rule_json).
+    return {
+        "and_statement": {
+            "statements": [
+                {"or_statement": {"statements": labels}},
+                {"not_statement": {"statement": model_call}},
+            ]
+        }
+    }
+
+
 def web_acl_rules(
     access: AccessConfig, ip_set_arn: str | None, api_key: str | None
 ) -> list[aws.wafv2.WebAclRuleArgsDict]:
-    """Managed common rules, per-client rate limit, then the allow rule (allowlist / API key).
+    """Managed common rules, their body rules outside model calls, per-client rate limit, then
+    the allow rule (allowlist / API key).
 
-    The common rule set's 8 KB body limit would block ordinary inference payloads, so that
-    one rule only counts.
-    """
+    The common rule set's body rules read the body as text (WAF passes the first 8 KB on an
+    ALB), but model inputs are binary protobuf (gRPC) or JSON tensors and base64 (REST): they
+    match XSS / LFI / RFI / SSRF signatures by chance and are often over 8 KB. So those rules
+    only count (which still labels the request) and a rule after the group blocks on their
+    labels unless the path is a model call; every other rule of the set still blocks
+    everywhere (AWS WAF Developer Guide: "Baseline rule groups" for the rules and labels,
+    "Using labels in rules" for the pattern)."""
     rules: list[aws.wafv2.WebAclRuleArgsDict] = [
         {
             "name": "aws-common-rules",
@@ -155,17 +207,24 @@ def web_acl_rules(
             "statement": {
                 "managed_rule_group_statement": {
                     "vendor_name": "AWS",
-                    "name": "AWSManagedRulesCommonRuleSet",
+                    "name": COMMON_RULE_SET,
                     "rule_action_overrides": [
-                        {"name": "SizeRestrictions_BODY", "action_to_use": {"count": {}}}
+                        {"name": rule, "action_to_use": {"count": {}}} for rule in COMMON_RULE_SET_BODY_RULES
                     ],
                 }
             },
             "visibility_config": _visibility("aws-common-rules"),
         },
         {
-            "name": "rate-limit-per-client",
+            "name": "common-body-rules-off-model-calls",
             "priority": 1,
+            "action": {"block": {}},
+            "statement": _body_rules_off_model_calls(),
+            "visibility_config": _visibility("common-body-rules-off-model-calls"),
+        },
+        {
+            "name": "rate-limit-per-client",
+            "priority": 2,
             "action": {"block": {}},
             "statement": {
                 "rate_based_statement": {
@@ -198,7 +257,7 @@ def web_acl_rules(
         rules.append(
             {
                 "name": "allow-authorised-clients",
-                "priority": 2,
+                "priority": 3,
                 "action": {"allow": {}},
                 "statement": statement,
                 "visibility_config": _visibility("allow-authorised-clients"),

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import dataclasses
+import ipaddress
 import json
+import re
 from typing import Any
 
 import jsonschema
@@ -11,9 +15,10 @@ import pytest
 
 from components import catalog
 from components.config import StackConfigError, alb_listener_rules
-from components.ingress_tls import web_acl_rules
-from tests import alb_rules
+from components.ingress_tls import model_call_path_regex, web_acl_rules
+from tests import alb_rules, waf_rules
 from tests.alb_rules import Request
+from tests.waf_rules import WafRequest
 from tests.serving_pods import ServedModel, can_serve, parse_rest, served_by_service
 from tests.support import parse, raw_stack, render_raw, secret_keys_for, settings_for
 from tools import conformance
@@ -168,7 +173,6 @@ def test_waf_blocks_by_default_and_allows_the_allowlist(prod: Rendering) -> None
     rules = {rule["name"]: rule for rule in acl["rules"]}
     common = rules["aws-common-rules"]["statement"]["managedRuleGroupStatement"]
     assert common["name"] == "AWSManagedRulesCommonRuleSet"
-    assert common["ruleActionOverrides"] == [{"name": "SizeRestrictions_BODY", "actionToUse": {"count": {}}}]
     rate = rules["rate-limit-per-client"]["statement"]["rateBasedStatement"]
     assert (rate["limit"], rate["aggregateKeyType"], rate["evaluationWindowSec"]) == (6000, "IP", 300)
     ip_set = prod.one("aws:wafv2/ipSet:IpSet")
@@ -566,3 +570,169 @@ def test_more_models_than_one_load_balancer_takes_are_refused() -> None:
     for i in range(40):
         raw["serving"]["models"][f"extra-{i:02d}"] = {"version_policy": "latest"}
     parse(raw)  # no ingress, no load balancer
+
+
+# --- What the WAF lets through: the rendered web ACL evaluated the way AWS WAF does
+# (tests/waf_rules.py cites the sources). ---
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def grpc_predict_body(model: str, pixels: bytes) -> bytes:
+    """A gRPC-framed tensorflow.serving.PredictRequest (apis/predict.proto: model_spec = 1,
+    inputs = 2; tensorflow TensorProto: dtype = 1, tensor_shape = 2, tensor_content = 4) with
+    one DT_UINT8 image: binary bytes, as every gRPC body is."""
+    model_spec = _field(1, model.encode())
+    shape = _field(2, b"\x08" + _varint(len(pixels)))
+    tensor = b"\x08\x04" + _field(2, shape) + _field(4, pixels)
+    message = _field(1, model_spec) + _field(2, _field(1, b"image") + _field(2, tensor))
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+# Image bytes that happen to spell what the body rules look for (within the 8 KB WAF
+# inspects), among 20 KB of noise.
+NOISY_PIXELS = bytes(range(256)) * 10 + b"..\\../<sCrIpt onerror=169.254.169.254 http://10.0.0.1" + bytes(range(256)) * 70
+# A REST predict of about 2 MB: one base64 image (TF Serving's {"b64": ...} JSON encoding).
+LARGE_REST_BODY = json.dumps({"instances": [{"b64": base64.b64encode(bytes(range(256)) * 6000).decode()}]}).encode()
+TEXT_INPUT_BODY = json.dumps({"instances": ["<script>alert(1)</script> and ../../etc/passwd, as the page said"]}).encode()
+XSS_BODY = b'{"x": "<script>alert(1)</script>"}'
+
+
+def waf_variants() -> dict[str, dict[str, Any]]:
+    prod = raw_stack("prod")
+    key_only = with_api_key(prod)
+    key_only["ingress"]["access"]["allowed_cidrs"] = []
+    public = copy.deepcopy(prod)
+    public["ingress"]["access"] = {"public": True}
+    return {"dev": raw_stack("dev"), "prod": prod, "prod-key": with_api_key(prod), "key-only": key_only, "public": public}
+
+
+_waf: dict[str, Rendering] = {}
+
+
+def waf_variant(name: str) -> Rendering:
+    if name not in _waf:
+        raw = waf_variants()[name]
+        _waf[name] = render("test", settings_for(raw), secret_keys_for(raw))
+    return _waf[name]
+
+
+def client(raw: dict[str, Any], r: WafRequest) -> WafRequest:
+    """`r` from an authorised client: a source in the allowlist, the API key if required."""
+    access = raw["ingress"]["access"]
+    headers = {"user-agent": "grpc-python/1.71.0", **r.headers}
+    if access.get("require_api_key"):
+        headers[access.get("api_key_header", "x-api-key")] = API_KEY
+    source = str(next(ipaddress.ip_network(access["allowed_cidrs"][0]).hosts())) if access.get("allowed_cidrs") else "192.0.2.77"
+    return dataclasses.replace(r, headers=headers, source_ip=source)
+
+
+def waf(r: Rendering, request: WafRequest, rules: list[Any] | None = None) -> waf_rules.Verdict:
+    acl = r.one("aws:wafv2/webAcl:WebAcl").inputs
+    if rules is not None:
+        acl = {**acl, "rules": rules}
+    ip_sets = {x.outputs["arn"]: x.inputs["addresses"] for x in r.of_type("aws:wafv2/ipSet:IpSet")}
+    return waf_rules.evaluate(acl, request, ip_sets)
+
+
+GRPC = {"content-type": "application/grpc"}
+JSON = {"content-type": "application/json"}
+# (request, blocked by a body rule of the common rule set if nothing scoped it)
+MODEL_CALLS = [
+    WafRequest("POST", "/tensorflow.serving.PredictionService/Predict", grpc_predict_body("resnet", NOISY_PIXELS), GRPC),
+    WafRequest("POST", "/tensorflow.serving.PredictionService/Classify", grpc_predict_body("resnet", NOISY_PIXELS), GRPC),
+    WafRequest("POST", "/tensorflow.serving.ModelService/GetModelStatus", grpc_predict_body("../x", b""), GRPC),
+    WafRequest("POST", "/v1/models/resnet:predict", LARGE_REST_BODY, JSON),
+    WafRequest("POST", "/v1/models/resnet/labels/stable:predict", TEXT_INPUT_BODY, JSON),
+    WafRequest("POST", "/v1/models/resnet/versions/3:classify", TEXT_INPUT_BODY, JSON),
+]
+OTHER_CALLS = [
+    WafRequest("GET", "/v1/models/resnet/metadata", XSS_BODY, JSON),
+    WafRequest("POST", "/v1/models/resnet", LARGE_REST_BODY, JSON),
+    WafRequest("POST", "/v1/models/resnet:predict/x", XSS_BODY, JSON),
+    WafRequest("POST", "/tensorflow.serving.ModelService/HandleReloadConfigRequest", grpc_predict_body("../../x", b""), GRPC),
+    WafRequest("POST", "/x/tensorflow.serving.PredictionService/Predict", grpc_predict_body("r", NOISY_PIXELS), GRPC),
+    WafRequest("POST", "/tensorflow.serving.PredictionService/Predict.x", grpc_predict_body("r", NOISY_PIXELS), GRPC),
+]
+
+
+@pytest.mark.parametrize("name", list(waf_variants()))
+def test_waf_passes_model_calls_whatever_their_body(name: str) -> None:
+    """gRPC bodies are binary protobuf and REST bodies JSON tensors or base64, often over WAF's
+    8 KB: the common rule set's body rules must not block a model call."""
+    r, raw = waf_variant(name), waf_variants()[name]
+    unscoped = [{"name": "crs", "priority": 0, "overrideAction": {"none": {}}, "statement": {"managedRuleGroupStatement": {"vendorName": "AWS", "name": "AWSManagedRulesCommonRuleSet"}}}]
+    for request in MODEL_CALLS:
+        request = client(raw, request)
+        premise = waf(r, request, rules=unscoped)
+        assert premise.action == "BLOCK" and premise.rule and premise.rule.split(":")[1].endswith("_BODY"), premise
+        verdict = waf(r, request)
+        assert verdict.action == "ALLOW", (name, request.path, verdict)
+
+
+@pytest.mark.parametrize("name", list(waf_variants()))
+def test_waf_keeps_the_body_rules_for_everything_else(name: str) -> None:
+    r, raw = waf_variant(name), waf_variants()[name]
+    for request in OTHER_CALLS:
+        verdict = waf(r, client(raw, request))
+        assert verdict.action == "BLOCK", (name, request.path, verdict)
+    # Harmless non-model calls still pass.
+    status = waf(r, client(raw, WafRequest("GET", "/v1/models/resnet")))
+    assert status.action == "ALLOW", status
+
+
+@pytest.mark.parametrize("name", list(waf_variants()))
+def test_waf_keeps_header_rules_rate_limit_and_access_on_model_calls(name: str) -> None:
+    r, raw = waf_variant(name), waf_variants()[name]
+    call = client(raw, MODEL_CALLS[0])
+    no_agent = dataclasses.replace(call, headers={k: v for k, v in call.headers.items() if k != "user-agent"})
+    assert waf(r, no_agent).rule == "aws-common-rules:NoUserAgent_HEADER"
+    assert waf(r, dataclasses.replace(call, path="/tensorflow.serving.PredictionService/Predict?../")).action == "BLOCK"
+    assert waf(r, dataclasses.replace(call, over_rate_limit=True)).rule == "rate-limit-per-client"
+    access = raw["ingress"]["access"]
+    if access.get("allowed_cidrs"):
+        assert waf(r, dataclasses.replace(call, source_ip="192.0.2.77")).action == "BLOCK"
+    if access.get("require_api_key"):
+        keyless = {k: v for k, v in call.headers.items() if k != "x-api-key"}
+        assert waf(r, dataclasses.replace(call, headers=keyless)).action == "BLOCK"
+
+
+def test_model_call_scope_is_exactly_the_routed_calls_with_a_body() -> None:
+    """The WAF's notion of a model call matches the routes: every public gRPC method and every
+    REST verb call of a served model; not status or metadata reads, not refused methods."""
+    scope = re.compile(model_call_path_regex())
+    r = variant("many-canary-on-prefix-name")
+    for method, path in rest_calls(served_by_service(r)):
+        assert bool(scope.search(path)) == (method == "POST"), path
+    for path in PUBLIC_GRPC:
+        assert scope.search(path), path
+    for path in REFUSED_GRPC:
+        assert bool(scope.search(path)) == path.startswith("/v1/models/"), path
+    assert len(model_call_path_regex()) <= 512, "WAF regex_string limit"
+
+
+def _depth(statement: dict[str, Any]) -> int:
+    for logical in ("andStatement", "orStatement"):
+        if logical in statement:
+            return 1 + max(_depth(s) for s in statement[logical]["statements"])
+    if "notStatement" in statement:
+        return 1 + _depth(statement["notStatement"]["statement"])
+    return 1
+
+
+def test_waf_statements_nest_within_the_provider_limit(prod: Rendering) -> None:
+    """pulumi-aws 7 (wafv2.WebAcl `rules`): at most three levels of nested statements; deeper
+    needs `rule_json`, which has no drift detection."""
+    acl = waf_variant("prod-key").one("aws:wafv2/webAcl:WebAcl").inputs
+    assert max(_depth(rule["statement"]) for rule in acl["rules"]) == 3
