@@ -731,7 +731,7 @@ def _depth(statement: dict[str, Any]) -> int:
     return 1
 
 
-def test_waf_statements_nest_within_the_provider_limit(prod: Rendering) -> None:
+def test_waf_statements_nest_within_the_provider_limit() -> None:
     """pulumi-aws 7 (wafv2.WebAcl `rules`): at most three levels of nested statements; deeper
     needs `rule_json`, which has no drift detection."""
     acl = waf_variant("prod-key").one("aws:wafv2/webAcl:WebAcl").inputs
