@@ -986,6 +986,20 @@ class MonitoringConfig(Section):
     )
 
 
+# The ALB quota "rules per load balancer" (default 100, not counting default rules; Elastic
+# Load Balancing, "Quotas for your Application Load Balancers"). The ingress routes take per
+# served model 4 listener rules (its paths and its 3 call verbs), 8 more per canaried model
+# (its canary label and canary version), 6 for the public gRPC methods (12 with a canary: the
+# header rules) and one HTTP-to-HTTPS redirect per host name. components/ingress_tls.py builds
+# them; tests/test_ingress_tls.py checks this count against the rendered routes.
+ALB_RULES_PER_LOAD_BALANCER = 100
+
+
+def alb_listener_rules(models: Mapping[str, ModelConfig]) -> int:
+    canaries = sum(m.canary is not None for m in models.values())
+    return 4 * len(models) + 8 * canaries + 6 * (2 if canaries else 1) + 2
+
+
 class StackConfig(Section):
     """The whole stack. Rules that need the environment live here."""
 
@@ -1047,6 +1061,21 @@ class StackConfig(Section):
                     )
         if self.ingress_api_key is not None and len(self.ingress_api_key.get_secret_value()) < 20:
             raise RuleError("ingress_api_key", "(hidden)", "must be at least 20 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _routes_fit_the_load_balancer(self) -> StackConfig:
+        if self.ingress is None or not self.ingress.enabled:
+            return self
+        rules = alb_listener_rules(self.serving.models)
+        if rules > ALB_RULES_PER_LOAD_BALANCER:
+            raise RuleError(
+                "serving.models",
+                f"{len(self.serving.models)} models",
+                f"the ingress would need {rules} ALB listener rules; an ALB takes "
+                f"{ALB_RULES_PER_LOAD_BALANCER} (4 per model, 8 more per canary): serve fewer "
+                "models or canaries behind this ingress",
+            )
         return self
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ TXT owner id.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,38 @@ LBC_POLICY_FILE = Path(__file__).parent / "policies" / "aws-load-balancer-contro
 GRPC_HEALTH_PATH = "/tensorflow.serving.ModelService/GetModelStatus"
 # gRPC calls carrying this header (value "canary") go to the canary pods.
 CANARY_HEADER = "x-tf-serving-track"
+MODELS_PATH = "/v1/models"
+# TF Serving's REST call verbs (model_servers/http_rest_api_util.cc, kPredictionApiGegex).
+REST_VERBS = ("predict", "classify", "regress")
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
+# The gRPC methods the public host forwards: TF Serving's prediction service
+# (apis/prediction_service.proto) and the read-only model status (apis/model_service.proto).
+# Refused at the load balancer: ModelService/HandleReloadConfigRequest (replaces the served
+# model list: any caller could unload every model), SessionService/SessionRun (runs arbitrary
+# graphs; apis/session_service.proto), tensorflow.ProfilerService (registered by default:
+# model_servers/server.cc, enable_profiler = true), grpc.health.v1 and reflection.
+GRPC_PUBLIC_METHODS: tuple[tuple[str, str], ...] = (
+    (PREDICTION_SERVICE, "Classify"),
+    (PREDICTION_SERVICE, "Regress"),
+    (PREDICTION_SERVICE, "Predict"),
+    (PREDICTION_SERVICE, "MultiInference"),
+    (PREDICTION_SERVICE, "GetModelMetadata"),
+    (MODEL_SERVICE, "GetModelStatus"),
+)
+# Gateway API CRDs (v1.6.1 standard, HTTPRoute and GRPCRoute): at most 64 matches per rule.
+MAX_MATCHES_PER_RULE = 64
+COMMON_RULE_SET = "AWSManagedRulesCommonRuleSet"
+# The common rule set's rules that inspect the body, and the label each adds when it matches
+# (AWS WAF Developer Guide, "Baseline rule groups": core rule set). Labels are case-sensitive.
+COMMON_RULE_SET_LABELS = "awswaf:managed:aws:core-rule-set:"
+COMMON_RULE_SET_BODY_RULES = {
+    "SizeRestrictions_BODY": "SizeRestrictions_Body",
+    "CrossSiteScripting_BODY": "CrossSiteScripting_Body",
+    "GenericLFI_BODY": "GenericLFI_Body",
+    "GenericRFI_BODY": "GenericRFI_Body",
+    "EC2MetaDataSSRF_BODY": "EC2MetaDataSSRF_Body",
+}
 
 
 @dataclass(frozen=True)
@@ -118,14 +151,54 @@ def _visibility(name: str) -> aws.wafv2.WebAclVisibilityConfigArgsDict:
     return {"cloudwatch_metrics_enabled": True, "metric_name": name, "sampled_requests_enabled": True}
 
 
+def model_call_path_regex() -> str:
+    """The paths whose bodies are model inputs: REST calls (TF Serving's kPredictionApiGegex,
+    model_servers/http_rest_api_util.cc) and the public gRPC methods (binary protobuf)."""
+    by_service: dict[str, list[str]] = {}
+    for service, method in GRPC_PUBLIC_METHODS:
+        by_service.setdefault(service, []).append(method)
+    grpc = [f"/{re.escape(service)}/({'|'.join(methods)})" for service, methods in by_service.items()]
+    rest = rf"{MODELS_PATH}/[^/:]+(/versions/[0-9]+|/labels/[^/:]+)?:({'|'.join(REST_VERBS)})"
+    return f"^({'|'.join([rest, *grpc])})$"
+
+
+def _body_rules_off_model_calls() -> aws.wafv2.WebAclRuleStatementArgsDict:
+    """A request one of the common rule set's body rules matched, on any path but a model call."""
+    labels: list[aws.wafv2.WebAclRuleStatementArgsDict] = [
+        {"label_match_statement": {"scope": "LABEL", "key": f"{COMMON_RULE_SET_LABELS}{label}"}}
+        for label in COMMON_RULE_SET_BODY_RULES.values()
+    ]
+    model_call: aws.wafv2.WebAclRuleStatementArgsDict = {
+        "regex_match_statement": {
+            "regex_string": model_call_path_regex(),
+            "field_to_match": {"uri_path": {}},
+            "text_transformations": [{"priority": 0, "type": "NONE"}],
+        }
+    }
+    # Three levels of nesting at most: the provider's limit for `rules` (beyond it, rule_json).
+    return {
+        "and_statement": {
+            "statements": [
+                {"or_statement": {"statements": labels}},
+                {"not_statement": {"statement": model_call}},
+            ]
+        }
+    }
+
+
 def web_acl_rules(
     access: AccessConfig, ip_set_arn: str | None, api_key: str | None
 ) -> list[aws.wafv2.WebAclRuleArgsDict]:
-    """Managed common rules, per-client rate limit, then the allow rule (allowlist / API key).
+    """Managed common rules, their body rules outside model calls, per-client rate limit, then
+    the allow rule (allowlist / API key).
 
-    The common rule set's 8 KB body limit would block ordinary inference payloads, so that
-    one rule only counts.
-    """
+    The common rule set's body rules read the body as text (WAF passes the first 8 KB on an
+    ALB), but model inputs are binary protobuf (gRPC) or JSON tensors and base64 (REST): they
+    match XSS / LFI / RFI / SSRF signatures by chance and are often over 8 KB. So those rules
+    only count (which still labels the request) and a rule after the group blocks on their
+    labels unless the path is a model call; every other rule of the set still blocks
+    everywhere (AWS WAF Developer Guide: "Baseline rule groups" for the rules and labels,
+    "Using labels in rules" for the pattern)."""
     rules: list[aws.wafv2.WebAclRuleArgsDict] = [
         {
             "name": "aws-common-rules",
@@ -134,17 +207,24 @@ def web_acl_rules(
             "statement": {
                 "managed_rule_group_statement": {
                     "vendor_name": "AWS",
-                    "name": "AWSManagedRulesCommonRuleSet",
+                    "name": COMMON_RULE_SET,
                     "rule_action_overrides": [
-                        {"name": "SizeRestrictions_BODY", "action_to_use": {"count": {}}}
+                        {"name": rule, "action_to_use": {"count": {}}} for rule in COMMON_RULE_SET_BODY_RULES
                     ],
                 }
             },
             "visibility_config": _visibility("aws-common-rules"),
         },
         {
-            "name": "rate-limit-per-client",
+            "name": "common-body-rules-off-model-calls",
             "priority": 1,
+            "action": {"block": {}},
+            "statement": _body_rules_off_model_calls(),
+            "visibility_config": _visibility("common-body-rules-off-model-calls"),
+        },
+        {
+            "name": "rate-limit-per-client",
+            "priority": 2,
             "action": {"block": {}},
             "statement": {
                 "rate_based_statement": {
@@ -177,7 +257,7 @@ def web_acl_rules(
         rules.append(
             {
                 "name": "allow-authorised-clients",
-                "priority": 2,
+                "priority": 3,
                 "action": {"allow": {}},
                 "statement": statement,
                 "visibility_config": _visibility("allow-authorised-clients"),
@@ -307,41 +387,95 @@ def _backends(serving: ServingOutputs, port: int, canary_weight: int) -> list[di
     ]
 
 
-def _path(prefix: str) -> list[dict[str, Any]]:
-    return [{"path": {"type": "PathPrefix", "value": prefix}}]
+def _prefix(path: str) -> dict[str, Any]:
+    return {"path": {"type": "PathPrefix", "value": path}}
+
+
+def _exact(path: str) -> dict[str, Any]:
+    return {"path": {"type": "Exact", "value": path}}
+
+
+def _model_paths(base: str) -> list[dict[str, Any]]:
+    """`base` (a model, or one of its versions or labels), what lies under it (status,
+    metadata, versioned and labelled calls) and its three call verbs.
+
+    A Gateway API path prefix matches whole path segments, so `/v1/models/m` covers
+    `/v1/models/m/...` but not `/v1/models/m:predict`: the verbs need their own matches (the
+    controller turns a prefix into the ALB patterns `base` and `base/*`, an exact path into
+    itself: pkg/gateway/routeutils/route_rule_condition.go, buildHttpPathCondition)."""
+    return [_prefix(base), *(_exact(f"{base}:{verb}") for verb in REST_VERBS)]
+
+
+def _rules(matches: list[dict[str, Any]], backends: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One rule per MAX_MATCHES_PER_RULE matches (the HTTPRoute / GRPCRoute CRD limit)."""
+    return [
+        {"matches": matches[i : i + MAX_MATCHES_PER_RULE], "backendRefs": backends}
+        for i in range(0, len(matches), MAX_MATCHES_PER_RULE)
+    ]
 
 
 def rest_route_spec(gateway: str, host: str, serving: ServingOutputs) -> dict[str, Any]:
-    """`/v1/models` to the stable pods; per canaried model, its weighted split, and its
-    explicit `labels/canary` calls to the canary pods (the longest prefix wins)."""
-    rules: list[dict[str, Any]] = []
-    for model, weight in serving.canary_weights.items():
-        rules.append(
-            {
-                "matches": _path(f"/v1/models/{model}/labels/{CANARY_LABEL}"),
-                "backendRefs": _backends(serving, serving.rest_port, 100),
-            }
-        )
-        rules.append(
-            {"matches": _path(f"/v1/models/{model}"), "backendRefs": _backends(serving, serving.rest_port, weight)}
-        )
-    rules.append({"matches": _path("/v1/models"), "backendRefs": _backends(serving, serving.rest_port, 0)})
+    """Only the REST API TF Serving implements, for the models it serves; any other path
+    (another model, `/v1/models` itself, the metrics endpoint) matches no rule and gets the
+    listener's 404.
+
+    TF Serving's REST paths (model_servers/http_rest_api_util.cc, kPredictionApiGegex and
+    kModelStatusApiRegex): `POST /v1/models/<m>[/versions/<n>|/labels/<l>]:(predict|classify|
+    regress)` and `GET /v1/models/<m>[/versions/<n>|/labels/<l>][/metadata]`.
+
+    A canaried model's calls are split by its weight; its canary label and canary version are
+    loaded only by the canary pods, so those go there. The ALB tries exact paths before
+    prefixes and longer prefixes first (route_rule_precedence.go), so the canary's own paths
+    win over the model's split."""
+    stable = _backends(serving, serving.rest_port, 0)
+    plain = [
+        match
+        for name in serving.model_names
+        if name not in serving.canary_weights
+        for match in _model_paths(f"{MODELS_PATH}/{name}")
+    ]
+    rules = _rules(plain, stable)
+    canary_only: list[dict[str, Any]] = []
+    for name, weight in serving.canary_weights.items():
+        base = f"{MODELS_PATH}/{name}"
+        canary_only += _model_paths(f"{base}/labels/{CANARY_LABEL}")
+        canary_only += _model_paths(f"{base}/versions/{serving.canary_versions[name]}")
+        rules += _rules(_model_paths(base), _backends(serving, serving.rest_port, weight))
+    if canary_only:
+        rules += _rules(canary_only, _backends(serving, serving.rest_port, 100))
     return {"parentRefs": [_parent(gateway, "https")], "hostnames": [host], "rules": rules}
 
 
+def grpc_method_path(service: str, method: str) -> str:
+    """The HTTP/2 path of a gRPC call (gRPC over HTTP/2: `/<service>/<method>`)."""
+    return f"/{service}/{method}"
+
+
 def grpc_route_spec(gateway: str, host: str, serving: ServingOutputs) -> dict[str, Any]:
-    """gRPC names the model inside the message, which the ALB cannot read: one weighted
-    split (the largest canary weight) for all calls, and a header for explicit canary calls."""
+    """Exactly the public gRPC methods (GRPC_PUBLIC_METHODS); every other call matches no rule
+    and gets the listener's fixed 404, which a gRPC client reports as UNIMPLEMENTED.
+
+    gRPC names the model inside the message, which the ALB cannot read: one weighted split
+    (the largest canary weight) for all calls, and a header for explicit canary calls. The
+    controller turns each Exact service/method match into the ALB path pattern
+    `/<service>/<method>` (route_rule_condition.go, buildGrpcMethodCondition); a rule without
+    matches would become `/*` and forward every method, admin ones included."""
+
+    def methods(headers: list[dict[str, str]]) -> list[dict[str, Any]]:
+        out = []
+        for service, method in GRPC_PUBLIC_METHODS:
+            match: dict[str, Any] = {"method": {"type": "Exact", "service": service, "method": method}}
+            if headers:
+                match["headers"] = headers
+            out.append(match)
+        return out
+
     rules: list[dict[str, Any]] = []
     if serving.canary_service is not None:
-        rules.append(
-            {
-                "matches": [{"headers": [{"type": "Exact", "name": CANARY_HEADER, "value": CANARY_LABEL}]}],
-                "backendRefs": _backends(serving, serving.grpc_port, 100),
-            }
-        )
+        header = [{"type": "Exact", "name": CANARY_HEADER, "value": CANARY_LABEL}]
+        rules += _rules(methods(header), _backends(serving, serving.grpc_port, 100))
     weight = max(serving.canary_weights.values(), default=0)
-    rules.append({"backendRefs": _backends(serving, serving.grpc_port, weight)})
+    rules += _rules(methods([]), _backends(serving, serving.grpc_port, weight))
     return {"parentRefs": [_parent(gateway, "https")], "hostnames": [host], "rules": rules}
 
 

@@ -63,6 +63,8 @@ class ServingOutputs:
     # Canary pods behind their own Service, and each canaried model's traffic share (%).
     canary_service: str | None = None
     canary_weights: dict[str, int] = field(default_factory=dict)
+    # Each canaried model's canary version: only the canary pods load it.
+    canary_versions: dict[str, int] = field(default_factory=dict)
 
 
 def serving_image(cfg: ServingConfig) -> Image:
@@ -576,6 +578,7 @@ class TfServing(pulumi.ComponentResource):
             model_names=sorted(cfg.models),
             canary_service=f"{cfg.name}-canary" if weights else None,
             canary_weights=weights,
+            canary_versions={n: m.canary.version for n, m in cfg.models.items() if m.canary is not None},
         )
         self.register_outputs({"namespace": ns, "service": cfg.name})
 

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from components.config import StackConfigError
+from tests import alb_rules
+from tests.alb_rules import Request
 from tests.support import mounted_config_map, parse, raw_stack, secret_keys_for, settings_for
 from tools import tfs_proto
 from tools.mock_engine import Rendering, render
@@ -59,25 +61,28 @@ def test_services_select_their_own_pods(canary: Rendering) -> None:
             assert matches == (deployment_name == name), (name, deployment_name)
 
 
+def rest(r: Rendering, method: str, path: str) -> dict[str, int]:
+    routes = [x.inputs for x in r.resources if x.is_k8s_object and x.inputs.get("kind") in ("HTTPRoute", "GRPCRoute")]
+    return {b.name: b.weight for b in alb_rules.route(routes, Request("tfs.example.com", path, method)).backends}
+
+
 def test_rest_route_splits_the_canaried_model_by_weight(canary: Rendering) -> None:
-    rules = objects(canary, "HTTPRoute")["tf-serving-rest"]["spec"]["rules"]
-    by_path = {r["matches"][0]["path"]["value"]: r["backendRefs"] for r in rules}
-    assert by_path["/v1/models/resnet"] == [
-        {"name": "tf-serving", "port": 8501, "weight": 90},
-        {"name": "tf-serving-canary", "port": 8501, "weight": 10},
-    ]
-    assert by_path["/v1/models/resnet/labels/canary"] == [
-        {"name": "tf-serving", "port": 8501, "weight": 0},
-        {"name": "tf-serving-canary", "port": 8501, "weight": 100},
-    ]
-    assert by_path["/v1/models"][0] == {"name": "tf-serving", "port": 8501, "weight": 100}
+    assert rest(canary, "POST", "/v1/models/resnet:predict") == {"tf-serving": 90, "tf-serving-canary": 10}
+    assert rest(canary, "GET", "/v1/models/resnet/metadata") == {"tf-serving": 90, "tf-serving-canary": 10}
+    assert rest(canary, "POST", "/v1/models/resnet/labels/stable:predict") == {"tf-serving": 90, "tf-serving-canary": 10}
+    # The canary label and version are loaded only by the canary pods.
+    assert rest(canary, "POST", "/v1/models/resnet/labels/canary:predict") == {"tf-serving-canary": 100}
+    assert rest(canary, "POST", "/v1/models/resnet/versions/4:classify") == {"tf-serving-canary": 100}
+    assert rest(canary, "GET", "/v1/models/resnet/versions/4") == {"tf-serving-canary": 100}
 
 
 def test_grpc_route_splits_by_weight_and_header(canary: Rendering) -> None:
-    rules = objects(canary, "GRPCRoute")["tf-serving-grpc"]["spec"]["rules"]
-    header_rule, default_rule = rules
-    assert header_rule["matches"][0]["headers"] == [{"type": "Exact", "name": "x-tf-serving-track", "value": "canary"}]
-    assert [b["weight"] for b in default_rule["backendRefs"]] == [90, 10]
+    routes = [x.inputs for x in canary.resources if x.is_k8s_object and x.inputs.get("kind") == "GRPCRoute"]
+    predict = "/tensorflow.serving.PredictionService/Predict"
+    split = alb_rules.route(routes, Request("tfs-grpc.example.com", predict))
+    assert {b.name: b.weight for b in split.backends} == {"tf-serving": 90, "tf-serving-canary": 10}
+    explicit = alb_rules.route(routes, Request("tfs-grpc.example.com", predict, headers={"X-TF-Serving-Track": "canary"}))
+    assert {b.name: b.weight for b in explicit.backends} == {"tf-serving-canary": 100}
 
 
 def test_canary_service_gets_its_target_group_config(canary: Rendering) -> None:
@@ -87,10 +92,8 @@ def test_canary_service_gets_its_target_group_config(canary: Rendering) -> None:
 
 def test_no_canary_means_one_deployment_and_plain_routes(prod: Rendering) -> None:
     assert set(objects(prod, "Deployment")) == {"tf-serving"}
-    rules = objects(prod, "HTTPRoute")["tf-serving-rest"]["spec"]["rules"]
-    assert rules == [
-        {"matches": [{"path": {"type": "PathPrefix", "value": "/v1/models"}}], "backendRefs": [{"name": "tf-serving", "port": 8501}]}
-    ]
+    assert rest(prod, "POST", "/v1/models/resnet:predict") == {"tf-serving": 1}
+    assert rest(prod, "POST", "/v1/models/resnet/labels/canary:predict") == {"tf-serving": 1}
 
 
 def test_network_policy_and_monitoring_cover_canary_pods(canary: Rendering) -> None:
