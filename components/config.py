@@ -662,6 +662,33 @@ class BatchingConfig(Section):
     )
 
 
+class ImageCacheConfig(Section):
+    """An ECR pull-through cache of Docker Hub for the serving image."""
+
+    env_defaults = {"enabled": _by_env(False, True)}
+
+    enabled: bool = Field(
+        description="Pull tensorflow/serving through an ECR pull-through cache in this account "
+        "and region, so GPU scale-ups don't depend on Docker Hub or its pull limits."
+    )
+    # ECR CreatePullThroughCacheRule: 2-30 characters, lower-case path segments.
+    repository_prefix: Annotated[
+        str,
+        StringConstraints(
+            min_length=2, max_length=30, pattern=r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$"
+        ),
+    ] = Field(
+        "docker-hub",
+        description="ECR repository prefix of the cache (one rule per prefix per account and "
+        "region: give each stack sharing a region its own).",
+    )
+    docker_hub_username: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{4,30}$")] | None = Field(
+        None,
+        description="Docker Hub user whose access token (secret `docker_hub_access_token`) the "
+        "cache uses: ECR's Docker Hub rules need credentials.",
+    )
+
+
 class ServingConfig(Section):
     """The TF Serving workload."""
 
@@ -708,6 +735,7 @@ class ServingConfig(Section):
         True, description="Replay assets.extra/tf_serving_warmup_requests before serving."
     )
     batching: BatchingConfig = section("Server-side batching.")
+    image_cache: ImageCacheConfig = section("ECR pull-through cache for the serving image.")
     promotion_source: Annotated[
         str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
     ] | None = Field(
@@ -1033,6 +1061,9 @@ class StackConfig(Section):
         default_factory=dict,
         description="Per receiver: Slack/webhook URL or PagerDuty routing key (--secret --path).",
     )
+    docker_hub_access_token: SecretStr | None = Field(
+        None, description="Docker Hub access token for serving.image_cache (--secret)."
+    )
     monitoring: MonitoringConfig = section("Monitoring.")
 
     @model_validator(mode="after")
@@ -1045,12 +1076,29 @@ class StackConfig(Section):
                 "access.require_api_key needs it: pulumi config set --secret "
                 "tf-serving-eks:ingress_api_key <key>",
             )
+        cache = self.serving.image_cache
+        if cache.enabled and cache.docker_hub_username is None:
+            raise RuleError(
+                "serving.image_cache.docker_hub_username",
+                None,
+                "an ECR pull-through cache of Docker Hub needs Docker Hub credentials: set the "
+                "user here and its access token with pulumi config set --secret "
+                "tf-serving-eks:docker_hub_access_token <token> (or set enabled: false)",
+            )
+        if cache.enabled and self.docker_hub_access_token is None:
+            raise RuleError(
+                "docker_hub_access_token",
+                None,
+                "serving.image_cache needs it: pulumi config set --secret "
+                "tf-serving-eks:docker_hub_access_token <token>",
+            )
         secret_keys = (info.context or {}).get("secret_keys")
         if secret_keys is not None:
             present = {
                 "ingress_api_key": self.ingress_api_key is not None,
                 "grafana_admin_password": self.grafana_admin_password is not None,
                 "alerting_secrets": bool(self.alerting_secrets),
+                "docker_hub_access_token": self.docker_hub_access_token is not None,
             }
             for key, is_set in present.items():
                 if is_set and f"{PROJECT}:{key}" not in secret_keys:

@@ -283,6 +283,8 @@ class GpuNodePool(pulumi.ComponentResource):
     scheduling: dict[str, GpuScheduling]
     # Per pool, its node groups by zone name.
     node_group_names: dict[str, dict[str, pulumi.Output[str]]]
+    # Per pool, the IAM role its nodes run as.
+    node_role_names: dict[str, pulumi.Output[str]]
 
     def __init__(
         self,
@@ -308,6 +310,7 @@ class GpuNodePool(pulumi.ComponentResource):
 
         self.scheduling = {}
         self.node_group_names = {}
+        self.node_role_names = {}
         groups: list[aws.eks.NodeGroup] = []
         for pool_name, pool in pools.items():
             by_zone = self._node_groups(pool_name, pool, child)
@@ -361,6 +364,7 @@ class GpuNodePool(pulumi.ComponentResource):
         if not zones:
             raise ValueError(f"gpu_pools.{pool_name}: the cluster exposes no private subnets by zone")
         role, attachments = node_role(f"{n}-node-role", self._partition, self)
+        self.node_role_names[pool_name] = role.name
         device = BOTTLEROCKET_DATA_DEVICE if pool.is_bottlerocket else ROOT_DEVICE
         template = aws.ec2.LaunchTemplate(
             f"{n}-lt",

@@ -138,9 +138,11 @@ def set_resolver(resolver: Resolver) -> Resolver:
     return previous
 
 
+def digest_for(image: Image) -> str:
+    """The digest to run `image` by: the recorded one, else the registry's answer now."""
+    return recorded_digests().get(image.name) or _resolver(image)
+
+
 def pinned(image: Image, *, by_digest: bool, mirror: str | None = None) -> str:
     """The pod `image` for `image`: by digest when asked (recorded first, else resolved)."""
-    if not by_digest:
-        return image.reference(mirror=mirror)
-    digest = recorded_digests().get(image.name) or _resolver(image)
-    return image.reference(digest, mirror=mirror)
+    return image.reference(digest_for(image) if by_digest else None, mirror=mirror)

@@ -12,6 +12,7 @@ from components.catalog import PRICED_REGIONS
 from components.cluster import Cluster
 from components.config import StackConfig, check_pool_zones, load_stack_config
 from components.gpu_node_pool import GpuNodePool, monthly_cost_range
+from components.image_cache import ImageCache
 from components.ingress_tls import IngressTls, stack_outputs
 from components.logs import ClusterLogs
 from components.model_layout import model_bucket_name
@@ -32,6 +33,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     account_id = aws.get_caller_identity(opts=invoke).account_id
     partition = aws.get_partition(opts=invoke).partition
 
+    extra_outputs: dict[str, Any] = {}
     cluster = Cluster(
         "cluster",
         cfg.cluster,
@@ -80,6 +82,21 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         account_id=account_id,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     ).outputs
+    image_cache = None
+    if cfg.serving.image_cache.enabled:
+        assert cfg.docker_hub_access_token is not None  # config rule
+        image_cache = ImageCache(
+            "image-cache",
+            cfg.serving.image_cache,
+            docker_hub_access_token=cfg.docker_hub_access_token.get_secret_value(),
+            stack=pulumi.get_stack(),
+            region=cfg.aws_region,
+            partition=partition,
+            account_id=account_id,
+            node_role_names=gpu.node_role_names,
+            opts=pulumi.ResourceOptions(providers=[aws_provider]),
+        ).outputs
+        extra_outputs["image_cache_node_policy_arn"] = image_cache.node_policy_arn
     serving = TfServing(
         "serving",
         cfg.serving,
@@ -96,9 +113,9 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         # An autoscaler owns the count: the Deployment then carries no replicas field.
         replicas=None if cfg.autoscaling.enabled else cfg.serving.replicas,
         monitoring_namespace=cfg.monitoring.namespace,
+        image_cache=image_cache,
     ).outputs
 
-    extra_outputs: dict[str, Any] = {}
     ingress: dict[str, Any] = {}
     if cfg.ingress and cfg.ingress.enabled:
         ingress = stack_outputs(

@@ -32,7 +32,8 @@ from components.model_store import (
     sync_image,
     sync_config_data,
 )
-from components.images import Image, pinned
+from components.image_cache import ImageCacheOutputs
+from components.images import Image, digest_for, pinned
 from components.naming import k8s_labels
 from components.podsecurity import restricted_container
 
@@ -72,8 +73,14 @@ def serving_image(cfg: ServingConfig) -> Image:
     return Image("docker.io", "tensorflow/serving", f"{cfg.image_version}{suffix}")
 
 
-def image(cfg: ServingConfig) -> str:
-    return pinned(serving_image(cfg), by_digest=cfg.pin_image_digests)
+def image(cfg: ServingConfig, mirror: pulumi.Input[str] | None = None) -> pulumi.Input[str]:
+    """The server's image: by digest where the stack pins them, through the pull-through
+    cache where there is one (same repository path, same digest)."""
+    wanted = serving_image(cfg)
+    digest = digest_for(wanted) if cfg.pin_image_digests else None
+    if mirror is None:
+        return wanted.reference(digest)
+    return pulumi.Output.from_input(mirror).apply(lambda m: wanted.reference(digest, mirror=m))
 
 
 def model_sync_specs(models: Mapping[str, ModelConfig]) -> dict[str, ModelSync]:
@@ -244,7 +251,9 @@ def canary_weights(models: Mapping[str, ModelConfig]) -> dict[str, int]:
     return {name: m.canary.weight for name, m in sorted(models.items()) if m.canary is not None}
 
 
-def serving_container(cfg: ServingConfig) -> k8s.core.v1.ContainerArgs:
+def serving_container(
+    cfg: ServingConfig, image_mirror: pulumi.Input[str] | None = None
+) -> k8s.core.v1.ContainerArgs:
     limits = {"cpu": cfg.cpu, "memory": cfg.memory}
     if cfg.gpu_pool:
         limits[GPU_RESOURCE] = str(cfg.gpus)
@@ -253,7 +262,7 @@ def serving_container(cfg: ServingConfig) -> k8s.core.v1.ContainerArgs:
     startup_period = 10
     return k8s.core.v1.ContainerArgs(
         name="tf-serving",
-        image=image(cfg),
+        image=image(cfg, image_mirror),
         image_pull_policy="IfNotPresent",
         command=["/usr/bin/tensorflow_model_server"],
         args=server_args(cfg),
@@ -325,6 +334,7 @@ def pod_spec(
     service_account: str,
     priority_class: str,
     strict_zones: bool,
+    image_mirror: pulumi.Input[str] | None = None,
     config_map: str,
     sync_config_map: str,
 ) -> k8s.core.v1.PodSpecArgs:
@@ -363,7 +373,7 @@ def pod_spec(
         else None,
         topology_spread_constraints=topology_spread(workload, strict_zones),
         init_containers=[sync_init, sync_sidecar],
-        containers=[serving_container(cfg)],
+        containers=[serving_container(cfg, image_mirror)],
         volumes=[
             k8s.core.v1.VolumeArgs(name="models", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
             k8s.core.v1.VolumeArgs(
@@ -470,6 +480,7 @@ class TfServing(pulumi.ComponentResource):
         provider: k8s.Provider,
         replicas: int | None,
         monitoring_namespace: str,
+        image_cache: ImageCacheOutputs | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:serving:TfServing", name, None, opts)
@@ -535,6 +546,7 @@ class TfServing(pulumi.ComponentResource):
                         workload=w,
                         config_map=config_map,
                         sync_config_map=sync_config_map,
+                        image_mirror=image_cache.mirror if image_cache else None,
                         gpu=gpu,
                         store=store,
                         region=region,
@@ -543,7 +555,8 @@ class TfServing(pulumi.ComponentResource):
                         strict_zones=strict_zone_spread(environment),
                     ),
                     opts=in_ns,
-                    depends_on=[service_account, priority_class],
+                    # Pods pull through the cache only once its rule and node permissions exist.
+                    depends_on=[service_account, priority_class, *(image_cache.ready if image_cache else [])],
                 )
             )
         deployment = deployments[0]

@@ -32,7 +32,7 @@ def settings_for(raw: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-SECRET_SETTINGS = ("ingress_api_key", "grafana_admin_password", "alerting_secrets")
+SECRET_SETTINGS = ("ingress_api_key", "grafana_admin_password", "alerting_secrets", "docker_hub_access_token")
 
 
 def secret_keys_for(raw: dict[str, Any], clear: tuple[str, ...] = ()) -> list[str]:

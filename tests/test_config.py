@@ -265,11 +265,13 @@ def test_prod_defaults_are_highly_available() -> None:
             "environment": "prod",
             "aws:region": "us-west-2",
             "cluster": {"name": "c", "endpoint": {"public_access": False, "public_access_cidrs": []}},
-            "serving": {**MINIMAL_SERVING, "replicas": 2},
+            "serving": {**MINIMAL_SERVING, "replicas": 2, "image_cache": {"docker_hub_username": "someone"}},
+            "docker_hub_access_token": "dckr_pat_example",
             "monitoring": {"enabled": False},
             "autoscaling": {"enabled": False},
         }
     )
+    assert cfg.serving.image_cache.enabled and cfg.serving.pin_image_digests
     assert cfg.cluster.vpc.nat_gateways == "per_az"
     assert cfg.cluster.vpc.az_count == 3
     assert cfg.cluster.system_node_group.min_size >= 2

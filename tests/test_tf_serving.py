@@ -86,7 +86,11 @@ def test_batching_and_monitoring_files(prod: Rendering) -> None:
 def test_image_is_pinned_gpu_build_and_flags_are_set(prod: Rendering) -> None:
     serving = container(prod, "tf-serving")
     # Prod runs by digest (pin_image_digests); the tag stays in the reference for people.
-    assert re.fullmatch(r"tensorflow/serving:2\.19\.1-gpu@sha256:[0-9a-f]{64}", serving["image"])
+    # and pulls through the stack's ECR pull-through cache (tests/test_image_cache.py).
+    assert re.fullmatch(
+        r"123456789012\.dkr\.ecr\.us-west-2\.amazonaws\.com/docker-hub/tensorflow/serving:2\.19\.1-gpu@sha256:[0-9a-f]{64}",
+        serving["image"],
+    )
     args = serving["args"]
     for flag in (
         "--port=8500",

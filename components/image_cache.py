@@ -1,0 +1,110 @@
+"""An ECR pull-through cache of Docker Hub, so a GPU scale-up pulls tensorflow/serving
+(~6 GB) from ECR in the cluster's region instead of from Docker Hub through NAT, and never
+meets Docker Hub's pull limits.
+
+AWS docs, Amazon ECR user guide: "Creating a pull through cache rule" (Docker Hub rules need
+a Secrets Manager secret named `ecr-pullthroughcache/...` holding `username` and
+`accessToken`, in the rule's account and region), "IAM permissions required to sync an
+upstream registry" (the puller needs `ecr:BatchImportUpstreamImage`, and
+`ecr:CreateRepository` for the first pull of an image), "Pulling an image with a pull
+through cache rule" (`<account>.dkr.ecr.<region>.amazonaws.com/<prefix>/<repository>:<tag>`;
+non-official Docker Hub images without `library/`). A cached image keeps its manifest, so
+its digest is the one Docker Hub serves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import ImageCacheConfig
+from components.iam import policy_document
+
+DOCKER_HUB = "registry-1.docker.io"
+SECRET_PREFIX = "ecr-pullthroughcache/"
+
+
+def cache_pull_policy(partition: str, region: str, account_id: str, prefix: str) -> str:
+    """What a node needs beyond AmazonEC2ContainerRegistryPullOnly to pull through the cache."""
+    return policy_document(
+        [
+            {
+                "Sid": "PullThroughCache",
+                "Effect": "Allow",
+                "Action": ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"],
+                "Resource": f"arn:{partition}:ecr:{region}:{account_id}:repository/{prefix}/*",
+            }
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class ImageCacheOutputs:
+    # `<account>.dkr.ecr.<region>.amazonaws.com/<prefix>`: put before `tensorflow/serving:...`.
+    mirror: pulumi.Output[str]
+    node_policy_arn: pulumi.Output[str]
+    ready: list[pulumi.Resource]
+
+
+class ImageCache(pulumi.ComponentResource):
+    outputs: ImageCacheOutputs
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ImageCacheConfig,
+        *,
+        docker_hub_access_token: str,
+        stack: str,
+        region: str,
+        partition: str,
+        account_id: pulumi.Input[str],
+        node_role_names: Mapping[str, pulumi.Input[str]],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("tf-serving-eks:image_cache:ImageCache", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        assert cfg.docker_hub_username is not None  # config rule: enabled needs the user
+        secret = aws.secretsmanager.Secret(
+            f"{name}-credentials",
+            name=f"{SECRET_PREFIX}{stack}-{cfg.repository_prefix.replace('/', '-')}",
+            description="Docker Hub credentials of the ECR pull-through cache rule",
+            recovery_window_in_days=7,
+            opts=child,
+        )
+        version = aws.secretsmanager.SecretVersion(
+            f"{name}-credentials-version",
+            secret_id=secret.id,
+            secret_string=pulumi.Output.secret(
+                json.dumps({"username": cfg.docker_hub_username, "accessToken": docker_hub_access_token})
+            ),
+            opts=child,
+        )
+        rule = aws.ecr.PullThroughCacheRule(
+            f"{name}-rule",
+            ecr_repository_prefix=cfg.repository_prefix,
+            upstream_registry_url=DOCKER_HUB,
+            credential_arn=secret.arn,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[version]),
+        )
+        policy = aws.iam.Policy(
+            f"{name}-node-policy",
+            description="Pull images through the ECR pull-through cache",
+            policy=pulumi.Output.from_input(account_id).apply(
+                lambda account: cache_pull_policy(partition, region, account, cfg.repository_prefix)
+            ),
+            opts=child,
+        )
+        attachments = [
+            aws.iam.RolePolicyAttachment(f"{name}-{key}-attachment", role=role, policy_arn=policy.arn, opts=child)
+            for key, role in sorted(node_role_names.items())
+        ]
+        mirror = pulumi.Output.from_input(account_id).apply(
+            lambda account: f"{account}.dkr.ecr.{region}.amazonaws.com/{cfg.repository_prefix}"
+        )
+        self.outputs = ImageCacheOutputs(mirror=mirror, node_policy_arn=policy.arn, ready=[rule, *attachments])
+        self.register_outputs({"mirror": mirror})
