@@ -219,6 +219,9 @@ class Cluster(pulumi.ComponentResource):
             # The managed add-ons below own vpc-cni, kube-proxy and coredns from the start.
             bootstrap_self_managed_addons=False,
             deletion_protection=cfg.deletion_protection,
+            # Set explicitly: the EKS API defaults to EXTENDED, which bills extended support
+            # once the version leaves standard support (EKS API reference, UpgradePolicyRequest).
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=cfg.support_type),
             opts=self._opts(depends_on=[log_group, *cluster_role_attachments]),
         )
         issuer = cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer or "")  # type: ignore[index]

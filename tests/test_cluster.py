@@ -244,3 +244,36 @@ def test_kubeconfig_is_valid_json_with_one_context() -> None:
     config = json.loads(kubeconfig("c", "https://e", "Q0E=", "eu-west-1"))
     assert config["current-context"] == "c"
     assert config["users"][0]["user"]["exec"]["apiVersion"] == "client.authentication.k8s.io/v1beta1"
+
+
+# --- version support policy --------------------------------------------------------------
+# The EKS API defaults a new cluster's upgradePolicy.supportType to EXTENDED, which bills the
+# extended-support price once the version leaves standard support (EKS API reference,
+# UpgradePolicyRequest). So the program always sends a support type, STANDARD unless chosen.
+
+
+def test_every_created_cluster_states_its_support_type(stack_name: str) -> None:
+    from tests.conftest import rendered_stack
+
+    for eks in rendered_stack(stack_name).of_type(EKS):
+        assert eks.inputs.get("upgradePolicy") == {"supportType": "STANDARD"}, eks.name
+
+
+@pytest.mark.parametrize("support_type", ["STANDARD", "EXTENDED"])
+def test_support_type_follows_config(support_type: str) -> None:
+    raw = raw_stack("prod")
+    raw["cluster"]["support_type"] = support_type
+    assert render_raw(raw).one(EKS).inputs["upgradePolicy"] == {"supportType": support_type}
+
+
+def test_unknown_support_type_is_refused_with_its_key() -> None:
+    from components.config import StackConfigError
+    from tests.support import parse
+
+    raw = raw_stack("dev")
+    raw["cluster"]["support_type"] = "extended"
+    with pytest.raises(StackConfigError) as info:
+        parse(raw)
+    message = str(info.value)
+    assert "cluster.support_type" in message and "extended" in message
+    assert "STANDARD" in message and "EXTENDED" in message
