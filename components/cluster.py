@@ -26,13 +26,37 @@ CLUSTER_ADMIN_POLICY = "arn:{partition}:eks::aws:cluster-access-policy/AmazonEKS
 POOL_LABEL = "tf-serving-eks/pool"
 SYSTEM_POOL = "system"
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
+CNI_SERVICE_ACCOUNT = "aws-node"
+POD_IDENTITY_AGENT: catalog.AddonName = "eks-pod-identity-agent"
 # Add-ons nodes need before they turn Ready; the others schedule pods and so wait for nodes.
+# The Pod Identity agent comes first: the add-ons below get their AWS credentials from it.
 ADDONS_BEFORE_NODES: tuple[catalog.AddonName, ...] = (
+    POD_IDENTITY_AGENT,
     "vpc-cni",
     "kube-proxy",
-    "eks-pod-identity-agent",
 )
 ADDONS_AFTER_NODES: tuple[catalog.AddonName, ...] = ("coredns", "aws-ebs-csi-driver")
+
+
+@dataclass(frozen=True)
+class AddonIdentity:
+    """An add-on's own IAM role, bound to its service account by EKS Pod Identity."""
+
+    role: str  # the role's resource name is `<cluster>-<role>-role`
+    service_account: str
+    managed_policies: tuple[str, ...]
+
+
+# Add-ons that call AWS, each with its own role rather than the node role: with IMDS hop
+# limit 1 no pod reaches the node's credentials (aws-node is hostNetwork and could, but the
+# node role no longer holds AmazonEKS_CNI_Policy). EKS user guide, "Amazon VPC CNI: configure
+# the plugin to use Pod Identity" and "Add-ons that support EKS Pod Identity".
+ADDON_IDENTITIES: dict[catalog.AddonName, AddonIdentity] = {
+    "vpc-cni": AddonIdentity("vpc-cni", CNI_SERVICE_ACCOUNT, ("AmazonEKS_CNI_Policy",)),
+    "aws-ebs-csi-driver": AddonIdentity(
+        "ebs-csi", EBS_CSI_SERVICE_ACCOUNT, ("service-role/AmazonEBSCSIDriverPolicy",)
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -248,23 +272,13 @@ class Cluster(pulumi.ComponentResource):
                 opts=self._opts(depends_on=[entry]),
             )
 
-        early_addons = [self._addon(cluster, a) for a in ADDONS_BEFORE_NODES]
+        agent = self._addon(cluster, POD_IDENTITY_AGENT)
+        early_addons = [agent] + [
+            self._addon(cluster, a, agent=agent) for a in ADDONS_BEFORE_NODES if a != POD_IDENTITY_AGENT
+        ]
         system_nodes = self._system_node_group(cluster, private_subnets, early_addons)
-        ebs_role, ebs_attachments = role_with_managed_policies(
-            f"{n}-ebs-csi-role",
-            pod_identity_trust_policy(),
-            ("service-role/AmazonEBSCSIDriverPolicy",),
-            self._partition,
-            self,
-            description=f"EBS CSI driver controller of {cfg.name} (EKS Pod Identity)",
-        )
         for addon in ADDONS_AFTER_NODES:
-            self._addon(
-                cluster,
-                addon,
-                depends_on=[system_nodes, *ebs_attachments],
-                pod_identity_role=ebs_role if addon == "aws-ebs-csi-driver" else None,
-            )
+            self._addon(cluster, addon, depends_on=[system_nodes], agent=agent)
 
         plan = plan_subnets(str(cfg.vpc.cidr), cfg.vpc.az_count)
         ca_data = cluster.certificate_authority.apply(lambda ca: ca.data or "")
@@ -413,17 +427,29 @@ class Cluster(pulumi.ComponentResource):
         cluster: aws.eks.Cluster,
         addon: catalog.AddonName,
         depends_on: list[pulumi.Resource] | None = None,
-        pod_identity_role: aws.iam.Role | None = None,
+        agent: aws.eks.Addon | None = None,
     ) -> aws.eks.Addon:
-        associations = (
-            [
+        """A managed add-on; one that calls AWS gets its role and waits for the agent."""
+        depends_on = list(depends_on or [])
+        associations = None
+        identity = ADDON_IDENTITIES.get(addon)
+        if identity is not None:
+            role, attachments = role_with_managed_policies(
+                f"{self._name}-{identity.role}-role",
+                pod_identity_trust_policy(),
+                identity.managed_policies,
+                self._partition,
+                self,
+                description=f"{addon} add-on of {self._cfg.name} (EKS Pod Identity)",
+            )
+            associations = [
                 aws.eks.AddonPodIdentityAssociationArgs(
-                    role_arn=pod_identity_role.arn, service_account=EBS_CSI_SERVICE_ACCOUNT
+                    role_arn=role.arn, service_account=identity.service_account
                 )
             ]
-            if pod_identity_role is not None
-            else None
-        )
+            depends_on += attachments
+            if agent is not None:
+                depends_on.append(agent)
         return aws.eks.Addon(
             f"{self._name}-addon-{addon}",
             cluster_name=cluster.name,
@@ -433,7 +459,7 @@ class Cluster(pulumi.ComponentResource):
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             pod_identity_associations=associations,
-            opts=self._opts(depends_on=depends_on or []),
+            opts=self._opts(depends_on=depends_on),
         )
 
     def _system_node_group(
