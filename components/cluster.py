@@ -79,6 +79,10 @@ class ClusterOutputs:
     provider: k8s.Provider
     # Node selector for cluster controllers; empty for an existing cluster (we don't know it).
     system_node_selector: dict[str, str] = field(default_factory=dict)
+    # What must exist before anything that claims a PersistentVolume with the `gp3` class:
+    # the EBS CSI driver (the provisioner) and the StorageClass. Empty for an existing
+    # cluster, whose storage is its owner's.
+    storage_ready: list[pulumi.Resource] = field(default_factory=list)
 
 
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -255,6 +259,7 @@ class Cluster(pulumi.ComponentResource):
             client_id_lists=["sts.amazonaws.com"],
             opts=self._child,
         )
+        admin_access: list[pulumi.Resource] = []
         for key, principal in cfg.admin_principals.items():
             entry = aws.eks.AccessEntry(
                 f"{n}-admin-{key}",
@@ -263,22 +268,25 @@ class Cluster(pulumi.ComponentResource):
                 type="STANDARD",
                 opts=self._child,
             )
-            aws.eks.AccessPolicyAssociation(
+            admin_access.append(entry)
+            admin_access.append(aws.eks.AccessPolicyAssociation(
                 f"{n}-admin-{key}-policy",
                 cluster_name=cluster.name,
                 principal_arn=principal,
                 policy_arn=CLUSTER_ADMIN_POLICY.format(partition=self._partition),
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                 opts=self._opts(depends_on=[entry]),
-            )
+            ))
 
         agent = self._addon(cluster, POD_IDENTITY_AGENT)
         early_addons = [agent] + [
             self._addon(cluster, a, agent=agent) for a in ADDONS_BEFORE_NODES if a != POD_IDENTITY_AGENT
         ]
         system_nodes = self._system_node_group(cluster, private_subnets, early_addons)
-        for addon in ADDONS_AFTER_NODES:
-            self._addon(cluster, addon, depends_on=[system_nodes], agent=agent)
+        late_addons = {
+            addon: self._addon(cluster, addon, depends_on=[system_nodes], agent=agent)
+            for addon in ADDONS_AFTER_NODES
+        }
 
         plan = plan_subnets(str(cfg.vpc.cidr), cfg.vpc.az_count)
         ca_data = cluster.certificate_authority.apply(lambda ca: ca.data or "")
@@ -287,9 +295,15 @@ class Cluster(pulumi.ComponentResource):
             kubeconfig=pulumi.Output.all(cluster.name, cluster.endpoint, ca_data).apply(
                 lambda a: kubeconfig(a[0], a[1], a[2], self._region)
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes]),
+            # Without creator admin, the API answers `pulumi up` only once the deployer's
+            # access entry and its policy association exist (EKS user guide, "Grant IAM
+            # users access to Kubernetes with EKS access entries").
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[system_nodes, *([] if cfg.bootstrap_creator_admin else admin_access)],
+            ),
         )
-        k8s.storage.v1.StorageClass(
+        storage_class = k8s.storage.v1.StorageClass(
             f"{n}-gp3",
             args=gp3_storage_class_args(k8s_labels("storage", "gp3")),
             opts=pulumi.ResourceOptions(parent=self, provider=provider),
@@ -314,6 +328,7 @@ class Cluster(pulumi.ComponentResource):
             ),
             provider=provider,
             system_node_selector={POOL_LABEL: SYSTEM_POOL},
+            storage_ready=[late_addons["aws-ebs-csi-driver"], storage_class],
         )
 
     def _network(self) -> tuple[aws.ec2.Vpc, list[aws.ec2.Subnet]]:

@@ -11,7 +11,7 @@ filesystem, so TF Serving never sees half a version.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -66,6 +66,9 @@ class ModelStoreOutputs:
     publisher_policy_arn: pulumi.Output[str]
     publisher_role_arn: pulumi.Output[str] | None
     identity: Literal["pod_identity", "irsa"]
+    # What serving pods must not start before: their credentials are bound at pod creation
+    # (the Pod Identity association, or the IRSA role) and must already read the bucket.
+    reader_ready: list[pulumi.Resource] = field(default_factory=list)
 
 
 def tls_only_policy(bucket_arn: str) -> str:
@@ -318,16 +321,22 @@ class ModelStore(pulumi.ComponentResource):
             description=f"Serving pods: read {bucket_name}/{prefix}",
             opts=child,
         )
-        aws.iam.RolePolicy(f"{name}-reader-policy", role=reader.id, policy=read_policy, opts=child)
+        reader_ready: list[pulumi.Resource] = [
+            reader,
+            aws.iam.RolePolicy(f"{name}-reader-policy", role=reader.id, policy=read_policy, opts=child),
+        ]
         if cfg.identity == "pod_identity":
-            aws.eks.PodIdentityAssociation(
+            # The EKS Pod Identity webhook gives a pod credentials when the pod is created,
+            # from the associations that exist then (EKS user guide, "Assign an IAM role to
+            # a Kubernetes service account"): pods started earlier get none until restarted.
+            reader_ready.append(aws.eks.PodIdentityAssociation(
                 f"{name}-reader-identity",
                 cluster_name=cluster.name,
                 namespace=serving_namespace,
                 service_account=serving_service_account,
                 role_arn=reader.arn,
                 opts=child,
-            )
+            ))
 
         publisher = aws.iam.Policy(
             f"{name}-publisher-policy",
@@ -359,6 +368,7 @@ class ModelStore(pulumi.ComponentResource):
             publisher_policy_arn=publisher.arn,
             publisher_role_arn=publisher_role_arn,
             identity=cfg.identity,
+            reader_ready=reader_ready,
         )
         self.register_outputs({"bucket": bucket.bucket, "reader_role_arn": reader.arn})
 

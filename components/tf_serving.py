@@ -473,7 +473,7 @@ class TfServing(pulumi.ComponentResource):
                         strict_zones=environment == "prod",
                     ),
                     opts=in_ns,
-                    depends_on=[service_account, priority_class],
+                    depends_on=[service_account, priority_class, *store.reader_ready],
                 )
             )
         deployment = deployments[0]

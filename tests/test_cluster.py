@@ -9,7 +9,7 @@ import pytest
 from components import catalog
 from components.cluster import kubeconfig
 from tests.support import raw_stack, render_raw
-from tools.mock_engine import EXISTING_SUBNETS, EXISTING_VPC_ID, Rendering
+from tools.mock_engine import EXISTING_SUBNETS, EXISTING_VPC_ID, Registered, Rendering
 
 EKS = "aws:eks/cluster:Cluster"
 ADDON = "aws:eks/addon:Addon"
@@ -465,3 +465,123 @@ def test_every_aws_caller_gets_region_and_credentials_without_imds(stacks: list[
                     f"{label}: {c['name']} of {m['metadata']['name']} has no identity of its own"
                 )
         assert callers, f"{label}: the model sync containers were not found"
+
+
+# --- explicit ordering ---------------------------------------------------------------------
+
+
+def ordering_stacks() -> list[tuple[str, Rendering]]:
+    """The repo stacks and variants that change what must wait for what."""
+    out = generated_stacks()
+    no_creator_admin = raw_stack("dev")
+    no_creator_admin["cluster"]["bootstrap_creator_admin"] = False
+    no_creator_admin["cluster"]["admin_principals"] = {"deployer": "arn:aws:iam::123456789012:role/deployer"}
+    out.append(("dev, bootstrap_creator_admin false", render_raw(no_creator_admin)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ordered_stacks() -> list[tuple[str, Rendering]]:
+    return ordering_stacks()
+
+
+def test_the_kubernetes_provider_waits_for_the_deployers_access(ordered_stacks: list[tuple[str, Rendering]]) -> None:
+    """Without creator admin, every Kubernetes call of `pulumi up` is refused until the
+    deployer's access entry and its access policy association exist (EKS user guide,
+    "Grant IAM users access to Kubernetes with EKS access entries")."""
+    from tests.support import dependencies
+
+    checked = 0
+    for label, r in ordered_stacks:
+        eks = r.one(EKS).inputs
+        if eks["accessConfig"]["bootstrapClusterCreatorAdminPermissions"]:
+            continue
+        provider = r.one("pulumi:providers:kubernetes")
+        waits_for = dependencies(r, provider.urn)
+        access = [
+            *r.of_type("aws:eks/accessEntry:AccessEntry"),
+            *r.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation"),
+        ]
+        assert access, label
+        missing = [a.name for a in access if a.urn not in waits_for]
+        assert not missing, f"{label}: the Kubernetes provider does not wait for {missing}"
+        checked += 1
+    assert checked >= 2
+
+
+def claimed_storage_classes(value: object) -> set[str]:
+    """Every `storageClassName` a chart's values or an object claims volumes with."""
+    if isinstance(value, dict):
+        found = {str(value["storageClassName"])} if value.get("storageClassName") else set()
+        return found.union(*(claimed_storage_classes(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(claimed_storage_classes(v) for v in value))
+    return set()
+
+
+def test_whatever_claims_volumes_waits_for_the_ebs_driver_and_its_class(
+    ordered_stacks: list[tuple[str, Rendering]],
+) -> None:
+    """A claim made before its provisioner or class exists stays Pending (and a Helm
+    release waiting on it times out): the EBS CSI add-on and the StorageClass come first."""
+    from tests.support import dependencies
+
+    for label, r in ordered_stacks:
+        ebs = next(a for a in r.of_type(ADDON) if a.inputs["addonName"] == "aws-ebs-csi-driver")
+        classes = {c.inputs["metadata"]["name"]: c for c in r.of_type("kubernetes:storage.k8s.io/v1:StorageClass")}
+        claimants = [
+            x for x in r.resources
+            if x.type == RELEASE or x.type.startswith(("kubernetes:apps/", "kubernetes:core/v1:PersistentVolumeClaim"))
+        ]
+        claims = 0
+        for x in claimants:
+            for name in claimed_storage_classes(x.inputs.get("values") if x.type == RELEASE else x.inputs):
+                claims += 1
+                assert name in classes, f"{label}: {x.name} claims volumes of class {name}, which is not created"
+                waits_for = dependencies(r, x.urn)
+                assert ebs.urn in waits_for, f"{label}: {x.name} does not wait for the EBS CSI add-on"
+                assert classes[name].urn in waits_for, f"{label}: {x.name} does not wait for StorageClass {name}"
+        assert claims, f"{label}: no volume claims found (the monitoring stack claims some)"
+
+
+def test_workload_pods_start_after_their_aws_identity_exists(ordered_stacks: list[tuple[str, Rendering]]) -> None:
+    """EKS injects Pod Identity or IRSA credentials when a pod is created: every workload
+    waits for the association (or the IRSA role) of its service account and the role's
+    policies, or its first pods run without credentials (and the model sync fails)."""
+    from tests.support import dependencies
+
+    for label, r in ordered_stacks:
+        roles = {role.outputs["arn"]: role for role in r.of_type("aws:iam/role:Role")}
+        accounts = {
+            (m.inputs["metadata"].get("namespace"), m.inputs["metadata"]["name"]): m
+            for m in r.of_type("kubernetes:core/v1:ServiceAccount")
+        }
+        workloads = [x for x in r.resources if x.type.startswith("kubernetes:apps/v1:")]
+        with_identity = 0
+        for workload in workloads:
+            pod = workload.inputs["spec"]["template"]["spec"]
+            namespace = workload.inputs["metadata"]["namespace"]
+            account = pod.get("serviceAccountName", "default")
+            bound: list[Registered] = [
+                p for p in r.of_type(PIA)
+                if (p.inputs["namespace"], p.inputs["serviceAccount"]) == (namespace, account)
+            ]
+            role_arns = [p.inputs["roleArn"] for p in bound]
+            sa = accounts.get((namespace, account))
+            irsa = ((sa.inputs["metadata"].get("annotations") or {}) if sa else {}).get(IRSA_ANNOTATION)
+            if irsa:
+                role_arns.append(irsa)
+            needed = list(bound)
+            for arn in role_arns:
+                role = roles[arn]
+                needed.append(role)
+                needed += [
+                    p for p in r.resources
+                    if p.type in ("aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                    and role.urn in p.depends_on
+                ]
+            with_identity += bool(needed)
+            waits_for = dependencies(r, workload.urn)
+            missing = [n.name for n in needed if n.urn not in waits_for]
+            assert not missing, f"{label}: {workload.name} does not wait for {missing}"
+        assert with_identity, f"{label}: no workload with an AWS identity (the serving pods have one)"
