@@ -515,3 +515,16 @@ def test_sync_scripts_are_valid_bash() -> None:
     require_tool("bash")
     for text in (SYNC_SH, READY_SH):
         assert subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True).returncode == 0
+
+
+def test_sync_scripts_pass_shellcheck() -> None:
+    """Every default check, plus the optional ones on `set -e` being suppressed (the class
+    of the silent listing failure); deliberate exceptions carry a directive and a reason."""
+    shellcheck = require_tool("shellcheck", str(Path(sys.executable).parent / "shellcheck"))
+    for name, text in (("model-sync.sh", SYNC_SH), ("model-ready.sh", READY_SH)):
+        result = subprocess.run(
+            [shellcheck, "--shell=bash", "--severity=info", "--format=gcc",
+             "--enable=check-set-e-suppressed,check-extra-masked-returns", "-"],
+            input=text, text=True, capture_output=True,
+        )
+        assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"

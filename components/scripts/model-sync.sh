@@ -36,6 +36,7 @@ complete_versions() {  # model: its complete versions in S3, ascending, one a li
 
 wanted_versions() {  # model policy arg
   local available v
+  # shellcheck disable=SC2310  # inside $(...) set -e is off anyway: failures are returned
   available="$(complete_versions "$1")" || return 1
   if [ "$2" = latest ]; then
     printf '%s\n' "$available" | sed '/^$/d' | tail -n "$3"
@@ -73,6 +74,7 @@ fetch() {  # model version
 
 sync_model() {  # model policy arg
   local wanted v dir
+  # shellcheck disable=SC2310  # inside $(...) set -e is off anyway: failures are returned
   wanted="$(wanted_versions "$@")" || return 1
   if [ -z "$wanted" ]; then
     # An empty answer never empties a serving model: keep what is loaded.
