@@ -544,13 +544,21 @@ def test_whatever_claims_volumes_waits_for_the_ebs_driver_and_its_class(
         assert claims, f"{label}: no volume claims found (the monitoring stack claims some)"
 
 
+def test_an_existing_cluster_brings_its_own_storage_and_access() -> None:
+    """Mode existing creates no add-on, StorageClass or access entry: nothing to wait for."""
+    rendering = existing_rendering()
+    provider = rendering.one("pulumi:providers:kubernetes")
+    assert provider.depends_on == []
+    assert not rendering.of_type(ADDON) and not rendering.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+
+
 def test_workload_pods_start_after_their_aws_identity_exists(ordered_stacks: list[tuple[str, Rendering]]) -> None:
     """EKS injects Pod Identity or IRSA credentials when a pod is created: every workload
     waits for the association (or the IRSA role) of its service account and the role's
     policies, or its first pods run without credentials (and the model sync fails)."""
     from tests.support import dependencies
 
-    for label, r in ordered_stacks:
+    for label, r in [*ordered_stacks, ("existing cluster", existing_rendering())]:
         roles = {role.outputs["arn"]: role for role in r.of_type("aws:iam/role:Role")}
         accounts = {
             (m.inputs["metadata"].get("namespace"), m.inputs["metadata"]["name"]): m
