@@ -26,13 +26,37 @@ CLUSTER_ADMIN_POLICY = "arn:{partition}:eks::aws:cluster-access-policy/AmazonEKS
 POOL_LABEL = "tf-serving-eks/pool"
 SYSTEM_POOL = "system"
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
+CNI_SERVICE_ACCOUNT = "aws-node"
+POD_IDENTITY_AGENT: catalog.AddonName = "eks-pod-identity-agent"
 # Add-ons nodes need before they turn Ready; the others schedule pods and so wait for nodes.
+# The Pod Identity agent comes first: the add-ons below get their AWS credentials from it.
 ADDONS_BEFORE_NODES: tuple[catalog.AddonName, ...] = (
+    POD_IDENTITY_AGENT,
     "vpc-cni",
     "kube-proxy",
-    "eks-pod-identity-agent",
 )
 ADDONS_AFTER_NODES: tuple[catalog.AddonName, ...] = ("coredns", "aws-ebs-csi-driver")
+
+
+@dataclass(frozen=True)
+class AddonIdentity:
+    """An add-on's own IAM role, bound to its service account by EKS Pod Identity."""
+
+    role: str  # the role's resource name is `<cluster>-<role>-role`
+    service_account: str
+    managed_policies: tuple[str, ...]
+
+
+# Add-ons that call AWS, each with its own role rather than the node role: with IMDS hop
+# limit 1 no pod reaches the node's credentials (aws-node is hostNetwork and could, but the
+# node role no longer holds AmazonEKS_CNI_Policy). EKS user guide, "Amazon VPC CNI: configure
+# the plugin to use Pod Identity" and "Add-ons that support EKS Pod Identity".
+ADDON_IDENTITIES: dict[catalog.AddonName, AddonIdentity] = {
+    "vpc-cni": AddonIdentity("vpc-cni", CNI_SERVICE_ACCOUNT, ("AmazonEKS_CNI_Policy",)),
+    "aws-ebs-csi-driver": AddonIdentity(
+        "ebs-csi", EBS_CSI_SERVICE_ACCOUNT, ("service-role/AmazonEBSCSIDriverPolicy",)
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +81,10 @@ class ClusterOutputs:
     system_node_selector: dict[str, str] = field(default_factory=dict)
     # The private subnets by availability zone name (GPU pools get one node group per zone).
     private_subnet_ids_by_zone: dict[str, list[pulumi.Output[str]]] = field(default_factory=dict)
+    # What must exist before anything that claims a PersistentVolume with the `gp3` class:
+    # the EBS CSI driver (the provisioner) and the StorageClass. Empty for an existing
+    # cluster, whose storage is its owner's.
+    storage_ready: list[pulumi.Resource] = field(default_factory=list)
 
 
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -221,6 +249,9 @@ class Cluster(pulumi.ComponentResource):
             # The managed add-ons below own vpc-cni, kube-proxy and coredns from the start.
             bootstrap_self_managed_addons=False,
             deletion_protection=cfg.deletion_protection,
+            # Set explicitly: the EKS API defaults to EXTENDED, which bills extended support
+            # once the version leaves standard support (EKS API reference, UpgradePolicyRequest).
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=cfg.support_type),
             opts=self._opts(depends_on=[log_group, *cluster_role_attachments]),
         )
         issuer = cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer or "")  # type: ignore[index]
@@ -230,6 +261,7 @@ class Cluster(pulumi.ComponentResource):
             client_id_lists=["sts.amazonaws.com"],
             opts=self._child,
         )
+        admin_access: list[pulumi.Resource] = []
         for key, principal in cfg.admin_principals.items():
             entry = aws.eks.AccessEntry(
                 f"{n}-admin-{key}",
@@ -238,32 +270,25 @@ class Cluster(pulumi.ComponentResource):
                 type="STANDARD",
                 opts=self._child,
             )
-            aws.eks.AccessPolicyAssociation(
+            admin_access.append(entry)
+            admin_access.append(aws.eks.AccessPolicyAssociation(
                 f"{n}-admin-{key}-policy",
                 cluster_name=cluster.name,
                 principal_arn=principal,
                 policy_arn=CLUSTER_ADMIN_POLICY.format(partition=self._partition),
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                 opts=self._opts(depends_on=[entry]),
-            )
+            ))
 
-        early_addons = [self._addon(cluster, a) for a in ADDONS_BEFORE_NODES]
+        agent = self._addon(cluster, POD_IDENTITY_AGENT)
+        early_addons = [agent] + [
+            self._addon(cluster, a, agent=agent) for a in ADDONS_BEFORE_NODES if a != POD_IDENTITY_AGENT
+        ]
         system_nodes = self._system_node_group(cluster, private_subnets, early_addons)
-        ebs_role, ebs_attachments = role_with_managed_policies(
-            f"{n}-ebs-csi-role",
-            pod_identity_trust_policy(),
-            ("service-role/AmazonEBSCSIDriverPolicy",),
-            self._partition,
-            self,
-            description=f"EBS CSI driver controller of {cfg.name} (EKS Pod Identity)",
-        )
-        for addon in ADDONS_AFTER_NODES:
-            self._addon(
-                cluster,
-                addon,
-                depends_on=[system_nodes, *ebs_attachments],
-                pod_identity_role=ebs_role if addon == "aws-ebs-csi-driver" else None,
-            )
+        late_addons = {
+            addon: self._addon(cluster, addon, depends_on=[system_nodes], agent=agent)
+            for addon in ADDONS_AFTER_NODES
+        }
 
         plan = plan_subnets(str(cfg.vpc.cidr), cfg.vpc.az_count)
         ca_data = cluster.certificate_authority.apply(lambda ca: ca.data or "")
@@ -272,9 +297,15 @@ class Cluster(pulumi.ComponentResource):
             kubeconfig=pulumi.Output.all(cluster.name, cluster.endpoint, ca_data).apply(
                 lambda a: kubeconfig(a[0], a[1], a[2], self._region)
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_nodes]),
+            # Without creator admin, the API answers `pulumi up` only once the deployer's
+            # access entry and its policy association exist (EKS user guide, "Grant IAM
+            # users access to Kubernetes with EKS access entries").
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[system_nodes, *([] if cfg.bootstrap_creator_admin else admin_access)],
+            ),
         )
-        k8s.storage.v1.StorageClass(
+        storage_class = k8s.storage.v1.StorageClass(
             f"{n}-gp3",
             args=gp3_storage_class_args(k8s_labels("storage", "gp3")),
             opts=pulumi.ResourceOptions(parent=self, provider=provider),
@@ -302,6 +333,7 @@ class Cluster(pulumi.ComponentResource):
             private_subnet_ids_by_zone={
                 zone: [subnet.id] for zone, subnet in sorted(self._private_by_zone.items())
             },
+            storage_ready=[late_addons["aws-ebs-csi-driver"], storage_class],
         )
 
     def _network(self) -> tuple[aws.ec2.Vpc, list[aws.ec2.Subnet]]:
@@ -418,17 +450,29 @@ class Cluster(pulumi.ComponentResource):
         cluster: aws.eks.Cluster,
         addon: catalog.AddonName,
         depends_on: list[pulumi.Resource] | None = None,
-        pod_identity_role: aws.iam.Role | None = None,
+        agent: aws.eks.Addon | None = None,
     ) -> aws.eks.Addon:
-        associations = (
-            [
+        """A managed add-on; one that calls AWS gets its role and waits for the agent."""
+        depends_on = list(depends_on or [])
+        associations = None
+        identity = ADDON_IDENTITIES.get(addon)
+        if identity is not None:
+            role, attachments = role_with_managed_policies(
+                f"{self._name}-{identity.role}-role",
+                pod_identity_trust_policy(),
+                identity.managed_policies,
+                self._partition,
+                self,
+                description=f"{addon} add-on of {self._cfg.name} (EKS Pod Identity)",
+            )
+            associations = [
                 aws.eks.AddonPodIdentityAssociationArgs(
-                    role_arn=pod_identity_role.arn, service_account=EBS_CSI_SERVICE_ACCOUNT
+                    role_arn=role.arn, service_account=identity.service_account
                 )
             ]
-            if pod_identity_role is not None
-            else None
-        )
+            depends_on += attachments
+            if agent is not None:
+                depends_on.append(agent)
         return aws.eks.Addon(
             f"{self._name}-addon-{addon}",
             cluster_name=cluster.name,
@@ -438,7 +482,7 @@ class Cluster(pulumi.ComponentResource):
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             pod_identity_associations=associations,
-            opts=self._opts(depends_on=depends_on or []),
+            opts=self._opts(depends_on=depends_on),
         )
 
     def _system_node_group(

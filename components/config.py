@@ -266,6 +266,13 @@ class ClusterConfig(Section):
     deletion_protection: bool = Field(
         description="Refuse to delete the EKS cluster until this is turned off (mode create)."
     )
+    support_type: Literal["STANDARD", "EXTENDED"] = Field(
+        "STANDARD",
+        description="EKS version support once standard support of `kubernetes_version` ends "
+        "(mode create). STANDARD: EKS upgrades the control plane to the next version. EXTENDED: "
+        "the version stays for up to 12 more months, billed at the extended-support "
+        "per-cluster-hour price (USD 0.60 instead of 0.10).",
+    )
     vpc: VpcConfig = section("The new VPC (mode create).")
     system_node_group: SystemNodeGroupConfig = section("On-demand nodes for cluster controllers (mode create)."
     )

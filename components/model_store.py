@@ -11,7 +11,8 @@ filesystem, so TF Serving never sees half a version.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pulumi
@@ -42,82 +43,8 @@ READY_SCRIPT = "/etc/model-sync/ready.sh"
 # EKS Pod Identity agent, on every node (link-local).
 POD_IDENTITY_AGENT_CIDR = "169.254.170.23/32"
 
-SYNC_SH = r"""#!/bin/bash
-# Keep $MODEL_ROOT/<model>/<version>/ in line with the complete versions in S3.
-# A version is complete when s3://$MODEL_BUCKET/$MODEL_PREFIX/<model>/_complete/<v>.sha256
-# exists; it is downloaded to a staging folder, checked against that manifest and only
-# then renamed into place (same filesystem: atomic), so TF Serving never sees a partial
-# version. Versions no longer wanted (config or S3) are removed, which TF Serving answers
-# by unloading them.
-set -euo pipefail
-: "${MODEL_BUCKET:?}" "${MODEL_PREFIX:?}" "${MODEL_ROOT:?}" "${MODELS_FILE:?}"
-INTERVAL="${SYNC_INTERVAL_SECONDS:-30}"
-STAGING="$MODEL_ROOT/.staging"
-COMPLETE="__COMPLETE_DIR__"
-
-complete_versions() {
-  aws s3api list-objects-v2 --bucket "$MODEL_BUCKET" --prefix "$MODEL_PREFIX/$1/$COMPLETE/" \
-    --query 'Contents[].Key' --output text \
-    | tr '\t' '\n' | sed -n 's#.*/\([1-9][0-9]*\)\.sha256$#\1#p' | sort -n
-}
-
-wanted_versions() {  # model policy arg
-  local available
-  available="$(complete_versions "$1")"
-  if [ "$2" = latest ]; then
-    printf '%s\n' "$available" | sed '/^$/d' | tail -n "$3"
-  else
-    for v in ${3//,/ }; do
-      if printf '%s\n' "$available" | grep -qx "$v"; then echo "$v"
-      else echo "model $1: version $v is not complete in S3; skipped" >&2; fi
-    done
-  fi
-}
-
-fetch() {  # model version
-  local dest="$MODEL_ROOT/$1/$2" tmp="$STAGING/$1-$2" sums="$STAGING/$1-$2.sha256"
-  [ -d "$dest" ] && return 0
-  rm -rf "$tmp" "$sums" && mkdir -p "$tmp" "$MODEL_ROOT/$1"
-  aws s3 cp --only-show-errors "s3://$MODEL_BUCKET/$MODEL_PREFIX/$1/$COMPLETE/$2.sha256" "$sums"
-  aws s3 cp --only-show-errors --recursive "s3://$MODEL_BUCKET/$MODEL_PREFIX/$1/$2/" "$tmp/"
-  (cd "$tmp" && sha256sum --check --quiet --strict "$sums")
-  mv "$tmp" "$dest"
-  rm -f "$sums"
-  echo "model $1: version $2 is live"
-}
-
-sync_model() {  # model policy arg
-  local wanted
-  wanted="$(wanted_versions "$@")"
-  if [ -z "$wanted" ]; then
-    # An empty answer never empties a serving model: keep what is loaded.
-    echo "model $1: no complete version wanted in S3; keeping local versions" >&2
-    return 0
-  fi
-  for v in $wanted; do fetch "$1" "$v"; done
-  for dir in "$MODEL_ROOT/$1"/*/; do
-    [ -d "$dir" ] || continue
-    v="$(basename "$dir")"
-    if ! printf '%s\n' "$wanted" | grep -qx "$v"; then
-      mv "$dir" "$STAGING/retired-$1-$v" && rm -rf "$STAGING/retired-$1-$v"
-      echo "model $1: version $v retired"
-    fi
-  done
-}
-
-mkdir -p "$STAGING"
-if [ "${1:-}" = "--once" ]; then
-  while read -r model policy arg; do
-    [ -n "$model" ] && sync_model "$model" "$policy" "$arg"
-  done < "$MODELS_FILE"
-  exit 0
-fi
-while true; do
-  # Each pass in its own shell, so `set -e` stops a failing pass before it removes anything.
-  bash "$0" --once || echo "sync pass failed; next try in ${INTERVAL}s" >&2
-  sleep "$INTERVAL"
-done
-""".replace("__COMPLETE_DIR__", COMPLETE_DIR)
+SCRIPTS = Path(__file__).parent / "scripts"
+SYNC_SH = (SCRIPTS / "model-sync.sh").read_text().replace("__COMPLETE_DIR__", COMPLETE_DIR)
 
 
 @dataclass(frozen=True)
@@ -147,6 +74,9 @@ class ModelStoreOutputs:
     publisher_policy_arn: pulumi.Output[str]
     publisher_role_arn: pulumi.Output[str] | None
     identity: Literal["pod_identity", "irsa"]
+    # What serving pods must not start before: their credentials are bound at pod creation
+    # (the Pod Identity association, or the IRSA role) and must already read the bucket.
+    reader_ready: list[pulumi.Resource] = field(default_factory=list)
 
 
 def tls_only_policy(bucket_arn: str) -> str:
@@ -245,21 +175,7 @@ def access_log_policy(log_bucket_arn: str, source_bucket_arn: str, account_id: s
     )
 
 
-READY_SH = r"""#!/bin/bash
-# Ready when TF Serving reports an AVAILABLE version of every configured model. Plain bash
-# (/dev/tcp): the sidecar image has no HTTP client we can count on.
-set -euo pipefail
-while read -r model _; do
-  [ -n "$model" ] || continue
-  exec 3<>"/dev/tcp/127.0.0.1/${REST_PORT:?}"
-  printf 'GET /v1/models/%s HTTP/1.0\r\nHost: localhost\r\n\r\n' "$model" >&3
-  if ! grep -Eq '"state" *: *"AVAILABLE"' <&3; then
-    echo "model $model has no AVAILABLE version yet"
-    exit 1
-  fi
-  exec 3<&-
-done < "$MODELS_FILE"
-"""
+READY_SH = (SCRIPTS / "model-ready.sh").read_text()
 
 
 def sync_config_data(models: Mapping[str, ModelSync]) -> dict[str, str]:
@@ -298,7 +214,13 @@ def model_sync_containers(
                 k8s.core.v1.EnvVarArgs(name="MODEL_ROOT", value=model_root),
                 k8s.core.v1.EnvVarArgs(name="MODELS_FILE", value=MODELS_FILE),
                 k8s.core.v1.EnvVarArgs(name="SYNC_INTERVAL_SECONDS", value=str(SYNC_INTERVAL_SECONDS)),
+                # The region is given, never looked up: pods cannot reach IMDS (hop limit 1).
+                # CLI v2 reads AWS_REGION, v1 and older SDKs AWS_DEFAULT_REGION.
                 k8s.core.v1.EnvVarArgs(name="AWS_REGION", value=region),
+                k8s.core.v1.EnvVarArgs(name="AWS_DEFAULT_REGION", value=region),
+                # No pager: CLI v2 pipes output through `less` by default (AWS CLI v2 user
+                # guide, "Using AWS CLI pagination options": client-side pager).
+                k8s.core.v1.EnvVarArgs(name="AWS_PAGER", value=""),
                 # The image's root filesystem is read-only; the CLI keeps its state in /tmp.
                 k8s.core.v1.EnvVarArgs(name="HOME", value="/tmp"),
                 k8s.core.v1.EnvVarArgs(name="REST_PORT", value=str(rest_port)),
@@ -408,16 +330,22 @@ class ModelStore(pulumi.ComponentResource):
             description=f"Serving pods: read {bucket_name}/{prefix}",
             opts=child,
         )
-        aws.iam.RolePolicy(f"{name}-reader-policy", role=reader.id, policy=read_policy, opts=child)
+        reader_ready: list[pulumi.Resource] = [
+            reader,
+            aws.iam.RolePolicy(f"{name}-reader-policy", role=reader.id, policy=read_policy, opts=child),
+        ]
         if cfg.identity == "pod_identity":
-            aws.eks.PodIdentityAssociation(
+            # The EKS Pod Identity webhook gives a pod credentials when the pod is created,
+            # from the associations that exist then (EKS user guide, "Assign an IAM role to
+            # a Kubernetes service account"): pods started earlier get none until restarted.
+            reader_ready.append(aws.eks.PodIdentityAssociation(
                 f"{name}-reader-identity",
                 cluster_name=cluster.name,
                 namespace=serving_namespace,
                 service_account=serving_service_account,
                 role_arn=reader.arn,
                 opts=child,
-            )
+            ))
 
         publisher = aws.iam.Policy(
             f"{name}-publisher-policy",
@@ -449,6 +377,7 @@ class ModelStore(pulumi.ComponentResource):
             publisher_policy_arn=publisher.arn,
             publisher_role_arn=publisher_role_arn,
             identity=cfg.identity,
+            reader_ready=reader_ready,
         )
         self.register_outputs({"bucket": bucket.bucket, "reader_role_arn": reader.arn})
 

@@ -511,6 +511,7 @@ class PrometheusStack(pulumi.ComponentResource):
         alerting_secrets: Mapping[str, str],
         system_node_selector: Mapping[str, str],
         provider: k8s.Provider,
+        storage_ready: Iterable[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:monitoring:PrometheusStack", name, None, opts)
@@ -550,7 +551,11 @@ class PrometheusStack(pulumi.ComponentResource):
             catalog.CHARTS["kube-prometheus-stack"],
             cfg.namespace,
             values,
-            pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[namespace, admin])),
+            # Prometheus, Alertmanager and Grafana claim gp3 volumes: the provisioner and the
+            # class must exist, or the claims stay Pending and the release times out.
+            pulumi.ResourceOptions.merge(
+                k8s_child, pulumi.ResourceOptions(depends_on=[namespace, admin, *storage_ready])
+            ),
         )
         self.ready = [release]
         self.register_outputs({})

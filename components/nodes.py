@@ -9,15 +9,20 @@ import pulumi_aws as aws
 
 from components.iam import role_with_managed_policies, service_trust_policy
 
+# No AmazonEKS_CNI_Policy: the VPC CNI has its own Pod Identity role (cluster.py). What is
+# left is what the kubelet, image pulls, SSM and the Pod Identity agent (hostNetwork,
+# eks-auth:AssumeRoleForPodIdentity is in AmazonEKSWorkerNodePolicy) need.
 NODE_MANAGED_POLICIES = (
     "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
     "AmazonEC2ContainerRegistryPullOnly",
     "AmazonSSMManagedInstanceCore",
 )
-# Two hops so that containers can still reach IMDSv2 through the node's network namespace;
-# our own workloads use EKS Pod Identity and never need the node's credentials.
-METADATA_HOP_LIMIT = 2
+# One hop: IMDSv2 answers the node and hostNetwork pods, but its PUT token response dies
+# at the pod's network namespace, so no pod can take the node role's credentials (EKS Best
+# Practices Guide, Security: "Restrict access to the instance profile assigned to the worker
+# node"). Every pod that calls AWS gets its region/VPC as config and its credentials from
+# EKS Pod Identity or IRSA (tests/test_cluster.py checks this for everything we deploy).
+METADATA_HOP_LIMIT = 1
 ROOT_DEVICE = "/dev/xvda"
 # Bottlerocket keeps images and pod data on its second volume, so that is the one to size.
 BOTTLEROCKET_DATA_DEVICE = "/dev/xvdb"

@@ -58,6 +58,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             alerting_secrets={k: v.get_secret_value() for k, v in cfg.alerting_secrets.items()},
             system_node_selector=cluster.system_node_selector,
             provider=cluster.provider,
+            storage_ready=cluster.storage_ready,
         ).ready
     gpu = GpuNodePool(
         "gpu",

@@ -555,8 +555,14 @@ class TfServing(pulumi.ComponentResource):
                         strict_zones=strict_zone_spread(environment),
                     ),
                     opts=in_ns,
-                    # Pods pull through the cache only once its rule and node permissions exist.
-                    depends_on=[service_account, priority_class, *(image_cache.ready if image_cache else [])],
+                    # Pods pull through the cache only once its rule and node permissions exist,
+                    # and reach S3 only once their identity does.
+                    depends_on=[
+                        service_account,
+                        priority_class,
+                        *store.reader_ready,
+                        *(image_cache.ready if image_cache else []),
+                    ],
                 )
             )
         deployment = deployments[0]

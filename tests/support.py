@@ -59,3 +59,37 @@ def mounted_config_map(r: Rendering, deployment: str, volume: str, namespace: st
     found = [m for m in objs if m["kind"] == "ConfigMap" and m["metadata"]["name"] == name]
     assert len(found) == 1, f"{deployment} mounts ConfigMap {name}, which the stack creates {len(found)} times"
     return found[0]["data"]
+
+def dependencies(rendering: Rendering, urn: str) -> set[str]:
+    """Every URN the resource at `urn` waits for: its recorded dependencies (explicit
+    `depends_on` and inputs taken from other resources) and those of its parents, followed
+    transitively; depending on a component means depending on everything under it."""
+    by_urn = {r.urn: r for r in rendering.resources}
+    children: dict[str, list[str]] = {}
+    for r in rendering.resources:
+        children.setdefault(r.parent, []).append(r.urn)
+
+    def with_descendants(top: str) -> list[str]:
+        found, stack = [top], [top]
+        while stack:
+            for child in children.get(stack.pop(), []):
+                found.append(child)
+                stack.append(child)
+        return found
+
+    waited: set[str] = set()
+    visited: set[str] = set()
+    todo = [urn]
+    while todo:
+        current = by_urn.get(todo.pop())
+        if current is None or current.urn in visited:
+            continue
+        visited.add(current.urn)
+        for dep in current.depends_on:
+            for target in with_descendants(dep):
+                if target not in waited:
+                    waited.add(target)
+                    todo.append(target)
+        if current.parent:
+            todo.append(current.parent)
+    return waited

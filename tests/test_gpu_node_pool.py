@@ -191,7 +191,6 @@ def test_node_role_and_launch_template(prod: Rendering) -> None:
     }
     assert attached == {
         "AmazonEKSWorkerNodePolicy",
-        "AmazonEKS_CNI_Policy",
         "AmazonEC2ContainerRegistryPullOnly",
         "AmazonSSMManagedInstanceCore",
     }
@@ -199,7 +198,7 @@ def test_node_role_and_launch_template(prod: Rendering) -> None:
     assert a10g["metadataOptions"] == {
         "httpEndpoint": "enabled",
         "httpTokens": "required",
-        "httpPutResponseHopLimit": 2,
+        "httpPutResponseHopLimit": 1,
     }
     mapping = a10g["blockDeviceMappings"][0]
     assert mapping["deviceName"] == "/dev/xvda"
