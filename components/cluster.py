@@ -18,7 +18,7 @@ from components.config import ClusterConfig
 from components.iam import pod_identity_trust_policy, role_with_managed_policies, service_trust_policy
 from components.naming import k8s_labels
 from components.netplan import plan_subnets
-from components.nodes import launch_template_args, node_role
+from components.nodes import launch_template_args, node_group_timeouts, node_role
 
 ELB_ROLE_TAG = "kubernetes.io/role/elb"
 INTERNAL_ELB_ROLE_TAG = "kubernetes.io/role/internal-elb"
@@ -85,6 +85,8 @@ class ClusterOutputs:
     # the EBS CSI driver (the provisioner) and the StorageClass. Empty for an existing
     # cluster, whose storage is its owner's.
     storage_ready: list[pulumi.Resource] = field(default_factory=list)
+    # The role the system nodes run as (ours in mode create only).
+    system_node_role_name: pulumi.Output[str] | None = None
 
 
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -334,6 +336,7 @@ class Cluster(pulumi.ComponentResource):
                 zone: [subnet.id] for zone, subnet in sorted(self._private_by_zone.items())
             },
             storage_ready=[late_addons["aws-ebs-csi-driver"], storage_class],
+            system_node_role_name=self._system_node_role_name,
         )
 
     def _network(self) -> tuple[aws.ec2.Vpc, list[aws.ec2.Subnet]]:
@@ -494,6 +497,7 @@ class Cluster(pulumi.ComponentResource):
         cfg, n = self._cfg, self._name
         group = cfg.system_node_group
         role, attachments = node_role(f"{n}-system-node-role", self._partition, self)
+        self._system_node_role_name = role.name
         template = aws.ec2.LaunchTemplate(
             f"{n}-system-lt",
             args=launch_template_args(group.disk_size_gib, {"Name": f"{cfg.name}-system"}),
@@ -519,6 +523,7 @@ class Cluster(pulumi.ComponentResource):
                 depends_on=[*attachments, *depends_on],
                 # The cluster autoscaler owns the node count after creation.
                 ignore_changes=["scalingConfig.desiredSize"],
+                custom_timeouts=node_group_timeouts(group.max_size, 1),
             ),
         )
 

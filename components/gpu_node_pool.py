@@ -25,10 +25,16 @@ import yaml
 from components import catalog
 from components.cluster import POOL_LABEL, ClusterOutputs
 from components.config import GpuPoolConfig, NodeAutoscalingConfig, TaintConfig, zone_share
-from components.helm import helm_release
+from components.helm import GPU_NODE_WAIT_SECONDS, helm_release
 from components.iam import pod_identity_role, policy_document
 from components.naming import k8s_labels
-from components.nodes import BOTTLEROCKET_DATA_DEVICE, ROOT_DEVICE, launch_template_args, node_role
+from components.nodes import (
+    BOTTLEROCKET_DATA_DEVICE,
+    ROOT_DEVICE,
+    launch_template_args,
+    node_group_timeouts,
+    node_role,
+)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
@@ -341,6 +347,7 @@ class GpuNodePool(pulumi.ComponentResource):
                 NVIDIA_NAMESPACE,
                 device_plugin_values(pools),
                 in_namespace,
+                timeout_seconds=GPU_NODE_WAIT_SECONDS,
             )
             helm_release(
                 f"{name}-dcgm-exporter",
@@ -349,6 +356,7 @@ class GpuNodePool(pulumi.ComponentResource):
                 dcgm_exporter_values(pools, service_monitor),
                 # Its ServiceMonitor needs the Prometheus Operator's CRDs.
                 pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=monitoring_ready)),
+                timeout_seconds=GPU_NODE_WAIT_SECONDS,
             )
         if autoscaling.enabled:
             self._cluster_autoscaler(autoscaling, kubernetes_version, region, child, k8s_child, groups)
@@ -409,6 +417,7 @@ class GpuNodePool(pulumi.ComponentResource):
                         depends_on=attachments,
                         # cluster-autoscaler owns the node count once the group exists.
                         ignore_changes=["scalingConfig.desiredSize"],
+                        custom_timeouts=node_group_timeouts(max_size, pool.max_unavailable),
                     ),
                 ),
             )

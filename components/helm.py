@@ -10,6 +10,11 @@ import pulumi_kubernetes as k8s
 
 from components.catalog import Chart
 
+# For a release whose DaemonSets also run on GPU nodes: Helm (atomic) waits until they run on
+# every node, and GPU nodes that join during the same `pulumi up` boot a GPU AMI first, then
+# pull the images: 20 minutes, not Helm's 10.
+GPU_NODE_WAIT_SECONDS = 1200
+
 
 def helm_release(
     name: str,
@@ -18,6 +23,7 @@ def helm_release(
     values: pulumi.Input[Mapping[str, Any]],
     opts: pulumi.ResourceOptions,
     create_namespace: bool = False,
+    timeout_seconds: int = 600,
 ) -> k8s.helm.v3.Release:
     """A Helm release named after its chart (stable object names), rolled back if it fails."""
     return k8s.helm.v3.Release(
@@ -32,7 +38,8 @@ def helm_release(
             values=values,
             atomic=True,
             cleanup_on_fail=True,
-            timeout=600,
+            # `atomic` makes Helm wait for every object to be ready, this long, then roll back.
+            timeout=timeout_seconds,
         ),
         opts=opts,
     )

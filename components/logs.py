@@ -22,7 +22,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import catalog
-from components.helm import helm_release
+from components.helm import GPU_NODE_WAIT_SECONDS, helm_release
 from components.iam import pod_identity_role, policy_document
 
 FLUENT_BIT_NAMESPACE = "kube-system"
@@ -163,6 +163,8 @@ class ClusterLogs(pulumi.ComponentResource):
             pulumi.ResourceOptions.merge(
                 k8s_child, pulumi.ResourceOptions(depends_on=[log_group, association, policy])
             ),
+            # It runs on every node, the GPU nodes included.
+            timeout_seconds=GPU_NODE_WAIT_SECONDS,
         )
         self.log_group_name = log_group.name
         self.register_outputs({"log_group_name": self.log_group_name})

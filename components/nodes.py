@@ -69,3 +69,21 @@ def launch_template_args(
         ],
         tags=dict(tags),
     )
+
+
+# EKS replaces a managed node group's nodes `max_unavailable` at a time on every AMI or
+# launch-template change; each batch launches new nodes, waits for them to join, then
+# drains the old ones, giving each pod up to 15 minutes before it forces the eviction
+# (EKS user guide, "Understand each phase of node updates": scale up, upgrade with a 15
+# minute pod eviction timeout, scale down). GPU nodes boot a large AMI and pull a ~6 GB
+# image: 25 minutes a batch bounds it; Pulumi's default wait for an update is 60 minutes.
+NODE_BATCH_MINUTES = 25
+
+
+def node_group_timeouts(max_size: int, max_unavailable: int) -> pulumi.CustomTimeouts:
+    """How long Pulumi waits on a node group: long enough for a rolling replacement of all of
+    its nodes, batch by batch."""
+    batches = -(-max(max_size, 1) // max(max_unavailable, 1))
+    minutes = max(60, batches * NODE_BATCH_MINUTES)
+    return pulumi.CustomTimeouts(create="60m", update=f"{minutes}m", delete="60m")
+

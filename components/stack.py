@@ -94,7 +94,11 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             region=cfg.aws_region,
             partition=partition,
             account_id=account_id,
-            node_role_names=gpu.node_role_names,
+            # Serving pods run on a GPU pool's nodes, or on the system nodes (CPU serving).
+            node_role_names={
+                **gpu.node_role_names,
+                **({"system": cluster.system_node_role_name} if cluster.system_node_role_name else {}),
+            },
             opts=pulumi.ResourceOptions(providers=[aws_provider]),
         ).outputs
         extra_outputs["image_cache_node_policy_arn"] = image_cache.node_policy_arn

@@ -176,3 +176,63 @@ def test_the_await_rule_sees_a_plain_deployment() -> None:
 def test_stack_tells_how_to_watch_the_rollout() -> None:
     out = rendered("prod").outputs
     assert "kubectl -n tf-serving rollout status deployment/tf-serving" in out["serving_rollout_check"]
+
+
+def minutes(duration: str) -> int:
+    assert duration.endswith("m"), duration
+    return int(duration[:-1])
+
+
+@pytest.mark.parametrize("stack", sorted(STACKS))
+def test_pulumi_waits_long_enough_for_a_rolling_node_group_update(stack: str) -> None:
+    """EKS replaces a managed node group's nodes `maxUnavailable` at a time; per batch it
+    launches and joins new nodes, then drains old ones with a 15-minute eviction timeout
+    (EKS user guide, "Understand each phase of node updates"). A GPU node takes over 5
+    minutes to boot and join, so a batch may take 20 minutes: Pulumi's update wait (60
+    minutes unless the program says) must cover every batch, or `pulumi up` fails mid-way."""
+    groups = [x for x in rendered(stack).resources if x.type == "aws:eks/nodeGroup:NodeGroup"]
+    assert groups
+    for group in groups:
+        size = group.inputs["scalingConfig"]["maxSize"]
+        batch = group.inputs.get("updateConfig", {}).get("maxUnavailable", 1)
+        needed = -(-size // batch) * 20
+        waited = minutes(group.custom_timeouts.get("update", "60m"))
+        assert waited >= needed, f"{stack}: {group.name} waits {waited} min for an update that may take {needed}"
+
+
+@pytest.mark.parametrize("stack", sorted(STACKS))
+def test_helm_waits_long_enough_for_daemonsets_on_new_gpu_nodes(stack: str) -> None:
+    """An atomic Helm release waits for its DaemonSets on every node they tolerate; GPU
+    nodes created in the same `pulumi up` boot, join and pull first. A release whose pods
+    tolerate a GPU pool's taint needs more than Helm's 10 minutes."""
+    r = rendered(stack)
+    taints = [t for s in r.outputs["gpu_scheduling"].values() for t in s["tolerations"]]
+    checked = 0
+    for release in (x for x in r.resources if x.type == "kubernetes:helm.sh/v3:Release"):
+        tolerations = [t for t in json_walk(release.inputs.get("values", {}), "tolerations") if isinstance(t, dict)]
+        if any(tolerates(t, taint) for t in tolerations for taint in taints):
+            checked += 1
+            assert release.inputs["timeout"] >= 1200, f"{stack}: {release.name} waits {release.inputs['timeout']} s"
+    assert checked or not taints
+
+
+def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
+    """Kubernetes' toleration match (core/v1 Toleration.ToleratesTaint)."""
+    if toleration.get("effect") not in (None, "", taint["effect"]):
+        return False
+    if not toleration.get("key"):
+        return toleration.get("operator") == "Exists"
+    if toleration["key"] != taint["key"]:
+        return False
+    return toleration.get("operator") == "Exists" or toleration.get("value") == taint.get("value")
+
+
+def json_walk(value: Any, key: str) -> list[Any]:
+    found: list[Any] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found += v if k == key and isinstance(v, list) else json_walk(v, key)
+    elif isinstance(value, list):
+        for v in value:
+            found += json_walk(v, key)
+    return found

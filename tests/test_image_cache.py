@@ -31,7 +31,11 @@ def cached_stacks() -> dict[str, dict[str, Any]]:
     dev = raw_stack("dev")
     dev["serving"]["image_cache"] = {"enabled": True, "docker_hub_username": "tfsdev", "repository_prefix": "dev/hub"}
     dev["docker_hub_access_token"] = "dckr_pat_example"
-    return {"prod": raw_stack("prod"), "dev-cached": dev}
+    cpu = raw_stack("prod")
+    cpu["serving"].pop("gpu_pool")
+    cpu["serving"].pop("gpu_memory_fraction")
+    cpu["autoscaling"]["metrics"].pop("gpu_utilisation")
+    return {"prod": raw_stack("prod"), "dev-cached": dev, "prod-cpu": cpu}
 
 
 _rendered: dict[str, Rendering] = {}
@@ -104,8 +108,9 @@ def test_the_nodes_serving_pods_land_on_may_import_the_image(stack: str) -> None
     r = rendered(stack)
     region = r.outputs["region"]
     serving_pool = parse(cached_stacks()[stack], stack).serving.gpu_pool
-    assert serving_pool
-    role = next(x for x in of_type(r, "aws:iam/role:Role") if x.name.endswith(f"-{serving_pool}-node-role"))
+    # CPU serving lands on the system nodes.
+    role_suffix = f"-{serving_pool}-node-role" if serving_pool else "-system-node-role"
+    role = next(x for x in of_type(r, "aws:iam/role:Role") if x.name.endswith(role_suffix))
     role_name = role.outputs["name"]
     policies = {x.outputs["arn"]: json.loads(x.inputs["policy"]) for x in of_type(r, "aws:iam/policy:Policy")}
     attached = [x.inputs["policyArn"] for x in of_type(r, "aws:iam/rolePolicyAttachment:RolePolicyAttachment") if x.inputs["role"] == role_name]

@@ -59,6 +59,8 @@ class Registered:
     outputs: dict[str, Any] = field(default_factory=dict)
     # Read from outside the stack (a StackReference, a `get`), not created by it.
     read: bool = False
+    # How long Pulumi waits for each operation, where the program says (create/update/delete).
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
 
     @property
     def component(self) -> str:
@@ -291,6 +293,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
         raise NotImplementedError(f"the mock engine has no answer for invoke {token}")
 
 
+def _timeouts(request: Any) -> dict[str, str]:
+    """A registration's custom timeouts (reads have none)."""
+    t = getattr(request, "customTimeouts", None)
+    return {k: getattr(t, k) for k in ("create", "update", "delete") if t is not None and getattr(t, k)}
+
+
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """Records the resource options (parent, protect, ignoreChanges ...) mocks don't see."""
 
@@ -322,6 +330,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 ignore_changes=[] if read else list(request.ignoreChanges),
                 depends_on=list(request.dependencies),
                 read=read,
+                custom_timeouts=_timeouts(request),
             )
         )
 
