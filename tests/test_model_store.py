@@ -528,3 +528,18 @@ def test_sync_scripts_pass_shellcheck() -> None:
             input=text, text=True, capture_output=True,
         )
         assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
+
+
+def test_every_configured_model_has_its_base_path_before_it_is_published(
+    sync_env: tuple[S3Store, Path, dict[str, str]],
+) -> None:
+    """TF Serving polls every model's base path in one pass and a missing one fails the pass
+    for all of them (tensorflow/serving sources/storage_path/file_system_storage_path_source.cc,
+    PollFileSystemForConfig returns the first PollFileSystemForServable error): on a first
+    deploy, publishing one model must be enough for it to load while another is unpublished."""
+    store, root, env = sync_env
+    store.put_version("resnet", 1, SAVED_MODEL)
+    result = run_sync(env, "resnet latest 1\nbert specific 2\n")
+    assert result.returncode == 0, result.stderr
+    assert local_versions(root, "resnet") == ["1"]
+    assert (root / "bert").is_dir() and local_versions(root, "bert") == []

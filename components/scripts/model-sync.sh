@@ -96,6 +96,11 @@ mkdir -p "$STAGING"
 case "${1:-}" in
   --model)
     shift
+    # Every configured model's base path exists from the first pass, published or not: TF
+    # Serving polls all models in one pass and a missing base path fails that pass for
+    # every model (tensorflow/serving file_system_storage_path_source.cc,
+    # PollFileSystemForConfig), so one unpublished model would keep the others unloaded.
+    mkdir -p "$MODEL_ROOT/$1"
     sync_model "$@"  # called plainly, so that `set -e` holds inside it
     exit 0
     ;;
