@@ -7,6 +7,7 @@ Kubernetes provider every Kubernetes object of the stack is created with.
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import dataclass, field
 
 import pulumi
@@ -14,7 +15,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import catalog
-from components.config import ClusterConfig
+from components.config import PROJECT, ClusterConfig, StackConfig, StackConfigError
 from components.iam import pod_identity_trust_policy, role_with_managed_policies, service_trust_policy
 from components.naming import k8s_labels
 from components.netplan import plan_subnets
@@ -59,6 +60,80 @@ ADDON_IDENTITIES: dict[catalog.AddonName, AddonIdentity] = {
 }
 
 
+# The StorageClass our PersistentVolumeClaims name. Mode create makes it the cluster's default
+# `gp3`; on an existing cluster we add our own class beside the owner's (never touching
+# theirs or their default), so the claims never depend on a class only create mode makes.
+CREATE_STORAGE_CLASS = "gp3"
+EXISTING_STORAGE_CLASS = f"{PROJECT}-gp3"
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """Something an existing cluster must bring, for the README and the future preflight.
+
+    `checked`: `pulumi up` looks it up and refuses the stack, naming it, before anything is
+    created; otherwise it is the cluster owner's word (stated in the README only)."""
+
+    title: str
+    needed_when: str
+    checked: bool
+
+
+# Everything the components need of a cluster they did not create. The README's
+# "Using an existing cluster" section lists exactly these titles (tests/test_cluster.py).
+EXISTING_CLUSTER_PREREQUISITES: tuple[Prerequisite, ...] = (
+    Prerequisite("Kubernetes version", "always", True),
+    Prerequisite("Deployer access", "always", False),
+    Prerequisite("VPC CNI network policy", "always", True),
+    Prerequisite("EKS Pod Identity agent", "any component with a Pod Identity role", True),
+    Prerequisite("IAM OIDC provider", "model_store.identity: irsa", True),
+    Prerequisite("EBS CSI driver", "monitoring.mode: kube-prometheus-stack", True),
+    Prerequisite("Load balancer subnets", "ingress enabled", True),
+    Prerequisite("Private subnets", "always", True),
+    Prerequisite("Node IAM and IMDS", "always", False),
+    Prerequisite("No second metrics-server or cluster-autoscaler", "autoscaling cpu, node_autoscaling", False),
+    Prerequisite("Prometheus Operator", "monitoring.mode: existing-operator", False),
+)
+
+
+@dataclass(frozen=True)
+class ExistingClusterNeeds:
+    """What the rest of this stack's configuration needs from an existing cluster."""
+
+    pod_identity: bool = True
+    irsa: bool = False
+    ebs_storage: bool = True
+    # The scheme of the ALB (None: no ingress): its subnets must be tagged for discovery.
+    load_balancer_scheme: str | None = None
+
+
+def existing_cluster_needs(cfg: StackConfig) -> ExistingClusterNeeds:
+    ingress = cfg.ingress if cfg.ingress and cfg.ingress.enabled else None
+    return ExistingClusterNeeds(
+        # Pod Identity roles: cluster-autoscaler, the load balancer controller and
+        # external-dns, fluent-bit, and the model reader unless it uses IRSA.
+        pod_identity=bool(
+            (cfg.gpu_pools and cfg.node_autoscaling.enabled)
+            or ingress
+            or cfg.monitoring.logs.enabled
+            or cfg.model_store.identity == "pod_identity"
+        ),
+        irsa=cfg.model_store.identity == "irsa",
+        ebs_storage=cfg.monitoring.enabled and cfg.monitoring.mode == "kube-prometheus-stack",
+        load_balancer_scheme=ingress.scheme if ingress else None,
+    )
+
+
+def refuse_existing(cluster: str, key: str, value: object, rule: str) -> StackConfigError:
+    """An existing cluster lacks what the stack needs: the config error's shape, before
+    anything is created."""
+    stack = pulumi.get_stack()
+    return StackConfigError(
+        f"stack '{stack}': invalid configuration in Pulumi.{stack}.yaml:\n"
+        f"  - {PROJECT}:{key}: existing cluster '{cluster}' {rule} (got {value})"
+    )
+
+
 @dataclass(frozen=True)
 class ClusterOutputs:
     """What the rest of the stack needs of the cluster, in both modes."""
@@ -87,6 +162,11 @@ class ClusterOutputs:
     storage_ready: list[pulumi.Resource] = field(default_factory=list)
     # The role the system nodes run as (ours in mode create only).
     system_node_role_name: pulumi.Output[str] | None = None
+    # The cluster's Kubernetes minor version, known at plan time: the one the stack reports
+    # and every version-bound pin (cluster-autoscaler's image) is chosen by.
+    version: catalog.KubernetesVersion = catalog.DEFAULT_KUBERNETES_VERSION
+    # The StorageClass our claims (Prometheus, Alertmanager, Grafana) name.
+    storage_class: str = CREATE_STORAGE_CLASS
 
 
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -137,13 +217,15 @@ def oidc_provider_arn(partition: str, account_id: str, issuer_url: str) -> str:
     return f"arn:{partition}:iam::{account_id}:oidc-provider/{issuer_url.removeprefix('https://')}"
 
 
-def gp3_storage_class_args(labels: dict[str, str]) -> k8s.storage.v1.StorageClassInitArgs:
-    """Default StorageClass: encrypted gp3 through the EBS CSI driver, bound where the pod lands."""
+def gp3_storage_class_args(
+    labels: dict[str, str], name: str = CREATE_STORAGE_CLASS, default: bool = True
+) -> k8s.storage.v1.StorageClassInitArgs:
+    """StorageClass: encrypted gp3 through the EBS CSI driver, bound where the pod lands."""
     return k8s.storage.v1.StorageClassInitArgs(
         metadata=k8s.meta.v1.ObjectMetaArgs(
-            name="gp3",
+            name=name,
             labels=labels,
-            annotations={"storageclass.kubernetes.io/is-default-class": "true"},
+            annotations={"storageclass.kubernetes.io/is-default-class": "true"} if default else None,
         ),
         provisioner="ebs.csi.aws.com",
         parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
@@ -165,9 +247,11 @@ class Cluster(pulumi.ComponentResource):
         partition: str,
         account_id: str,
         aws_provider: aws.Provider,
+        needs: ExistingClusterNeeds | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:cluster:Cluster", name, None, opts)
+        self._needs = needs or ExistingClusterNeeds()
         self._name = name
         self._cfg = cfg
         self._region = region
@@ -337,6 +421,7 @@ class Cluster(pulumi.ComponentResource):
             },
             storage_ready=[late_addons["aws-ebs-csi-driver"], storage_class],
             system_node_role_name=self._system_node_role_name,
+            version=cfg.kubernetes_version,
         )
 
     def _network(self) -> tuple[aws.ec2.Vpc, list[aws.ec2.Subnet]]:
@@ -530,32 +615,60 @@ class Cluster(pulumi.ComponentResource):
     # --- mode: existing -----------------------------------------------------------------
 
     def _existing(self) -> ClusterOutputs:
-        cfg = self._cfg
+        cfg, needs = self._cfg, self._needs
         invoke = pulumi.InvokeOptions(provider=self._aws)
         found = aws.eks.get_cluster(name=cfg.name, opts=invoke)
+        version = self._existing_version(found.version)
         vpc_id = found.vpc_config.vpc_id
         issuer = found.identities[0].oidcs[0].issuer
+        # The VPC CNI enforces our NetworkPolicies only with its network policy agent on
+        # (EKS user guide, "Restrict pod network traffic with Kubernetes network policies":
+        # add-on configuration `enableNetworkPolicy: "true"`); without it they are ignored.
+        cni = self._existing_addon(found.name, "vpc-cni", "cluster.name", "NetworkPolicies of the serving pods")
+        if json.loads(cni.configuration_values or "{}").get("enableNetworkPolicy") != "true":
+            raise refuse_existing(
+                found.name, "cluster.name", repr(cni.configuration_values or ""),
+                "does not enforce NetworkPolicies: its vpc-cni add-on needs the configuration "
+                '{"enableNetworkPolicy": "true"}',
+            )
+        if needs.pod_identity:
+            self._existing_addon(found.name, POD_IDENTITY_AGENT, "cluster.name", "Pod Identity roles")
+        if needs.ebs_storage:
+            self._existing_addon(
+                found.name, "aws-ebs-csi-driver", "monitoring.mode", "Prometheus, Alertmanager and Grafana volumes"
+            )
+        provider_arn = oidc_provider_arn(self._partition, self._account_id, issuer)
+        if needs.irsa:
+            # IRSA trusts an IAM OIDC provider for the cluster's issuer in this account; EKS
+            # does not create it (EKS user guide, "Create an IAM OIDC provider for your cluster").
+            try:
+                provider_arn = aws.iam.get_open_id_connect_provider(url=issuer, opts=invoke).arn
+            except Exception:
+                raise refuse_existing(
+                    found.name, "model_store.identity", "irsa",
+                    f"has no IAM OIDC provider for its issuer {issuer} in this account: create it "
+                    "(eksctl utils associate-iam-oidc-provider) or use identity pod_identity",
+                ) from None
         subnet_ids = list(cfg.existing.private_subnet_ids) if cfg.existing else []
         if not subnet_ids:
-            subnet_ids = list(aws.ec2.get_subnets(
-                filters=[
-                    aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id]),
-                    aws.ec2.GetSubnetsFilterArgs(
-                        name=f"tag:{INTERNAL_ELB_ROLE_TAG}", values=["1"]
-                    ),
-                ],
-                opts=invoke,
-            ).ids)
+            subnet_ids = self._tagged_subnets(vpc_id, INTERNAL_ELB_ROLE_TAG, invoke)
         if not subnet_ids:
             raise ValueError(
                 f"cluster '{cfg.name}': no private subnets found in {vpc_id} (tag "
                 f"{INTERNAL_ELB_ROLE_TAG}=1); set cluster.existing.private_subnet_ids"
             )
         by_zone: dict[str, list[pulumi.Output[str]]] = {}
+        private_cidrs: list[str] = []
         for subnet_id in subnet_ids:
-            zone = aws.ec2.get_subnet(id=subnet_id, opts=invoke).availability_zone
-            by_zone.setdefault(zone, []).append(pulumi.Output.from_input(subnet_id))
+            subnet = aws.ec2.get_subnet(id=subnet_id, opts=invoke)
+            by_zone.setdefault(subnet.availability_zone, []).append(pulumi.Output.from_input(subnet_id))
+            private_cidrs.append(subnet.cidr_block)
         vpc = aws.ec2.get_vpc(id=vpc_id, opts=invoke)
+        public_cidrs = [vpc.cidr_block]
+        if needs.load_balancer_scheme == "internet-facing":
+            public_cidrs = self._load_balancer_subnets(found.name, vpc_id, invoke)
+        elif needs.load_balancer_scheme == "internal":
+            private_cidrs = self._load_balancer_subnets(found.name, vpc_id, invoke)
         provider = k8s.Provider(
             f"{self._name}-k8s",
             kubeconfig=kubeconfig(
@@ -563,23 +676,94 @@ class Cluster(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+        storage_ready: list[pulumi.Resource] = []
+        if needs.ebs_storage:
+            storage_ready.append(k8s.storage.v1.StorageClass(
+                f"{self._name}-gp3",
+                args=gp3_storage_class_args(
+                    k8s_labels("storage", EXISTING_STORAGE_CLASS), name=EXISTING_STORAGE_CLASS, default=False
+                ),
+                opts=pulumi.ResourceOptions(parent=self, provider=provider),
+            ))
         return ClusterOutputs(
             name=pulumi.Output.from_input(found.name),
             endpoint=pulumi.Output.from_input(found.endpoint),
-            kubernetes_version=pulumi.Output.from_input(found.version),
+            kubernetes_version=pulumi.Output.from_input(version),
             oidc_issuer_url=pulumi.Output.from_input(issuer),
-            oidc_provider_arn=pulumi.Output.from_input(
-                oidc_provider_arn(self._partition, self._account_id, issuer)
-            ),
+            oidc_provider_arn=pulumi.Output.from_input(provider_arn),
             vpc_id=pulumi.Output.from_input(vpc_id),
             vpc_cidr=pulumi.Output.from_input(vpc.cidr_block),
             private_subnet_ids=pulumi.Output.from_input(subnet_ids),
-            # Unknown subnet layout: any address in the VPC may host the load balancer.
-            public_subnet_cidrs=pulumi.Output.from_input([vpc.cidr_block]),
-            private_subnet_cidrs=pulumi.Output.from_input([vpc.cidr_block]),
+            # The subnets the ALB lands in (found by the tags the controller discovers them by).
+            public_subnet_cidrs=pulumi.Output.from_input(public_cidrs),
+            private_subnet_cidrs=pulumi.Output.from_input(private_cidrs),
             node_security_group_id=pulumi.Output.from_input(
                 found.vpc_config.cluster_security_group_id
             ),
             provider=provider,
             private_subnet_ids_by_zone=dict(sorted(by_zone.items())),
+            storage_ready=storage_ready,
+            version=version,
+            storage_class=EXISTING_STORAGE_CLASS,
         )
+
+    def _existing_version(self, found: str) -> catalog.KubernetesVersion:
+        """The looked-up cluster's version: the one everything version-bound uses. A version
+        set in config must match it; one we have no pins for is refused."""
+        cfg = self._cfg
+        supported = typing.get_args(catalog.KubernetesVersion)
+        if found not in supported:
+            raise refuse_existing(
+                cfg.name, "cluster.name", found,
+                f"runs Kubernetes {found}; this program pins add-ons and cluster-autoscaler "
+                f"for {', '.join(supported)} only",
+            )
+        if "kubernetes_version" in cfg.model_fields_set and cfg.kubernetes_version != found:
+            raise refuse_existing(
+                cfg.name, "cluster.kubernetes_version", cfg.kubernetes_version,
+                f"runs Kubernetes {found}: set cluster.kubernetes_version to {found} or leave it "
+                "out (mode existing takes the cluster's version)",
+            )
+        return typing.cast(catalog.KubernetesVersion, found)
+
+    def _existing_addon(self, cluster: str, addon: str, key: str, needed_for: str) -> aws.eks.GetAddonResult:
+        try:
+            return aws.eks.get_addon(
+                cluster_name=cluster, addon_name=addon, opts=pulumi.InvokeOptions(provider=self._aws)
+            )
+        except Exception:
+            raise refuse_existing(
+                cluster, key, addon,
+                f"has no {addon} EKS add-on, which {needed_for} need: install it "
+                "(README, \"Using an existing cluster\")",
+            ) from None
+
+    def _tagged_subnets(self, vpc_id: str, tag: str, invoke: pulumi.InvokeOptions) -> list[str]:
+        return list(aws.ec2.get_subnets(
+            filters=[
+                aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id]),
+                aws.ec2.GetSubnetsFilterArgs(name=f"tag:{tag}", values=["1"]),
+            ],
+            opts=invoke,
+        ).ids)
+
+    def _load_balancer_subnets(
+        self, cluster: str, vpc_id: str, invoke: pulumi.InvokeOptions
+    ) -> list[str]:
+        """CIDRs of the subnets the load balancer controller puts the ALB in.
+
+        The controller discovers them by tag: `kubernetes.io/role/elb=1` for internet-facing,
+        `kubernetes.io/role/internal-elb=1` for internal, and an ALB needs subnets in at least
+        two zones (aws-load-balancer-controller docs, "Subnet auto-discovery";
+        pkg/networking/subnet_resolver.go)."""
+        scheme = self._needs.load_balancer_scheme
+        tag = ELB_ROLE_TAG if scheme == "internet-facing" else INTERNAL_ELB_ROLE_TAG
+        subnets = [aws.ec2.get_subnet(id=i, opts=invoke) for i in self._tagged_subnets(vpc_id, tag, invoke)]
+        zones = {s.availability_zone for s in subnets}
+        if len(zones) < 2:
+            raise refuse_existing(
+                cluster, "ingress.scheme", scheme,
+                f"has subnets tagged {tag}=1 in {len(zones)} zone(s) of {vpc_id}; an {scheme} "
+                "ALB needs them in at least two zones",
+            )
+        return sorted(s.cidr_block for s in subnets)

@@ -442,11 +442,12 @@ def stack_values(
     admin_secret: str,
     alertmanager: Mapping[str, Any],
     node_selector: Mapping[str, str],
+    storage_class: str,
 ) -> dict[str, Any]:
     storage = {
         "volumeClaimTemplate": {
             "spec": {
-                "storageClassName": "gp3",
+                "storageClassName": storage_class,
                 "accessModes": ["ReadWriteOnce"],
                 "resources": {"requests": {"storage": f"{cfg.storage_gib}Gi"}},
             }
@@ -475,7 +476,7 @@ def stack_values(
                 "storage": {
                     "volumeClaimTemplate": {
                         "spec": {
-                            "storageClassName": "gp3",
+                            "storageClassName": storage_class,
                             "accessModes": ["ReadWriteOnce"],
                             "resources": {"requests": {"storage": "5Gi"}},
                         }
@@ -486,7 +487,7 @@ def stack_values(
         "grafana": {
             "admin": {"existingSecret": admin_secret, "userKey": "admin-user", "passwordKey": "admin-password"},
             "nodeSelector": dict(node_selector),
-            "persistence": {"enabled": True, "storageClassName": "gp3", "size": "10Gi"},
+            "persistence": {"enabled": True, "storageClassName": storage_class, "size": "10Gi"},
             "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "searchNamespace": "ALL"}},
         },
         # Node labels kube-state-metrics may export, for the GPU alerts and per-pool panels.
@@ -512,6 +513,7 @@ class PrometheusStack(pulumi.ComponentResource):
         system_node_selector: Mapping[str, str],
         provider: k8s.Provider,
         storage_ready: Iterable[pulumi.Resource] = (),
+        storage_class: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:monitoring:PrometheusStack", name, None, opts)
@@ -544,7 +546,7 @@ class PrometheusStack(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[namespace])),
         )
         values = pulumi.Output.secret(
-            stack_values(cfg, "grafana-admin", alertmanager_config(cfg, alerting_secrets), system_node_selector)
+            stack_values(cfg, "grafana-admin", alertmanager_config(cfg, alerting_secrets), system_node_selector, storage_class)
         )
         release = helm_release(
             f"{name}-kube-prometheus-stack",

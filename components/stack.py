@@ -9,7 +9,7 @@ import pulumi_aws as aws
 
 from components.autoscaling import Autoscaling
 from components.catalog import PRICED_REGIONS
-from components.cluster import Cluster
+from components.cluster import Cluster, existing_cluster_needs
 from components.config import StackConfig, check_pool_zones, load_stack_config
 from components.gpu_node_pool import GpuNodePool, monthly_cost_range
 from components.image_cache import ImageCache
@@ -41,6 +41,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         partition=partition,
         account_id=account_id,
         aws_provider=aws_provider,
+        needs=existing_cluster_needs(cfg),
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     ).outputs
     # An existing cluster's zones are known only now: refuse pools they cannot split before
@@ -59,13 +60,15 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             system_node_selector=cluster.system_node_selector,
             provider=cluster.provider,
             storage_ready=cluster.storage_ready,
+            storage_class=cluster.storage_class,
         ).ready
     gpu = GpuNodePool(
         "gpu",
         cfg.gpu_pools,
         cfg.node_autoscaling,
         cluster=cluster,
-        kubernetes_version=cfg.cluster.kubernetes_version,
+        # The cluster's version (an existing cluster's as looked up), the one reported below.
+        kubernetes_version=cluster.version,
         region=cfg.aws_region,
         partition=partition,
         service_monitor=cfg.monitoring.enabled,

@@ -191,7 +191,8 @@ def existing_rendering() -> Rendering:
 def test_existing_mode_creates_nothing_of_the_cluster() -> None:
     rendering = existing_rendering()
     created = [r.type for r in rendering.resources if r.custom and r.component == "cluster"]
-    assert created == ["pulumi:providers:kubernetes"]
+    # Only the provider, and our own StorageClass for the monitoring volumes.
+    assert sorted(created) == ["kubernetes:storage.k8s.io/v1:StorageClass", "pulumi:providers:kubernetes"]
     tokens = [token for token, _ in rendering.invokes]
     assert "aws:eks/getCluster:getCluster" in tokens
     assert ("aws:eks/getCluster:getCluster", {"name": "shared-gpu"}) in rendering.invokes
@@ -222,7 +223,12 @@ def test_existing_mode_takes_subnets_from_config_without_lookup() -> None:
     }
     rendering = render_raw(raw)
     assert rendering.outputs["private_subnet_ids"] == ["subnet-0123456789abcdef0"]
-    assert not [t for t, _ in rendering.invokes if t == "aws:ec2/getSubnets:getSubnets"]
+    # The private subnets are not looked up (the ALB's, tagged kubernetes.io/role/elb, are).
+    assert not [
+        a for t, a in rendering.invokes
+        if t == "aws:ec2/getSubnets:getSubnets"
+        and any(f["name"] == "tag:kubernetes.io/role/internal-elb" for f in a["filters"])
+    ]
 
 
 def test_invalid_config_registers_nothing() -> None:
@@ -545,11 +551,14 @@ def test_whatever_claims_volumes_waits_for_the_ebs_driver_and_its_class(
 
 
 def test_an_existing_cluster_brings_its_own_storage_and_access() -> None:
-    """Mode existing creates no add-on, StorageClass or access entry: nothing to wait for."""
+    """Mode existing creates no add-on or access entry, and no default StorageClass (only our
+    own class beside the owner's: tests/test_existing_cluster.py)."""
     rendering = existing_rendering()
     provider = rendering.one("pulumi:providers:kubernetes")
     assert provider.depends_on == []
-    assert not rendering.of_type(ADDON) and not rendering.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+    assert not rendering.of_type(ADDON) and not rendering.of_type("aws:eks/accessEntry:AccessEntry")
+    for c in rendering.of_type("kubernetes:storage.k8s.io/v1:StorageClass"):
+        assert not (c.inputs["metadata"].get("annotations") or {}), c.inputs["metadata"]
 
 
 def test_workload_pods_start_after_their_aws_identity_exists(ordered_stacks: list[tuple[str, Rendering]]) -> None:

@@ -26,6 +26,20 @@ ACCOUNT_ID = "123456789012"
 # Fixture of an existing cluster, returned for `aws.eks.get_cluster` (mode: existing).
 EXISTING_VPC_ID = "vpc-0a1b2c3d4e5f60718"
 EXISTING_SUBNETS = ["subnet-0aaa1111bbbb2222c", "subnet-0ddd3333eeee4444f", "subnet-0abc5555def6666a"]
+# Its public subnets (tagged kubernetes.io/role/elb=1), in zones a, b, c like the private ones.
+EXISTING_PUBLIC_SUBNETS = ["subnet-0fff7777aaaa8888b", "subnet-0eee9999cccc0000d", "subnet-0bbb1212dddd3434e"]
+EXISTING_VERSION = "1.35"
+# The existing cluster's EKS add-ons and their configuration values, for `aws.eks.get_addon`;
+# tests change these (monkeypatch) to model a cluster that lacks one.
+EXISTING_ADDONS: dict[str, str] = {
+    "vpc-cni": '{"enableNetworkPolicy": "true"}',
+    "eks-pod-identity-agent": "",
+    "aws-ebs-csi-driver": "",
+    "coredns": "",
+    "kube-proxy": "",
+}
+# Whether the account has an IAM OIDC provider for the existing cluster's issuer.
+EXISTING_OIDC_PROVIDER = True
 
 
 
@@ -33,8 +47,9 @@ EXISTING_SUBNETS = ["subnet-0aaa1111bbbb2222c", "subnet-0ddd3333eeee4444f", "sub
 def existing_subnet_zone(region: str, subnet_id: str) -> str:
     """The zone the mock places an existing subnet in: the fixture's in zones a, b, c; any
     other ID in one of those three, fixed by its hash."""
-    if subnet_id in EXISTING_SUBNETS:
-        return region + "abc"[EXISTING_SUBNETS.index(subnet_id)]
+    for fixture in (EXISTING_SUBNETS, EXISTING_PUBLIC_SUBNETS):
+        if subnet_id in fixture:
+            return region + "abc"[fixture.index(subnet_id)]
     return region + "abc"[int(_short_hash(subnet_id), 16) % 3]
 
 
@@ -263,7 +278,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "id": cluster,
                 "arn": self._arn("eks", "cluster", cluster),
                 "endpoint": f"https://{_short_hash(cluster).upper()}.gr7.{self.region}.eks.amazonaws.com",
-                "version": "1.35",
+                "version": EXISTING_VERSION,
                 "certificateAuthorities": [{"data": base64.b64encode(b"mock-ca").decode()}],
                 "identities": [
                     {"oidcs": [{"issuer": f"https://oidc.eks.{self.region}.amazonaws.com/id/EXISTING"}]}
@@ -278,16 +293,40 @@ class RecordingMocks(pulumi.runtime.Mocks):
                     "publicAccessCidrs": ["0.0.0.0/0"],
                 },
             }
+        if token == "aws:eks/getAddon:getAddon":
+            addon = call_args["addonName"]
+            if addon not in EXISTING_ADDONS:
+                # A failed read, as the provider reports one (the invoke raises in the program).
+                return {}, [("addonName", f"reading EKS Add-On ({call_args['clusterName']},{addon}): couldn't find resource")]
+            return {
+                "addonName": addon,
+                "clusterName": call_args["clusterName"],
+                "addonVersion": "v1.0.0-eksbuild.1",
+                "configurationValues": EXISTING_ADDONS[addon],
+                "arn": self._arn("eks", "addon", f"{call_args['clusterName']}/{addon}"),
+                "id": f"{call_args['clusterName']}:{addon}",
+            }
+        if token == "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider":
+            url = str(call_args.get("url", "")).removeprefix("https://")
+            if not EXISTING_OIDC_PROVIDER:
+                return {}, [("url", f"reading IAM OIDC Provider ({url}): couldn't find resource")]
+            arn = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{url}"
+            return {"arn": arn, "id": arn, "url": url, "clientIdLists": ["sts.amazonaws.com"]}
         if token == "aws:ec2/getSubnet:getSubnet":
             subnet_id = call_args["id"]
+            index = (EXISTING_SUBNETS + EXISTING_PUBLIC_SUBNETS).index(subnet_id) if subnet_id in (
+                EXISTING_SUBNETS + EXISTING_PUBLIC_SUBNETS) else int(_short_hash(subnet_id), 16) % 200
             return {
                 "id": subnet_id,
+                "cidrBlock": f"10.42.{index * 16}.0/20",
                 "availabilityZone": existing_subnet_zone(self.region, subnet_id),
                 "vpcId": EXISTING_VPC_ID,
                 "arn": self._arn("ec2", "subnet", subnet_id),
             }
         if token == "aws:ec2/getSubnets:getSubnets":
-            return {"ids": EXISTING_SUBNETS, "id": self.region}
+            tags = {f["name"] for f in call_args.get("filters", [])}
+            public = "tag:kubernetes.io/role/elb" in tags
+            return {"ids": EXISTING_PUBLIC_SUBNETS if public else EXISTING_SUBNETS, "id": self.region}
         if token == "aws:ec2/getVpc:getVpc":
             return {"id": call_args.get("id"), "cidrBlock": "10.42.0.0/16", "arn": "arn"}
         raise NotImplementedError(f"the mock engine has no answer for invoke {token}")
