@@ -684,10 +684,11 @@ class ImageCacheConfig(Section):
         StringConstraints(
             min_length=2, max_length=30, pattern=r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$"
         ),
-    ] = Field(
-        "docker-hub",
+    ] | None = Field(
+        None,
         description="ECR repository prefix of the cache (one rule per prefix per account and "
-        "region: give each stack sharing a region its own).",
+        "region). Unset: `<stack>/docker-hub`, so stacks sharing an account and region never "
+        "claim the same rule.",
     )
     docker_hub_username: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{4,30}$")] | None = Field(
         None,

@@ -15,6 +15,7 @@ its digest is the one Docker Hub serves.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -26,6 +27,18 @@ from components.iam import policy_document
 
 DOCKER_HUB = "registry-1.docker.io"
 SECRET_PREFIX = "ecr-pullthroughcache/"
+# ECR CreatePullThroughCacheRule: ecrRepositoryPrefix is 2-30 characters of lower-case path
+# segments, and one rule per prefix exists per account and region.
+MAX_PREFIX = 30
+
+
+def repository_prefix(configured: str | None, stack: str) -> str:
+    """The cache's ECR prefix: configured, or `<stack>/docker-hub` (unique per stack)."""
+    if configured:
+        return configured
+    suffix = "/docker-hub"
+    segment = re.sub(r"[^a-z0-9]+", "-", stack.lower()).strip("-")[: MAX_PREFIX - len(suffix)].strip("-")
+    return f"{segment or 'stack'}{suffix}"
 
 
 def cache_pull_policy(partition: str, region: str, account_id: str, prefix: str) -> str:
@@ -69,9 +82,10 @@ class ImageCache(pulumi.ComponentResource):
         super().__init__("tf-serving-eks:image_cache:ImageCache", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         assert cfg.docker_hub_username is not None  # config rule: enabled needs the user
+        prefix = repository_prefix(cfg.repository_prefix, stack)
         secret = aws.secretsmanager.Secret(
             f"{name}-credentials",
-            name=f"{SECRET_PREFIX}{stack}-{cfg.repository_prefix.replace('/', '-')}",
+            name=f"{SECRET_PREFIX}{prefix.replace('/', '-')}",
             description="Docker Hub credentials of the ECR pull-through cache rule",
             recovery_window_in_days=7,
             opts=child,
@@ -86,7 +100,7 @@ class ImageCache(pulumi.ComponentResource):
         )
         rule = aws.ecr.PullThroughCacheRule(
             f"{name}-rule",
-            ecr_repository_prefix=cfg.repository_prefix,
+            ecr_repository_prefix=prefix,
             upstream_registry_url=DOCKER_HUB,
             credential_arn=secret.arn,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[version]),
@@ -95,7 +109,7 @@ class ImageCache(pulumi.ComponentResource):
             f"{name}-node-policy",
             description="Pull images through the ECR pull-through cache",
             policy=pulumi.Output.from_input(account_id).apply(
-                lambda account: cache_pull_policy(partition, region, account, cfg.repository_prefix)
+                lambda account: cache_pull_policy(partition, region, account, prefix)
             ),
             opts=child,
         )
@@ -104,7 +118,7 @@ class ImageCache(pulumi.ComponentResource):
             for key, role in sorted(node_role_names.items())
         ]
         mirror = pulumi.Output.from_input(account_id).apply(
-            lambda account: f"{account}.dkr.ecr.{region}.amazonaws.com/{cfg.repository_prefix}"
+            lambda account: f"{account}.dkr.ecr.{region}.amazonaws.com/{prefix}"
         )
         self.outputs = ImageCacheOutputs(mirror=mirror, node_policy_arn=policy.arn, ready=[rule, *attachments])
         self.register_outputs({"mirror": mirror})

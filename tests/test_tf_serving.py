@@ -88,7 +88,7 @@ def test_image_is_pinned_gpu_build_and_flags_are_set(prod: Rendering) -> None:
     # Prod runs by digest (pin_image_digests); the tag stays in the reference for people.
     # and pulls through the stack's ECR pull-through cache (tests/test_image_cache.py).
     assert re.fullmatch(
-        r"123456789012\.dkr\.ecr\.us-west-2\.amazonaws\.com/docker-hub/tensorflow/serving:2\.19\.1-gpu@sha256:[0-9a-f]{64}",
+        r"123456789012\.dkr\.ecr\.us-west-2\.amazonaws\.com/prod/docker-hub/tensorflow/serving:2\.19\.1-gpu@sha256:[0-9a-f]{64}",
         serving["image"],
     )
     args = serving["args"]

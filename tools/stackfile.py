@@ -75,3 +75,32 @@ def load_stack_file(stack: str, root: Path = ROOT) -> Any:
     return parse_stack_config(
         config_from_pulumi_settings(settings), stack, source=path.name, secret_keys=secret_keys
     )
+
+
+def claimed_names(stack: str, cfg: Any) -> dict[str, set[str]]:
+    """Names a stack claims that no other stack may: DNS names (global), and per region
+    (stacks may share an account) the cluster and the physical names derived from it."""
+    from components.image_cache import repository_prefix
+    from components.model_layout import model_bucket_name
+
+    region = cfg.aws_region
+    claims: dict[str, set[str]] = {
+        "cluster": {f"{region}/{cfg.cluster.name}"},
+        # The account is unknown offline: a derived bucket name differs exactly when the cluster's does.
+        "bucket": {cfg.model_store.bucket_name or model_bucket_name(cfg, "<account>")},
+    }
+    if cfg.ingress and cfg.ingress.enabled:
+        claims["host"] = {cfg.ingress.rest_host, cfg.ingress.grpc_host}
+    if cfg.serving.image_cache.enabled:
+        claims["image cache prefix"] = {f"{region}/{repository_prefix(cfg.serving.image_cache.repository_prefix, stack)}"}
+    return claims
+
+
+def shared_claims(root: Path = ROOT) -> list[str]:
+    """Every name two repo stacks both claim, as `kind name: stack, stack`."""
+    owners: dict[tuple[str, str], list[str]] = {}
+    for stack in list_stacks(root):
+        for kind, names in claimed_names(stack, load_stack_file(stack, root)).items():
+            for name in names:
+                owners.setdefault((kind, name), []).append(stack)
+    return [f"{kind} {name}: {', '.join(s)}" for (kind, name), s in sorted(owners.items()) if len(s) > 1]
