@@ -17,13 +17,11 @@ from components import catalog
 from components.config import AutoscalingConfig, MetricKind, ScalingPolicy
 from components.helm import helm_release
 from components.naming import k8s_labels
-from components.tf_serving import ServingOutputs
+from components.tf_serving import ServingOutputs, pod_name_regex
 
 ADAPTER_NAMESPACE = "kube-system"
 KEDA_NAMESPACE = "keda"
 METRICS_SERVER_NAMESPACE = "kube-system"
-# kube-prometheus-stack's Prometheus service, for release "kube-prometheus-stack".
-STACK_PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,8 @@ class CustomMetric:
     name: str  # as the custom metrics API serves it
     series: str  # seriesQuery: which series carry it
     query: str  # metricsQuery, with the adapter's <<.Series>> / <<.LabelMatchers>> / <<.GroupBy>>
-    # KEDA: a query over the whole Deployment and how HPA should read it.
+    # KEDA: a query over the whole Deployment (`{ns}`, and `{pods}` the regex of its pods'
+    # names, so the canary Deployment's pods beside it do not count) and how HPA should read it.
     keda_query: str
     keda_metric_type: Literal["AverageValue", "Value"]
     scale: float = 1.0  # config unit -> metric unit (ms -> s)
@@ -64,7 +63,7 @@ def _latency(q: str) -> CustomMetric:
         query=f"histogram_quantile(0.{q}, sum(rate(<<.Series>>{{<<.LabelMatchers>>}}[2m])) by (le, <<.GroupBy>>)) / 1e6",
         keda_query=(
             f"histogram_quantile(0.{q}, sum by (le) (rate(:tensorflow:serving:request_latency_bucket"
-            "{namespace=\"{ns}\", pod=~\"{deployment}-.*\"}[2m]))) / 1e6"
+            "{namespace=\"{ns}\", pod=~\"{pods}\"}[2m]))) / 1e6"
         ),
         keda_metric_type="Value",
         scale=0.001,
@@ -76,7 +75,7 @@ CUSTOM_METRICS: dict[MetricKind, CustomMetric] = {
         name="tfserving_requests_per_second",
         series=':tensorflow:serving:request_count{namespace!="",pod!=""}',
         query="sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)",
-        keda_query='sum(rate(:tensorflow:serving:request_count{namespace="{ns}", pod=~"{deployment}-.*"}[1m]))',
+        keda_query='sum(rate(:tensorflow:serving:request_count{namespace="{ns}", pod=~"{pods}"}[1m]))',
         keda_metric_type="AverageValue",
     ),
     "latency_p95": _latency("95"),
@@ -87,7 +86,7 @@ CUSTOM_METRICS: dict[MetricKind, CustomMetric] = {
         query="histogram_quantile(0.99, sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (le, <<.GroupBy>>)) / 1e6",
         keda_query=(
             "histogram_quantile(0.99, sum by (le) (rate(:tensorflow:serving:batching_session:queuing_latency_bucket"
-            '{namespace="{ns}", pod=~"{deployment}-.*"}[2m]))) / 1e6'
+            '{namespace="{ns}", pod=~"{pods}"}[2m]))) / 1e6'
         ),
         keda_metric_type="Value",
         scale=0.001,
@@ -96,7 +95,7 @@ CUSTOM_METRICS: dict[MetricKind, CustomMetric] = {
         name="tfserving_gpu_utilisation_percent",
         series='DCGM_FI_DEV_GPU_UTIL{exported_namespace!="",exported_pod!=""}',
         query="avg(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
-        keda_query='avg(DCGM_FI_DEV_GPU_UTIL{exported_namespace="{ns}", exported_pod=~"{deployment}-.*"})',
+        keda_query='avg(DCGM_FI_DEV_GPU_UTIL{exported_namespace="{ns}", exported_pod=~"{pods}"})',
         keda_metric_type="Value",
         pod_label="exported_pod",
         namespace_label="exported_namespace",
@@ -178,6 +177,11 @@ def hpa_spec(cfg: AutoscalingConfig, deployment: str) -> dict[str, Any]:
     }
 
 
+def keda_query(metric: CustomMetric, namespace: str, deployment: str) -> str:
+    """The metric's query over the pods of `deployment` only."""
+    return metric.keda_query.replace("{ns}", namespace).replace("{pods}", pod_name_regex(deployment))
+
+
 def keda_triggers(cfg: AutoscalingConfig, prometheus_url: str, namespace: str, deployment: str) -> list[dict[str, Any]]:
     triggers: list[dict[str, Any]] = []
     for kind, target in sorted(cfg.metrics.items()):
@@ -192,7 +196,7 @@ def keda_triggers(cfg: AutoscalingConfig, prometheus_url: str, namespace: str, d
                 "metricType": metric.keda_metric_type,
                 "metadata": {
                     "serverAddress": prometheus_url,
-                    "query": metric.keda_query.replace("{ns}", namespace).replace("{deployment}", deployment),
+                    "query": keda_query(metric, namespace, deployment),
                     "threshold": str(round(target * metric.scale, 6)),
                 },
             }
@@ -236,12 +240,16 @@ class Autoscaling(pulumi.ComponentResource):
         serving: ServingOutputs,
         system_node_selector: Mapping[str, str],
         provider: k8s.Provider,
+        stack_prometheus_url: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`stack_prometheus_url`: the in-cluster URL of the stack's own Prometheus (from
+        monitoring.PrometheusStack), used unless `autoscaling.prometheus_url` names another."""
         super().__init__("tf-serving-eks:autoscaling:Autoscaling", name, None, opts)
         k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = k8s_labels("autoscaling", serving.name)
-        prometheus_url = cfg.prometheus_url or STACK_PROMETHEUS_URL
+        # Config refuses custom metrics with neither (StackConfig: autoscaling.prometheus_url).
+        prometheus_url = cfg.prometheus_url or stack_prometheus_url or ""
         kinds = sorted(cfg.metrics)
         ready: list[pulumi.Resource] = [serving.deployment]
 

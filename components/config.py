@@ -697,6 +697,9 @@ class ImageCacheConfig(Section):
     )
 
 
+SERVING_NAME_MAX = 58 - len("-canary-") - 10 - 1
+
+
 class ServingConfig(Section):
     """The TF Serving workload."""
 
@@ -754,6 +757,20 @@ class ServingConfig(Section):
     models: dict[Name, ModelConfig] = Field(
         min_length=1, description="Models to serve, keyed by model name."
     )
+
+    @model_validator(mode="after")
+    def _pod_names_whole(self) -> ServingConfig:
+        # Queries pick the stable or the canary pods by pod name (tf_serving.pod_name_regex);
+        # Kubernetes cuts a generated name's base to 58 characters, and the canary pods' base
+        # is `<name>-canary-<hash of up to 10>-` (apiserver/pkg/storage/names/generate.go).
+        if len(self.name) > SERVING_NAME_MAX:
+            raise RuleError(
+                "name",
+                self.name,
+                f"must be at most {SERVING_NAME_MAX} characters, so the canary pods' names "
+                "(<name>-canary-<10>-<5>) are not cut short by Kubernetes",
+            )
+        return self
 
     @property
     def cpu_milli(self) -> int:

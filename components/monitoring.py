@@ -27,7 +27,7 @@ from components.gpu_node_pool import GPU_PRESENT_LABEL
 from components.helm import helm_release
 from components.cluster import POOL_LABEL
 from components.naming import k8s_labels
-from components.tf_serving import ServingOutputs
+from components.tf_serving import ServingOutputs, pod_name_regex
 
 
 # Every metric our rules and dashboard may read, by exporter (see the module docstring).
@@ -173,33 +173,64 @@ def desired_replicas(ns: str, deployment: str) -> str:
     return f'max by (namespace) (kube_deployment_spec_replicas{{namespace="{ns}", deployment="{deployment}"}}) > 0'
 
 
+def serving_workloads(serving: ServingOutputs) -> list[str]:
+    """The serving Deployments: the stable one, and the canary one when there is one."""
+    return [serving.name, *([serving.canary_service] if serving.canary_service else [])]
+
+
+def _wanted(ns: str, workload: str) -> str:
+    return (
+        "max by (namespace, deployment) "
+        f'(kube_deployment_spec_replicas{{namespace="{ns}", deployment="{workload}"}}) > 0'
+    )
+
+
+def _down(ns: str, workload: str) -> str:
+    return (
+        f"({_wanted(ns, workload)}) unless on (namespace, deployment) (max by (namespace, deployment) "
+        f'(kube_deployment_status_replicas_available{{namespace="{ns}", deployment="{workload}"}}) >= 1)'
+    )
+
+
+def _not_ready(ns: str, workload: str) -> str:
+    # The pods of this Deployment only (by name: the canary's are `<name>-canary-...`),
+    # labelled with it, while it wants replicas.
+    pods = f'namespace="{ns}", pod=~"{pod_name_regex(workload)}", condition="false"'
+    return (
+        f'(label_replace(sum by (namespace) (kube_pod_status_ready{{{pods}}}) > 0, "deployment", "{workload}", "", ""))'
+        f" and on (namespace, deployment) ({_wanted(ns, workload)})"
+    )
+
+
 def alert_rules(serving: ServingOutputs, thresholds: AlertThresholds, scales_from_zero: bool = False) -> list[Rule]:
     """Our alerts. Those that mean "down" (nothing serves, a model is unavailable, a GPU node
     is lost) hold only while the Deployment wants replicas (`desired_replicas`): scaled to zero
-    on purpose, they stay silent."""
+    on purpose, they stay silent. The stable and the canary Deployment are judged apart, each
+    on its own pods (label `deployment`): a failing canary never hides behind, or stands in
+    for, the stable pods."""
     ns, deployment = serving.namespace, serving.name
-    pods = f'namespace="{ns}", pod=~"{deployment}-.*"'
+    workloads = serving_workloads(serving)
+    pods = f'namespace="{ns}", pod=~"{"|".join(pod_name_regex(w) for w in workloads)}"'
     wanted = desired_replicas(ns, deployment)
     down_after = COLD_START if scales_from_zero else DOWN_AFTER
     return [
         Rule(
             alert="TFServingDown",
-            expr=f"({wanted}) unless on (namespace) "
-            f'(max by (namespace) (kube_deployment_status_replicas_available{{namespace="{ns}", deployment="{deployment}"}}) >= 1)',
+            expr=" or ".join(f"({_down(ns, w)})" for w in workloads),
             duration=down_after,
             severity="critical",
             summary="No TF Serving replica is ready",
-            description=f"Deployment {ns}/{deployment} wants {{{{ $value }}}} replica(s) and has had none "
+            description=f"Deployment {ns}/{{{{ $labels.deployment }}}} wants {{{{ $value }}}} replica(s) and has had none "
             f"available for {down_after}.",
         ),
         Rule(
             alert="TFServingModelNotAvailable",
-            expr=f'(sum by (namespace) (kube_pod_status_ready{{{pods}, condition="false"}}) > 0) and on (namespace) ({wanted})',
+            expr=" or ".join(f"({_not_ready(ns, w)})" for w in workloads),
             duration="15m",
             severity="warning",
             summary="A serving pod has not had every model AVAILABLE for 15 minutes",
             description="Pods are ready only when every configured model is AVAILABLE; "
-            "{{ $value }} pod(s) are not.",
+            "{{ $value }} pod(s) of {{ $labels.deployment }} are not.",
         ),
         Rule(
             alert="TFServingModelLoadFailed",
@@ -456,6 +487,7 @@ def stack_values(
     return {
         "crds": {"enabled": True},
         "prometheus": {
+            "service": {"port": PROMETHEUS_PORT},
             "prometheusSpec": {
                 "replicas": cfg.replicas,
                 "retention": cfg.retention,
@@ -497,11 +529,26 @@ def stack_values(
     }
 
 
+# kube-prometheus-stack's Prometheus Service: `<fullname>-prometheus` on prometheus.service.port
+# (templates/prometheus/service.yaml); fullname is the release name when it contains the chart
+# name, cut to 26 characters (templates/_helpers.tpl "kube-prometheus-stack.fullname"), and
+# helm_release names the release after the chart.
+PROMETHEUS_PORT = 9090
+
+
+def stack_prometheus_url(namespace: str) -> str:
+    """The in-cluster URL of the stack's own Prometheus, in monitoring's namespace."""
+    release = catalog.CHARTS["kube-prometheus-stack"].name
+    fullname = release[:26].rstrip("-")
+    return f"http://{fullname}-prometheus.{namespace}.svc:{PROMETHEUS_PORT}"
+
+
 class PrometheusStack(pulumi.ComponentResource):
     """kube-prometheus-stack: created early, so charts that ship ServiceMonitors (DCGM, the
     load balancer controller) can wait for its CRDs through `ready`."""
 
     ready: list[pulumi.Resource]
+    url: str  # Prometheus, for in-cluster clients (autoscaling)
 
     def __init__(
         self,
@@ -560,6 +607,7 @@ class PrometheusStack(pulumi.ComponentResource):
             ),
         )
         self.ready = [release]
+        self.url = stack_prometheus_url(cfg.namespace)
         self.register_outputs({})
 
 

@@ -49,8 +49,9 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     check_pool_zones(cfg, pulumi.get_stack(), list(cluster.private_subnet_ids_by_zone))
     # The Prometheus Operator's CRDs come first: several charts below ship ServiceMonitors.
     monitoring_ready: list[pulumi.Resource] = []
+    prometheus_url: str | None = None
     if cfg.monitoring.enabled and cfg.monitoring.mode == "kube-prometheus-stack":
-        monitoring_ready = PrometheusStack(
+        prometheus = PrometheusStack(
             "monitoring",
             cfg.monitoring,
             grafana_admin_password=(
@@ -61,7 +62,8 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             provider=cluster.provider,
             storage_ready=cluster.storage_ready,
             storage_class=cluster.storage_class,
-        ).ready
+        )
+        monitoring_ready, prometheus_url = prometheus.ready, prometheus.url
     gpu = GpuNodePool(
         "gpu",
         cfg.gpu_pools,
@@ -148,6 +150,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             serving=serving,
             system_node_selector=cluster.system_node_selector,
             provider=cluster.provider,
+            stack_prometheus_url=prometheus_url,
         )
     if cfg.monitoring.logs.enabled:
         logs = ClusterLogs(

@@ -222,6 +222,30 @@ def content_name(prefix: str, data: Mapping[str, str]) -> str:
     return f"{prefix}-{digest[:10]}"
 
 
+# The names Kubernetes gives a Deployment's pods: `<deployment>-<pod-template-hash>-<5 chars>`.
+# The ReplicaSet is `<deployment>-<hash>` with the hash rand.SafeEncodeString(fnv32a of the
+# template) (pkg/controller/deployment/sync.go getNewReplicaSet; pkg/controller/controller_utils.go
+# ComputeHash), 1 to 10 characters of k8s.io/apimachinery/pkg/util/rand's alphabet; the pod's
+# generateName `<replicaset>-` gets 5 random characters of the same alphabet
+# (apiserver/pkg/storage/names/generate.go SimpleNameGenerator), after its base is cut to 58
+# characters (serving.name's length rule keeps ours whole).
+POD_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+POD_TEMPLATE_HASH_MAX = 10
+GENERATED_POD_NAME_BASE_MAX = 58
+
+
+def pod_name_regex(workload: str) -> str:
+    """A PromQL (RE2, fully anchored) regex matching the pods of Deployment `workload` and no
+    other: `tf-serving-.*` would also match the pods of `tf-serving-canary`."""
+    chars = f"[{POD_NAME_ALPHABET}]"
+    return f"{workload}-{chars}{{1,{POD_TEMPLATE_HASH_MAX}}}-{chars}{{5}}"
+
+
+def canary_workload(workload: str) -> str:
+    """The canary Deployment (and Service) beside the stable `workload`."""
+    return f"{workload}-canary"
+
+
 def selector_labels(workload: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": workload, "app.kubernetes.io/component": "serving"}
 
@@ -529,7 +553,7 @@ class TfServing(pulumi.ComponentResource):
         ]
         if weights:
             # One replica is enough for a share of the traffic; the HPA scales the stable pods.
-            workloads.append(("-canary", f"{cfg.name}-canary", canary_models(cfg.models), 1))
+            workloads.append(("-canary", canary_workload(cfg.name), canary_models(cfg.models), 1))
         deployments = []
         for suffix, workload, models, count in workloads:
             deployments.append(
@@ -595,7 +619,7 @@ class TfServing(pulumi.ComponentResource):
             metrics_path=METRICS_PATH,
             deployment=deployment,
             model_names=sorted(cfg.models),
-            canary_service=f"{cfg.name}-canary" if weights else None,
+            canary_service=canary_workload(cfg.name) if weights else None,
             canary_weights=weights,
             canary_versions={n: m.canary.version for n, m in cfg.models.items() if m.canary is not None},
         )

@@ -473,7 +473,7 @@ def down_tests(ns: str, deployment: str, down_after: int) -> list[dict[str, Any]
     """Series in, alerts out: each down alert fires on failure, is silent when healthy and when
     scaled to zero on purpose. Times in minutes, one sample a minute."""
     dep = {"namespace": ns, "deployment": deployment}
-    pod = {"namespace": ns, "pod": f"{deployment}-7d9f-abcde", "uid": "u1"}
+    pod = {"namespace": ns, "pod": f"{deployment}-7d9f8b6c4-x2v5q", "uid": "u1"}
     node = {"node": "ip-10-0-1-1.ec2.internal"}
     n = 90
 
@@ -526,8 +526,8 @@ def down_tests(ns: str, deployment: str, down_after: int) -> list[dict[str, Any]
                 _series("kube_node_status_capacity", {**node, "resource": "nvidia_com_gpu", "unit": "integer"}, f"1x{n}"),
             ],
             {
-                "TFServingDown": [{"namespace": ns, "severity": "critical"}],
-                "TFServingModelNotAvailable": [{"namespace": ns, "severity": "warning"}],
+                "TFServingDown": [{"namespace": ns, "deployment": deployment, "severity": "critical"}],
+                "TFServingModelNotAvailable": [{"namespace": ns, "deployment": deployment, "severity": "warning"}],
                 "GPUNodeNotReady": [{**node, "condition": "Ready", "status": "true", "severity": "critical"}],
             },
         ),

@@ -7,7 +7,7 @@ from typing import Any
 import promql_parser
 import pytest
 
-from components.autoscaling import CUSTOM_METRICS, adapter_rules, quantity
+from components.autoscaling import CUSTOM_METRICS, adapter_rules, keda_query, quantity
 from components.config import StackConfigError
 from tests.support import parse, raw_stack, render_raw
 from tools import conformance
@@ -83,7 +83,7 @@ def test_every_adapter_rule_is_valid_promql_on_exported_metrics(kind: str) -> No
     overrides = rule["resources"]["overrides"]
     assert {v["resource"] for v in overrides.values()} == {"namespace", "pod"}
     metric = CUSTOM_METRICS[kind]  # type: ignore[index]
-    promql_parser.parse(metric.keda_query.replace("{ns}", "tf-serving").replace("{deployment}", "tf-serving"))
+    promql_parser.parse(keda_query(metric, "tf-serving", "tf-serving"))
 
 
 def test_gpu_utilisation_maps_dcgm_labels_back_to_the_serving_pod() -> None:
