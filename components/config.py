@@ -188,7 +188,7 @@ class EndpointConfig(Section):
                 raise RuleError(
                     f"public_access_cidrs.{i}",
                     str(cidr),
-                    "holds private or reserved addresses; the public endpoint sees callers' "
+                    "holds only private or reserved addresses; the public endpoint sees callers' "
                     "public addresses only (reach it from the VPC through private_access)",
                 )
         return self

@@ -484,8 +484,8 @@ _NOT_PUBLIC = [
 
 
 def is_public_block(network: ipaddress.IPv4Network) -> bool:
-    """Whether the block holds only internet-routable addresses (or is the whole space)."""
-    return network.prefixlen == 0 or not any(network.overlaps(n) for n in _NOT_PUBLIC)
+    """Whether the block holds any internet-routable address (not wholly private/reserved)."""
+    return not any(network.subnet_of(n) for n in _NOT_PUBLIC)
 
 
 def opens_to_everyone(networks: Iterable[ipaddress.IPv4Network]) -> bool:
