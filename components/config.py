@@ -37,31 +37,31 @@ ENVIRONMENTS: tuple[Environment, ...] = ("dev", "staging", "prod")
 
 # A DNS-1123 label, the shape of Kubernetes names and of our keyed-map keys; 40 characters
 # leave room for the suffixes our object names add.
-Name = checked(lambda v: validation.dns1123_label(v, 40))
+Name = Annotated[str, checked(lambda v: validation.dns1123_label(v, 40))]
 # serving.name names a Service, which must be a DNS-1035 label (starts with a letter).
-ServiceName = checked(lambda v: validation.dns1035_label(v, 40))
+ServiceName = Annotated[str, checked(lambda v: validation.dns1035_label(v, 40))]
 # EKS CreateCluster: name 1-100 characters, ^[0-9A-Za-z][A-Za-z0-9\-_]*$.
-ClusterName = worded(
+ClusterName = Annotated[str, worded(
     r"[0-9A-Za-z][A-Za-z0-9_-]*",
     "EKS cluster names use letters, digits, '-' and '_', starting with a letter or digit",
     max_length=100,
     min_length=1,
-)
-AwsRegion = worded(
+)]
+AwsRegion = Annotated[str, worded(
     r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d",
     "must be an AWS region code such as eu-west-1 or us-gov-west-1",
-)
-IamPrincipalArn = worded(
+)]
+IamPrincipalArn = Annotated[str, worded(
     r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[A-Za-z0-9_+=,.@/-]+",
     "must be an IAM role or user ARN: arn:aws:iam::<12-digit account>:role/<name> (or user/)",
     max_length=600,
-)
-SubnetId = worded(r"subnet-[0-9a-f]{8,17}", "must be a subnet ID: subnet- and 8 or 17 hex digits")
-TagKey = checked(validation.tag_key)
-TagValue = checked(validation.tag_value)
-AddonVersion = worded(
+)]
+SubnetId = Annotated[str, worded(r"subnet-[0-9a-f]{8,17}", "must be a subnet ID: subnet- and 8 or 17 hex digits")]
+TagKey = Annotated[str, checked(validation.tag_key)]
+TagValue = Annotated[str, checked(validation.tag_value)]
+AddonVersion = Annotated[str, worded(
     r"v\d+\.\d+\.\d+-eksbuild\.\d+", "must be an EKS add-on version such as v1.19.2-eksbuild.1"
-)
+)]
 LogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
 ALL_LOG_TYPES: tuple[LogType, ...] = (
     "api",
@@ -125,7 +125,7 @@ def _by_env(dev: Any, prod: Any, staging: Any | None = None) -> dict[Environment
 class VpcConfig(Section):
     env_defaults = {"nat_gateways": _by_env("single", "per_az")}
 
-    cidr: ipv4_cidr(16, 28, "AWS VPCs") = Field(  # type: ignore[valid-type]
+    cidr: Annotated[ipaddress.IPv4Network, ipv4_cidr(16, 28, "AWS VPCs")] = Field(
         ipaddress.IPv4Network("10.0.0.0/16"),
         description="IPv4 CIDR of the new VPC, /16 to /20. Pods take IPs from it (VPC CNI).",
     )
@@ -159,7 +159,7 @@ class EndpointConfig(Section):
     private_access: bool = Field(
         True, description="Reach the Kubernetes API endpoint from inside the VPC (nodes use it)."
     )
-    public_access_cidrs: list[ipv4_cidr(0, 32, "EKS public access CIDRs")] = Field(  # type: ignore[valid-type]
+    public_access_cidrs: list[Annotated[ipaddress.IPv4Network, ipv4_cidr(0, 32, "EKS public access CIDRs")]] = Field(
         default_factory=lambda: [ipaddress.IPv4Network("0.0.0.0/0")],
         description="Source CIDRs allowed to reach the public endpoint. Prod must narrow it.",
     )
@@ -225,7 +225,7 @@ class SystemNodeGroupConfig(NodeGroupSizing):
     }
 
     instance_types: list[
-        worded(r"[a-z][a-z0-9-]*\.[0-9]*[a-z0-9]+", "must be an EC2 instance type such as m7i.large")  # type: ignore[valid-type]
+        Annotated[str, worded(r"[a-z][a-z0-9-]*\.[0-9]*[a-z0-9]+", "must be an EC2 instance type such as m7i.large")]
     ] = Field(min_length=1, description="On-demand instance types for controllers.")
     disk_size_gib: int = Field(50, ge=20, le=1000, description="gp3 root volume size.")
 
@@ -323,11 +323,11 @@ class ClusterConfig(Section):
         return override or catalog.ADDON_VERSIONS[self.kubernetes_version][addon]
 
 
-Duration = worded(
+Duration = Annotated[str, worded(
     r"[1-9][0-9]*(s|m|h)", "must be a whole number of seconds, minutes or hours, e.g. 30s, 10m or 1h"
-)
-LabelValue = checked(validation.label_value)
-QualifiedName = checked(validation.qualified_name)
+)]
+LabelValue = Annotated[str, checked(validation.label_value)]
+QualifiedName = Annotated[str, checked(validation.qualified_name)]
 
 
 class TaintConfig(Section):
@@ -341,7 +341,7 @@ class TaintConfig(Section):
 # A pool's per-zone node groups are named `gpu-<pool>-<zone>-nodes` plus the 8 characters
 # Pulumi's auto-naming appends; EKS node group names are at most 63 characters and zone
 # names run to 15 (ap-southeast-2a), so pool names stay at 24.
-PoolName = checked(lambda v: validation.dns1123_label(v, 24))
+PoolName = Annotated[str, checked(lambda v: validation.dns1123_label(v, 24))]
 
 
 def strict_zone_spread(environment: str) -> bool:
@@ -541,13 +541,13 @@ class NodeAutoscalingConfig(Section):
     )
 
 
-BucketName = checked(validation.bucket_name)
-S3Prefix = worded(
+BucketName = Annotated[str, checked(validation.bucket_name)]
+S3Prefix = Annotated[str, worded(
     r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*",
     "must be '/'-separated parts of letters, digits, '_', '.' and '-', each starting with a "
     "letter or digit (no leading, trailing or double '/')",
     max_length=200,
-)
+)]
 
 
 class ModelStoreConfig(Section):
@@ -585,8 +585,8 @@ class ModelStoreConfig(Section):
     )
 
 
-CpuQuantity = checked(validation.cpu_quantity)
-MemoryQuantity = checked(validation.memory_quantity)
+CpuQuantity = Annotated[str, checked(validation.cpu_quantity)]
+MemoryQuantity = Annotated[str, checked(validation.memory_quantity)]
 
 
 def cpu_milli(quantity: str) -> int:
@@ -697,18 +697,18 @@ class ImageCacheConfig(Section):
         "and region, so GPU scale-ups don't depend on Docker Hub or its pull limits."
     )
     # ECR CreatePullThroughCacheRule: 2-30 characters, lower-case path segments.
-    repository_prefix: worded(  # type: ignore[valid-type]
+    repository_prefix: Annotated[str, worded(
         r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*",
         "must be '/'-separated parts of lower-case letters and digits, joined inside a part by "
         "single '.', '_' or '-'",
         min_length=2,
         max_length=30,
-    ) = Field(
+    )] = Field(
         "docker-hub",
         description="ECR repository prefix of the cache (one rule per prefix per account and "
         "region: give each stack sharing a region its own).",
     )
-    docker_hub_username: worded(r"[a-z0-9]{4,30}", "Docker Hub user names are 4 to 30 lower-case letters and digits") | None = Field(  # type: ignore[valid-type]
+    docker_hub_username: Annotated[str, worded(r"[a-z0-9]{4,30}", "Docker Hub user names are 4 to 30 lower-case letters and digits")] | None = Field(
         None,
         description="Docker Hub user whose access token (secret `docker_hub_access_token`) the "
         "cache uses: ECR's Docker Hub rules need credentials.",
@@ -727,7 +727,7 @@ class ServingConfig(Section):
 
     namespace: Name = Field("tf-serving", description="Namespace of the serving workload.")
     name: ServiceName = Field("tf-serving", description="Name of the Deployment, Service and friends.")
-    image_version: worded(r"2\.[0-9]+\.[0-9]+", "must be a tensorflow/serving 2.x release such as 2.19.1") = Field(  # type: ignore[valid-type]
+    image_version: Annotated[str, worded(r"2\.[0-9]+\.[0-9]+", "must be a tensorflow/serving 2.x release such as 2.19.1")] = Field(
         "2.19.1",
         description="tensorflow/serving release; `-gpu` is appended on GPU pools.",
     )
@@ -762,10 +762,10 @@ class ServingConfig(Section):
     )
     batching: BatchingConfig = section("Server-side batching.")
     image_cache: ImageCacheConfig = section("ECR pull-through cache for the serving image.")
-    promotion_source: worded(  # type: ignore[valid-type]
+    promotion_source: Annotated[str, worded(
         r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+",
         "must be a Pulumi stack reference org/project/stack (letters, digits, '_', '.', '-')",
-    ) | None = Field(
+    )] | None = Field(
         None,
         description="Stack promoted from (`org/project/stack`): its exported model versions "
         "are shown beside this stack's (output promotion_candidates).",
@@ -783,13 +783,13 @@ class ServingConfig(Section):
         return memory_mib(self.memory)
 
 
-DnsName = checked(validation.host_name)
-HostedZoneId = worded(r"Z[A-Z0-9]{4,31}", "must be a Route53 hosted zone ID: Z and upper-case letters or digits")
-AcmCertificateArn = worded(
+DnsName = Annotated[str, checked(validation.host_name)]
+HostedZoneId = Annotated[str, worded(r"Z[A-Z0-9]{4,31}", "must be a Route53 hosted zone ID: Z and upper-case letters or digits")]
+AcmCertificateArn = Annotated[str, worded(
     r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}",
     "must be an ACM certificate ARN: arn:aws:acm:<region>:<account>:certificate/<id>",
-)
-HeaderName = checked(validation.api_key_header)
+)]
+HeaderName = Annotated[str, checked(validation.api_key_header)]
 
 
 class AccessConfig(Section):
@@ -802,7 +802,7 @@ class AccessConfig(Section):
     )
     # AWS WAF IPSet: "AWS WAF supports all IPv4 and IPv6 CIDR ranges except for /0"; the
     # ALB is IPv4 (ip_address_type ipv4), so the set is IPV4. At most 10,000 addresses.
-    allowed_cidrs: list[ipv4_cidr(1, 32, "AWS WAF IP sets (every prefix but /0)")] = Field(  # type: ignore[valid-type]
+    allowed_cidrs: list[Annotated[ipaddress.IPv4Network, ipv4_cidr(1, 32, "AWS WAF IP sets (every prefix but /0)")]] = Field(
         default_factory=list,
         max_length=10_000,
         description="Source CIDRs allowed to call (WAF IP set), IPv4, /1 to /32.",
@@ -876,7 +876,7 @@ class IngressConfig(Section):
         return self
 
 
-RetentionPeriod = worded(r"[1-9][0-9]*(h|d|w|y)", "must be a whole number of hours, days, weeks or years, e.g. 15d")
+RetentionPeriod = Annotated[str, worded(r"[1-9][0-9]*(h|d|w|y)", "must be a whole number of hours, days, weeks or years, e.g. 15d")]
 Severity = Literal["critical", "warning"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
 
@@ -915,7 +915,7 @@ class AlertReceiverConfig(Section):
         min_length=1,
         description="Alert severities routed here.",
     )
-    slack_channel: worded(r"#[a-z0-9_-]{1,80}", "must be a Slack channel: # and 1 to 80 lower-case letters, digits, '_' or '-'") | None = Field(  # type: ignore[valid-type]
+    slack_channel: Annotated[str, worded(r"#[a-z0-9_-]{1,80}", "must be a Slack channel: # and 1 to 80 lower-case letters, digits, '_' or '-'")] | None = Field(
         None, description="Slack channel (type slack)."
     )
 
@@ -929,7 +929,7 @@ MetricKind = Literal[
     "gpu_utilisation",
 ]
 DEFAULT_SCALING_METRICS: dict[MetricKind, float] = {"requests_per_second": 20.0}
-CronSchedule = checked(validation.cron_schedule)
+CronSchedule = Annotated[str, checked(validation.cron_schedule)]
 
 
 class ScalingPolicy(Section):
@@ -944,7 +944,7 @@ class OffHoursConfig(Section):
 
     start: CronSchedule = Field("0 8 * * 1-5", description="Cron: when the working window opens.")
     end: CronSchedule = Field("0 19 * * 1-5", description="Cron: when it closes.")
-    timezone: checked(validation.iana_time_zone) = Field(  # type: ignore[valid-type]
+    timezone: Annotated[str, checked(validation.iana_time_zone)] = Field(
         "UTC", description="IANA time zone of start and end (e.g. Europe/Berlin)."
     )
     replicas: int = Field(1, ge=1, le=100, description="Replicas during the window.")
@@ -987,7 +987,7 @@ class AutoscalingConfig(Section):
     )
     scale_up: ScalingPolicy = Field(description="How fast replicas are added.")
     scale_down: ScalingPolicy = Field(description="How fast replicas are removed.")
-    prometheus_url: worded(r"https?://\S+", "must be an http:// or https:// URL without spaces") | None = Field(  # type: ignore[valid-type]
+    prometheus_url: Annotated[str, worded(r"https?://\S+", "must be an http:// or https:// URL without spaces")] | None = Field(
         None,
         description="Prometheus for custom metrics. Unset: the stack's kube-prometheus-stack.",
     )
@@ -1045,7 +1045,7 @@ class MonitoringConfig(Section):
     )
     thresholds: AlertThresholds = section("Alert thresholds.")
     logs: LogsConfig = section("Container logs (Fluent Bit to CloudWatch Logs).")
-    runbook_base_url: worded(r"\S+#[a-z0-9-]+", "must be a URL or path without spaces ending in #<anchor> (lower-case letters, digits, '-')") = Field(  # type: ignore[valid-type]
+    runbook_base_url: Annotated[str, worded(r"\S+#[a-z0-9-]+", "must be a URL or path without spaces ending in #<anchor> (lower-case letters, digits, '-')")] = Field(
         "README.md#runbook",
         description="Alerts link to `<this>-<alert name in lower case>`: point it at your copy "
         "of the README's runbook.",

@@ -16,13 +16,14 @@ import zoneinfo
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from functools import cache
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import AfterValidator, BeforeValidator
 
 
 def worded(pattern: str, rule: str, max_length: int | None = None, min_length: int = 0) -> Any:
-    """A string type checked against `pattern`, whose error is `rule` (words, not the regex)."""
+    """A string check against `pattern`, whose error is `rule` (words, not the regex):
+    use as `Annotated[str, worded(...)]`."""
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
@@ -33,17 +34,17 @@ def worded(pattern: str, rule: str, max_length: int | None = None, min_length: i
             raise ValueError(rule)
         return value
 
-    return Annotated[str, AfterValidator(check)]
+    return AfterValidator(check)
 
 
 def checked(check: Callable[[str], None]) -> Any:
-    """A string type refused with the words `check` raises."""
+    """A string check refused with the words `check` raises: `Annotated[str, checked(...)]`."""
 
     def run(value: str) -> str:
         check(value)
         return value
 
-    return Annotated[str, AfterValidator(run)]
+    return AfterValidator(run)
 
 
 # --- Kubernetes names (k8s.io/apimachinery/pkg/util/validation/validation.go) ---------------
@@ -210,7 +211,7 @@ def memory_bytes(text: str) -> int:
 # exactly 5 fields, no descriptors (@daily ...), no seconds. This is that parser's
 # getField/getRange (parser.go) and its bounds (spec.go), ported.
 
-_CRON_FIELDS = (
+_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day of month", 1, 31, {}),
@@ -459,15 +460,16 @@ def _network(value: Any, version: int) -> Any:
 
 
 def ipv4_cidr(min_prefix: int, max_prefix: int, why: str) -> Any:
-    """An IPv4 CIDR block with a prefix length in min_prefix..max_prefix (`why` says who says)."""
+    """An IPv4 CIDR check, prefix length in min_prefix..max_prefix (`why` says who says):
+    `Annotated[ipaddress.IPv4Network, ipv4_cidr(...)]`."""
 
     def check(value: Any) -> ipaddress.IPv4Network:
         network = _network(value, 4)
         if not min_prefix <= network.prefixlen <= max_prefix:
             raise ValueError(f"{why} take prefix lengths /{min_prefix} to /{max_prefix}")
-        return network  # type: ignore[no-any-return]
+        return network
 
-    return Annotated[ipaddress.IPv4Network, BeforeValidator(check)]
+    return BeforeValidator(check)
 
 
 _NOT_PUBLIC = [

@@ -12,7 +12,7 @@ import copy
 import ipaddress
 import re
 import zoneinfo
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -458,7 +458,7 @@ def test_vpc_cidr_bounds_agree_with_ipaddress(address: ipaddress.IPv4Address, pr
 
     text = f"{address}/{prefix}"
     try:
-        TypeAdapter(ipv4_cidr(16, 28, "AWS VPCs")).validate_python(text)
+        TypeAdapter(Annotated[ipaddress.IPv4Network, ipv4_cidr(16, 28, "AWS VPCs")]).validate_python(text)
         accepted = True
     except Exception:
         accepted = False
