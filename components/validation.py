@@ -57,6 +57,8 @@ _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 def dns1123_label(value: str, max_length: int = 63) -> None:
     """IsDNS1123Label: Namespace names and most object names."""
+    if len(value) > max_length:
+        raise ValueError(f"must be at most {max_length} characters ({len(value)} given)")
     if not value or len(value) > max_length or not _DNS1123_LABEL.fullmatch(value):
         raise ValueError(
             f"must be a DNS-1123 label: 1 to {max_length} lower-case letters, digits or '-', "
@@ -66,6 +68,8 @@ def dns1123_label(value: str, max_length: int = 63) -> None:
 
 def dns1035_label(value: str, max_length: int = 63) -> None:
     """IsDNS1035Label: Service names (they become DNS names, so they start with a letter)."""
+    if len(value) > max_length:
+        raise ValueError(f"must be at most {max_length} characters ({len(value)} given)")
     if not value or len(value) > max_length or not _DNS1035_LABEL.fullmatch(value):
         raise ValueError(
             f"must be a DNS-1035 label (a Service name): 1 to {max_length} lower-case letters, "

@@ -396,7 +396,7 @@ def test_service_name_must_start_with_a_letter_but_a_namespace_need_not() -> Non
         ("monitoring.namespace", "kube-system", "kube- prefix is reserved"),
         ("monitoring.namespace", "tf-serving", "must differ from serving.namespace"),
         ("serving.namespace", "Serving", "DNS-1123 label"),
-        ("serving.namespace", "a" * 41, "DNS-1123 label"),
+        ("serving.namespace", "a" * 41, "at most 40 characters"),
     ],
 )
 def test_namespaces_we_create_are_ours_to_create(key: str, value: str, fragment: str) -> None:
