@@ -20,39 +20,48 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
     SecretStr,
     ValidationInfo,
     model_validator,
 )
 
-from components import catalog
+from components import catalog, validation
 from components.netplan import MAX_AZS, plan_subnets
+from components.validation import checked, ipv4_cidr, worded
 
 PROJECT = "tf-serving-eks"
 
 Environment = Literal["dev", "staging", "prod"]
 ENVIRONMENTS: tuple[Environment, ...] = ("dev", "staging", "prod")
 
-# RFC 1123 label, the shape of Kubernetes names and of our keyed-map keys.
-Name = Annotated[
-    str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
-]
-ClusterName = Annotated[
-    str, StringConstraints(pattern=r"^[0-9A-Za-z][A-Za-z0-9_-]*$", max_length=100)
-]
-AwsRegion = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")]
-IamPrincipalArn = Annotated[
-    str,
-    StringConstraints(
-        pattern=r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[A-Za-z0-9_+=,.@/-]+$", max_length=600
-    ),
-]
-SubnetId = Annotated[str, StringConstraints(pattern=r"^subnet-[0-9a-f]{8,17}$")]
-TagKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_ .:/=+@-]+$")]
-TagValue = Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z0-9_ .:/=+@-]*$")]
-AddonVersion = Annotated[str, StringConstraints(pattern=r"^v\d+\.\d+\.\d+-eksbuild\.\d+$")]
+# A DNS-1123 label, the shape of Kubernetes names and of our keyed-map keys; 40 characters
+# leave room for the suffixes our object names add.
+Name = Annotated[str, checked(lambda v: validation.dns1123_label(v, 40))]
+# serving.name names a Service, which must be a DNS-1035 label (starts with a letter).
+ServiceName = Annotated[str, checked(lambda v: validation.dns1035_label(v, 40))]
+# EKS CreateCluster: name 1-100 characters, ^[0-9A-Za-z][A-Za-z0-9\-_]*$.
+ClusterName = Annotated[str, worded(
+    r"[0-9A-Za-z][A-Za-z0-9_-]*",
+    "EKS cluster names use letters, digits, '-' and '_', starting with a letter or digit",
+    max_length=100,
+    min_length=1,
+)]
+AwsRegion = Annotated[str, worded(
+    r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d",
+    "must be an AWS region code such as eu-west-1 or us-gov-west-1",
+)]
+IamPrincipalArn = Annotated[str, worded(
+    r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[A-Za-z0-9_+=,.@/-]+",
+    "must be an IAM role or user ARN: arn:aws:iam::<12-digit account>:role/<name> (or user/)",
+    max_length=600,
+)]
+SubnetId = Annotated[str, worded(r"subnet-[0-9a-f]{8,17}", "must be a subnet ID: subnet- and 8 or 17 hex digits")]
+TagKey = Annotated[str, checked(validation.tag_key)]
+TagValue = Annotated[str, checked(validation.tag_value)]
+AddonVersion = Annotated[str, worded(
+    r"v\d+\.\d+\.\d+-eksbuild\.\d+", "must be an EKS add-on version such as v1.19.2-eksbuild.1"
+)]
 LogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
 ALL_LOG_TYPES: tuple[LogType, ...] = (
     "api",
@@ -116,7 +125,7 @@ def _by_env(dev: Any, prod: Any, staging: Any | None = None) -> dict[Environment
 class VpcConfig(Section):
     env_defaults = {"nat_gateways": _by_env("single", "per_az")}
 
-    cidr: ipaddress.IPv4Network = Field(
+    cidr: Annotated[ipaddress.IPv4Network, ipv4_cidr(16, 28, "AWS VPCs")] = Field(
         ipaddress.IPv4Network("10.0.0.0/16"),
         description="IPv4 CIDR of the new VPC, /16 to /20. Pods take IPs from it (VPC CNI).",
     )
@@ -142,12 +151,15 @@ class VpcConfig(Section):
         return self
 
 
+EKS_PUBLIC_ACCESS_CIDRS_MAX = 40
+
+
 class EndpointConfig(Section):
     public_access: bool = Field(True, description="Expose the Kubernetes API endpoint publicly.")
     private_access: bool = Field(
         True, description="Reach the Kubernetes API endpoint from inside the VPC (nodes use it)."
     )
-    public_access_cidrs: list[ipaddress.IPv4Network] = Field(
+    public_access_cidrs: list[Annotated[ipaddress.IPv4Network, ipv4_cidr(0, 32, "EKS public access CIDRs")]] = Field(
         default_factory=lambda: [ipaddress.IPv4Network("0.0.0.0/0")],
         description="Source CIDRs allowed to reach the public endpoint. Prod must narrow it.",
     )
@@ -162,6 +174,23 @@ class EndpointConfig(Section):
             raise RuleError(
                 "public_access_cidrs", [], "must list at least one CIDR while public_access is true"
             )
+        # EKS user guide, "Cluster API server endpoint": public access CIDR blocks cannot hold
+        # reserved addresses, and the public endpoint only ever sees callers' public
+        # addresses; Service Quotas: 40 public endpoint access CIDR ranges per cluster.
+        if len(self.public_access_cidrs) > EKS_PUBLIC_ACCESS_CIDRS_MAX:
+            raise RuleError(
+                "public_access_cidrs",
+                f"{len(self.public_access_cidrs)} CIDRs",
+                f"EKS takes at most {EKS_PUBLIC_ACCESS_CIDRS_MAX} public access CIDR blocks",
+            )
+        for i, cidr in enumerate(self.public_access_cidrs):
+            if not validation.is_public_block(cidr):
+                raise RuleError(
+                    f"public_access_cidrs.{i}",
+                    str(cidr),
+                    "holds only private or reserved addresses; the public endpoint sees callers' "
+                    "public addresses only (reach it from the VPC through private_access)",
+                )
         return self
 
 
@@ -196,7 +225,7 @@ class SystemNodeGroupConfig(NodeGroupSizing):
     }
 
     instance_types: list[
-        Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[0-9]*[a-z0-9]+$")]
+        Annotated[str, worded(r"[a-z][a-z0-9-]*\.[0-9]*[a-z0-9]+", "must be an EC2 instance type such as m7i.large")]
     ] = Field(min_length=1, description="On-demand instance types for controllers.")
     disk_size_gib: int = Field(50, ge=20, le=1000, description="gp3 root volume size.")
 
@@ -294,18 +323,11 @@ class ClusterConfig(Section):
         return override or catalog.ADDON_VERSIONS[self.kubernetes_version][addon]
 
 
-Duration = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(s|m|h)$")]
-LabelValue = Annotated[
-    str, StringConstraints(pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$", max_length=63)
-]
-QualifiedName = Annotated[
-    str,
-    StringConstraints(
-        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
-        max_length=316,
-    ),
-]
+Duration = Annotated[str, worded(
+    r"[1-9][0-9]*(s|m|h)", "must be a whole number of seconds, minutes or hours, e.g. 30s, 10m or 1h"
+)]
+LabelValue = Annotated[str, checked(validation.label_value)]
+QualifiedName = Annotated[str, checked(validation.qualified_name)]
 
 
 class TaintConfig(Section):
@@ -319,9 +341,7 @@ class TaintConfig(Section):
 # A pool's per-zone node groups are named `gpu-<pool>-<zone>-nodes` plus the 8 characters
 # Pulumi's auto-naming appends; EKS node group names are at most 63 characters and zone
 # names run to 15 (ap-southeast-2a), so pool names stay at 24.
-PoolName = Annotated[
-    str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=24)
-]
+PoolName = Annotated[str, checked(lambda v: validation.dns1123_label(v, 24))]
 
 
 def strict_zone_spread(environment: str) -> bool:
@@ -521,12 +541,13 @@ class NodeAutoscalingConfig(Section):
     )
 
 
-BucketName = Annotated[
-    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-]
-S3Prefix = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$", max_length=200)
-]
+BucketName = Annotated[str, checked(validation.bucket_name)]
+S3Prefix = Annotated[str, worded(
+    r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*",
+    "must be '/'-separated parts of letters, digits, '_', '.' and '-', each starting with a "
+    "letter or digit (no leading, trailing or double '/')",
+    max_length=200,
+)]
 
 
 class ModelStoreConfig(Section):
@@ -564,21 +585,18 @@ class ModelStoreConfig(Section):
     )
 
 
-Quantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")]
+CpuQuantity = Annotated[str, checked(validation.cpu_quantity)]
+MemoryQuantity = Annotated[str, checked(validation.memory_quantity)]
 
 
 def cpu_milli(quantity: str) -> int:
-    """Kubernetes CPU quantity ("2", "1.5", "500m") in millicores."""
-    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
+    """Kubernetes CPU quantity ("2", "1.5", "500m", "2e3m") in millicores."""
+    return validation.cpu_millicores(quantity)
 
 
 def memory_mib(quantity: str) -> int:
-    """Kubernetes memory quantity ("8Gi", "512Mi") in MiB."""
-    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
-    for suffix, factor in units.items():
-        if quantity.endswith(suffix):
-            return int(float(quantity[: -len(suffix)]) * factor)
-    return int(float(quantity) / (1024 * 1024))
+    """Kubernetes memory quantity ("8Gi", "512Mi", "8G") in whole MiB (rounded up)."""
+    return -(-validation.memory_bytes(quantity) // (1024 * 1024))
 
 
 class CanaryConfig(Section):
@@ -679,18 +697,19 @@ class ImageCacheConfig(Section):
         "and region, so GPU scale-ups don't depend on Docker Hub or its pull limits."
     )
     # ECR CreatePullThroughCacheRule: 2-30 characters, lower-case path segments.
-    repository_prefix: Annotated[
-        str,
-        StringConstraints(
-            min_length=2, max_length=30, pattern=r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$"
-        ),
-    ] | None = Field(
+    repository_prefix: Annotated[str, worded(
+        r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*",
+        "must be '/'-separated parts of lower-case letters and digits, joined inside a part by "
+        "single '.', '_' or '-'",
+        min_length=2,
+        max_length=30,
+    )] | None = Field(
         None,
         description="ECR repository prefix of the cache (one rule per prefix per account and "
         "region). Unset: `<stack>/docker-hub`, so stacks sharing an account and region never "
         "claim the same rule.",
     )
-    docker_hub_username: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{4,30}$")] | None = Field(
+    docker_hub_username: Annotated[str, worded(r"[a-z0-9]{4,30}", "Docker Hub user names are 4 to 30 lower-case letters and digits")] | None = Field(
         None,
         description="Docker Hub user whose access token (secret `docker_hub_access_token`) the "
         "cache uses: ECR's Docker Hub rules need credentials.",
@@ -711,8 +730,8 @@ class ServingConfig(Section):
     }
 
     namespace: Name = Field("tf-serving", description="Namespace of the serving workload.")
-    name: Name = Field("tf-serving", description="Name of the Deployment, Service and friends.")
-    image_version: Annotated[str, StringConstraints(pattern=r"^2\.[0-9]+\.[0-9]+$")] = Field(
+    name: ServiceName = Field("tf-serving", description="Name of the Deployment, Service and friends.")
+    image_version: Annotated[str, worded(r"2\.[0-9]+\.[0-9]+", "must be a tensorflow/serving 2.x release such as 2.19.1")] = Field(
         "2.19.1",
         description="tensorflow/serving release; `-gpu` is appended on GPU pools.",
     )
@@ -724,8 +743,8 @@ class ServingConfig(Section):
         None, description="GPU pool (key of gpu_pools) to run on. Unset: CPU serving."
     )
     gpus: int = Field(1, ge=1, le=8, description="GPUs per pod (on a GPU pool).")
-    cpu: Quantity = Field(description="CPU request (and limit) per pod.")
-    memory: Quantity = Field(description="Memory request and limit per pod.")
+    cpu: CpuQuantity = Field(description="CPU request (and limit) per pod, in cores or millicores (500m).")
+    memory: MemoryQuantity = Field(description="Memory request and limit per pod, in bytes with a unit (8Gi).")
     replicas: int = Field(ge=1, le=100, description="Pods, when no autoscaler owns the count.")
     gpu_memory_fraction: float = Field(
         0.9,
@@ -747,9 +766,10 @@ class ServingConfig(Section):
     )
     batching: BatchingConfig = section("Server-side batching.")
     image_cache: ImageCacheConfig = section("ECR pull-through cache for the serving image.")
-    promotion_source: Annotated[
-        str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-    ] | None = Field(
+    promotion_source: Annotated[str, worded(
+        r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+",
+        "must be a Pulumi stack reference org/project/stack (letters, digits, '_', '.', '-')",
+    )] | None = Field(
         None,
         description="Stack promoted from (`org/project/stack`): its exported model versions "
         "are shown beside this stack's (output promotion_candidates).",
@@ -781,17 +801,13 @@ class ServingConfig(Section):
         return memory_mib(self.memory)
 
 
-DnsName = Annotated[
-    str,
-    StringConstraints(
-        pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", max_length=253
-    ),
-]
-HostedZoneId = Annotated[str, StringConstraints(pattern=r"^Z[A-Z0-9]{4,31}$")]
-AcmCertificateArn = Annotated[
-    str, StringConstraints(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$")
-]
-HeaderName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
+DnsName = Annotated[str, checked(validation.host_name)]
+HostedZoneId = Annotated[str, worded(r"Z[A-Z0-9]{4,31}", "must be a Route53 hosted zone ID: Z and upper-case letters or digits")]
+AcmCertificateArn = Annotated[str, worded(
+    r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}",
+    "must be an ACM certificate ARN: arn:aws:acm:<region>:<account>:certificate/<id>",
+)]
+HeaderName = Annotated[str, checked(validation.api_key_header)]
 
 
 class AccessConfig(Section):
@@ -802,8 +818,12 @@ class AccessConfig(Section):
         description="Open to any source with neither allowlist nor API key. Prod refuses to be "
         "open unless this is set explicitly.",
     )
-    allowed_cidrs: list[ipaddress.IPv4Network] = Field(
-        default_factory=list, description="Source CIDRs allowed to call (WAF IP set)."
+    # AWS WAF IPSet: "AWS WAF supports all IPv4 and IPv6 CIDR ranges except for /0"; the
+    # ALB is IPv4 (ip_address_type ipv4), so the set is IPV4. At most 10,000 addresses.
+    allowed_cidrs: list[Annotated[ipaddress.IPv4Network, ipv4_cidr(1, 32, "AWS WAF IP sets (every prefix but /0)")]] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Source CIDRs allowed to call (WAF IP set), IPv4, /1 to /32.",
     )
     require_api_key: bool = Field(
         False,
@@ -864,10 +884,17 @@ class IngressConfig(Section):
                 raise RuleError(key, host, f"must be a name under domain {self.domain}")
         if self.rest_host == self.grpc_host:
             raise RuleError("grpc_host", self.grpc_host, "must differ from rest_host")
+        if self.certificate_arn is None and len(self.rest_host) > validation.ACM_COMMON_NAME_MAX:
+            raise RuleError(
+                "rest_host",
+                self.rest_host,
+                f"becomes the common name of the ACM certificate the stack requests, which is "
+                f"at most {validation.ACM_COMMON_NAME_MAX} characters ({len(self.rest_host)} given)",
+            )
         return self
 
 
-RetentionPeriod = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(h|d|w|y)$")]
+RetentionPeriod = Annotated[str, worded(r"[1-9][0-9]*(h|d|w|y)", "must be a whole number of hours, days, weeks or years, e.g. 15d")]
 Severity = Literal["critical", "warning"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
 
@@ -906,7 +933,7 @@ class AlertReceiverConfig(Section):
         min_length=1,
         description="Alert severities routed here.",
     )
-    slack_channel: Annotated[str, StringConstraints(pattern=r"^#[a-z0-9_-]{1,80}$")] | None = Field(
+    slack_channel: Annotated[str, worded(r"#[a-z0-9_-]{1,80}", "must be a Slack channel: # and 1 to 80 lower-case letters, digits, '_' or '-'")] | None = Field(
         None, description="Slack channel (type slack)."
     )
 
@@ -920,7 +947,7 @@ MetricKind = Literal[
     "gpu_utilisation",
 ]
 DEFAULT_SCALING_METRICS: dict[MetricKind, float] = {"requests_per_second": 20.0}
-CronSchedule = Annotated[str, StringConstraints(pattern=r"^(\S+\s+){4}\S+$")]
+CronSchedule = Annotated[str, checked(validation.cron_schedule)]
 
 
 class ScalingPolicy(Section):
@@ -935,10 +962,17 @@ class OffHoursConfig(Section):
 
     start: CronSchedule = Field("0 8 * * 1-5", description="Cron: when the working window opens.")
     end: CronSchedule = Field("0 19 * * 1-5", description="Cron: when it closes.")
-    timezone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$")] = Field(
-        "UTC", description="IANA time zone of start and end."
+    timezone: Annotated[str, checked(validation.iana_time_zone)] = Field(
+        "UTC", description="IANA time zone of start and end (e.g. Europe/Berlin)."
     )
     replicas: int = Field(1, ge=1, le=100, description="Replicas during the window.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> OffHoursConfig:
+        # KEDA cron scaler Validate: "start and end can not have exactly same time input".
+        if self.start == self.end:
+            raise RuleError("end", self.end, "must differ from start (KEDA refuses equal schedules)")
+        return self
 
 
 class AutoscalingConfig(Section):
@@ -971,7 +1005,7 @@ class AutoscalingConfig(Section):
     )
     scale_up: ScalingPolicy = Field(description="How fast replicas are added.")
     scale_down: ScalingPolicy = Field(description="How fast replicas are removed.")
-    prometheus_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = Field(
+    prometheus_url: Annotated[str, worded(r"https?://\S+", "must be an http:// or https:// URL without spaces")] | None = Field(
         None,
         description="Prometheus for custom metrics. Unset: the stack's kube-prometheus-stack.",
     )
@@ -1022,14 +1056,14 @@ class MonitoringConfig(Section):
     retention: RetentionPeriod = Field(description="How long Prometheus keeps metrics.")
     storage_gib: int = Field(ge=5, le=16_000, description="Prometheus volume (gp3) per replica.")
     replicas: int = Field(ge=1, le=5, description="Prometheus and Alertmanager replicas.")
-    rule_labels: dict[Name, LabelValue] = Field(
+    rule_labels: dict[QualifiedName, LabelValue] = Field(
         default_factory=dict,
         description="Extra labels on our ServiceMonitors and rules, for an existing Prometheus's "
         "selectors (mode existing-operator).",
     )
     thresholds: AlertThresholds = section("Alert thresholds.")
     logs: LogsConfig = section("Container logs (Fluent Bit to CloudWatch Logs).")
-    runbook_base_url: Annotated[str, StringConstraints(pattern=r"^\S+#[a-z0-9-]+$")] = Field(
+    runbook_base_url: Annotated[str, worded(r"\S+#[a-z0-9-]+", "must be a URL or path without spaces ending in #<anchor> (lower-case letters, digits, '-')")] = Field(
         "README.md#runbook",
         description="Alerts link to `<this>-<alert name in lower case>`: point it at your copy "
         "of the README's runbook.",
@@ -1336,15 +1370,76 @@ class StackConfig(Section):
                     "prod needs at least 2 system nodes",
                 )
         endpoint = cluster.endpoint
-        if endpoint.public_access and any(c.prefixlen == 0 for c in endpoint.public_access_cidrs):
+        if endpoint.public_access and validation.opens_to_everyone(endpoint.public_access_cidrs):
             raise RuleError(
                 "cluster.endpoint.public_access_cidrs",
                 [str(c) for c in endpoint.public_access_cidrs],
-                "prod must not open the public API endpoint to 0.0.0.0/0; list your CIDRs "
-                "or set public_access: false",
+                "prod must not open the public API endpoint to every address (0.0.0.0/0 or "
+                "blocks that add up to it); list your CIDRs or set public_access: false",
+            )
+        if access and access.allowed_cidrs and validation.opens_to_everyone(access.allowed_cidrs):
+            raise RuleError(
+                "ingress.access.allowed_cidrs",
+                [str(c) for c in access.allowed_cidrs],
+                "covers every public address, so it is no allowlist; in prod set public: true "
+                "(and drop allowed_cidrs) to open the endpoints deliberately",
             )
         if "audit" not in cluster.log_types:
             raise RuleError("cluster.log_types", cluster.log_types, "prod must keep audit logs")
+        return self
+
+    @model_validator(mode="after")
+    def _names_the_cluster_and_aws_accept(self) -> StackConfig:
+        # Namespaces we create: Kubernetes' own are not ours to create or delete, and two
+        # components of ours creating one namespace collide.
+        others = {"nvidia": "the NVIDIA device plugin (gpu_pools)", "keda": "KEDA (autoscaling.engine keda)"}
+        creates_monitoring = self.monitoring.enabled and self.monitoring.mode == "kube-prometheus-stack"
+        created = [("serving.namespace", self.serving.namespace)]
+        if creates_monitoring:
+            created.append(("monitoring.namespace", self.monitoring.namespace))
+        for key, namespace in created:
+            reserved = validation.reserved_namespace(namespace)
+            if reserved:
+                raise RuleError(key, namespace, f"the stack creates this namespace, but {reserved}")
+            if namespace in others:
+                raise RuleError(key, namespace, f"is the namespace of {others[namespace]}; pick another")
+        if creates_monitoring and self.serving.namespace == self.monitoring.namespace:
+            raise RuleError(
+                "monitoring.namespace",
+                self.monitoring.namespace,
+                "must differ from serving.namespace: the stack creates each, with its own "
+                "pod security level",
+            )
+        # Base tags (components/naming.py base_tags) plus these, at most 50 per resource.
+        base = {"project", "stack", "environment", "managed-by"}
+        room = validation.MAX_TAGS_PER_RESOURCE - len(base)
+        if len(set(self.tags) - base) > room:
+            raise RuleError(
+                "tags",
+                f"{len(self.tags)} tags",
+                f"AWS takes 50 tags per resource and the stack sets {len(base)} itself: at most {room}",
+            )
+        overridden = sorted(base & set(self.tags))
+        if overridden:
+            raise RuleError(
+                f"tags.{overridden[0]}",
+                self.tags[overridden[0]],
+                "is one of the tags the stack sets itself (project, stack, environment, managed-by)",
+            )
+        if self.model_store.bucket_name is None:
+            # The derived name (components/model_layout.py) must obey S3's rules too.
+            from components.model_layout import model_bucket_name
+
+            derived = model_bucket_name(self, "123456789012")
+            try:
+                validation.bucket_name(derived)
+            except ValueError as exc:
+                raise RuleError(
+                    "model_store.bucket_name",
+                    None,
+                    f"unset, so the bucket is named after cluster.name ({derived.replace('123456789012', '<account id>')}), "
+                    f"but {exc}; set model_store.bucket_name",
+                ) from None
         return self
 
     @model_validator(mode="after")
@@ -1415,6 +1510,9 @@ def format_errors(stack: str, source: str, exc: ValidationError) -> str:
         if isinstance(rule, RuleError):
             key = _dotted(loc + tuple(rule.key.split(".")))
             message, value = rule.message, rule.value
+        elif isinstance(rule, ValueError):
+            # A field rule of components/validation.py: its words, without pydantic's prefix.
+            key, value, message = _dotted(loc), err["input"], str(rule)
         elif err["type"] == "extra_forbidden":
             allowed = _allowed_keys(StackConfig, loc[:-1]) or []
             near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)

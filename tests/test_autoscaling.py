@@ -180,7 +180,7 @@ BAD: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("min above max", "dev", {"min_replicas": 3}, "autoscaling.min_replicas", "must be <= max_replicas (2)"),
     ("unknown metric", "dev", {"metrics": {"qps": 3}}, "autoscaling.metrics.qps", "'requests_per_second'"),
     ("CPU above 100 %", "prod", {"metrics": {"cpu": 150}}, "autoscaling.metrics.cpu", "percentage"),
-    ("bad cron", "dev", {"off_hours": {"start": "8am"}}, "autoscaling.off_hours.start", "should match pattern"),
+    ("bad cron", "dev", {"off_hours": {"start": "8am"}}, "autoscaling.off_hours.start", "exactly 5 fields"),
 ]
 
 

@@ -88,12 +88,12 @@ BAD_INPUTS: list[tuple[str, Callable[[], Raw], list[str]]] = [
     (
         "malformed CIDR",
         lambda: set_in(base(), "cluster.vpc.cidr", "10.0.0.0/33"),
-        ["tf-serving-eks:cluster.vpc.cidr", '"10.0.0.0/33"', "IPv4 network"],
+        ["tf-serving-eks:cluster.vpc.cidr", '"10.0.0.0/33"', "not a CIDR block"],
     ),
     (
         "CIDR with host bits set",
         lambda: set_in(base(), "cluster.vpc.cidr", "10.0.0.1/16"),
-        ["tf-serving-eks:cluster.vpc.cidr", '"10.0.0.1/16"', "IPv4 network"],
+        ["tf-serving-eks:cluster.vpc.cidr", '"10.0.0.1/16"', "host bits set"],
     ),
     (
         "VPC too small for its subnets",
@@ -103,22 +103,22 @@ BAD_INPUTS: list[tuple[str, Callable[[], Raw], list[str]]] = [
     (
         "malformed public access CIDR",
         lambda: set_in(base(), "cluster.endpoint.public_access_cidrs", ["203.0.113.0/24", "nope"]),
-        ["tf-serving-eks:cluster.endpoint.public_access_cidrs[1]", '"nope"', "IPv4 network"],
+        ["tf-serving-eks:cluster.endpoint.public_access_cidrs[1]", '"nope"', "not a CIDR block"],
     ),
     (
         "invalid DNS name for a cluster",
         lambda: set_in(base(), "cluster.name", "-tfs dev"),
-        ["tf-serving-eks:cluster.name", '"-tfs dev"', "should match pattern"],
+        ["tf-serving-eks:cluster.name", '"-tfs dev"', "EKS cluster names use letters"],
     ),
     (
         "invalid admin principal key (not a DNS label)",
         lambda: set_in(base(), "cluster.admin_principals", {"Ops_Team": "arn:aws:iam::123456789012:role/Ops"}),
-        ["tf-serving-eks:cluster.admin_principals.Ops_Team", "should match pattern"],
+        ["tf-serving-eks:cluster.admin_principals.Ops_Team", "DNS-1123 label"],
     ),
     (
         "admin principal that is not an IAM ARN",
         lambda: set_in(base(), "cluster.admin_principals", {"ops": "arn:aws:s3:::bucket"}),
-        ["tf-serving-eks:cluster.admin_principals.ops", '"arn:aws:s3:::bucket"', "should match pattern"],
+        ["tf-serving-eks:cluster.admin_principals.ops", '"arn:aws:s3:::bucket"', "IAM role or user ARN"],
     ),
     (
         "unknown cluster mode",
@@ -138,7 +138,7 @@ BAD_INPUTS: list[tuple[str, Callable[[], Raw], list[str]]] = [
     (
         "invalid region",
         lambda: set_in(base(), "aws:region", "us-east"),
-        ["aws:region", '"us-east"', "should match pattern"],
+        ["aws:region", '"us-east"', "AWS region code"],
     ),
     (
         "single AZ",
@@ -196,7 +196,7 @@ BAD_INPUTS: list[tuple[str, Callable[[], Raw], list[str]]] = [
     (
         "malformed add-on version",
         lambda: set_in(base(), "cluster.addons.vpc_cni", "1.22.4"),
-        ["tf-serving-eks:cluster.addons.vpc_cni", '"1.22.4"', "should match pattern"],
+        ["tf-serving-eks:cluster.addons.vpc_cni", '"1.22.4"', "EKS add-on version"],
     ),
     (
         "existing-cluster settings in create mode",
@@ -210,7 +210,7 @@ BAD_INPUTS: list[tuple[str, Callable[[], Raw], list[str]]] = [
             "cluster.existing",
             {"private_subnet_ids": ["sn-123"]},
         ),
-        ["tf-serving-eks:cluster.existing.private_subnet_ids[0]", '"sn-123"', "should match pattern"],
+        ["tf-serving-eks:cluster.existing.private_subnet_ids[0]", '"sn-123"', "subnet ID"],
     ),
     (
         "KMS deletion window out of range",

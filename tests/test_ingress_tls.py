@@ -286,9 +286,9 @@ def test_no_ingress_means_no_controller() -> None:
 BAD = [
     ("host outside the zone", ("rest_host", "api.example.org"), "ingress.rest_host", "must be a name under domain example.com"),
     ("same host twice", ("grpc_host", "tfs.example.com"), "ingress.grpc_host", "must differ from rest_host"),
-    ("bad zone id", ("hosted_zone_id", "zone-1"), "ingress.hosted_zone_id", "should match pattern"),
-    ("bad certificate ARN", ("certificate_arn", "arn:aws:iam::123456789012:server-certificate/x"), "ingress.certificate_arn", "should match pattern"),
-    ("invalid host name", ("rest_host", "TFS_.example.com"), "ingress.rest_host", "should match pattern"),
+    ("bad zone id", ("hosted_zone_id", "zone-1"), "ingress.hosted_zone_id", "Route53 hosted zone ID"),
+    ("bad certificate ARN", ("certificate_arn", "arn:aws:iam::123456789012:server-certificate/x"), "ingress.certificate_arn", "ACM certificate ARN"),
+    ("invalid host name", ("rest_host", "TFS_.example.com"), "ingress.rest_host", "lower-case DNS name"),
     ("TLS 1.0 policy", ("tls_policy", "ELBSecurityPolicy-2016-08"), "ingress.tls_policy", "ELBSecurityPolicy-TLS13-1-2-2021-06"),
 ]
 

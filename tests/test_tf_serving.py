@@ -275,12 +275,12 @@ BAD: list[tuple[str, Any, str, str]] = [
     ("pool that does not exist", ("gpu_pool", "h100"), "tf-serving-eks:serving.gpu_pool", "no such pool"),
     ("prod with one replica", ("replicas", 1), "tf-serving-eks:serving.replicas", "at least 2 replicas"),
     ("no models", ("models", {}), "tf-serving-eks:serving.models", "at least 1 item"),
-    ("bad model name", ("models", {"ResNet": {}}), "tf-serving-eks:serving.models.ResNet", "should match pattern"),
+    ("bad model name", ("models", {"ResNet": {}}), "tf-serving-eks:serving.models.ResNet", "DNS-1123 label"),
     ("labels with latest policy", ("models", {"m": {"labels": {"stable": 1}}}), "tf-serving-eks:serving.models.m.labels", "need version_policy: specific"),
     ("label on unserved version", ("models", {"m": {"version_policy": "specific", "versions": [1], "labels": {"beta": 2}}}), "tf-serving-eks:serving.models.m.labels.beta", "not served"),
     ("specific without versions", ("models", {"m": {"version_policy": "specific"}}), "tf-serving-eks:serving.models.m.versions", "at least one version"),
     ("version zero", ("models", {"m": {"version_policy": "specific", "versions": [0]}}), "tf-serving-eks:serving.models.m.versions[0]", "greater than or equal to 1"),
-    ("bad CPU quantity", ("cpu", "four"), "tf-serving-eks:serving.cpu", "should match pattern"),
+    ("bad CPU quantity", ("cpu", "four"), "tf-serving-eks:serving.cpu", "not a Kubernetes quantity"),
 ]
 
 
