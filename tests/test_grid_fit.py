@@ -43,6 +43,26 @@ DAEMONSET_CHARTS: dict[str, tuple[str | None, str]] = {
     ),
 }
 
+# Controller Deployments our charts run, read the same way: chart -> (pod name, values key
+# of the pod's settings (None: top level), key of its resources within them, replica key).
+HELM_WORKLOADS: dict[str, list[tuple[str, str | None, str, str]]] = {
+    "cluster-autoscaler": [("cluster-autoscaler", None, "resources", "replicaCount")],
+    "external-dns": [("external-dns", None, "resources", "replicaCount")],
+    "aws-load-balancer-controller": [("aws-load-balancer-controller", None, "resources", "replicaCount")],
+    "prometheus-adapter": [("prometheus-adapter", None, "resources", "replicas")],
+    # keda values.yaml: one resources block per Deployment, shared nodeSelector.
+    "keda": [
+        ("keda-operator", None, "resources.operator", "operator.replicaCount"),
+        ("keda-metrics-server", None, "resources.metricServer", "metricsServer.replicaCount"),
+        ("keda-webhooks", None, "resources.webhooks", "webhooks.replicaCount"),
+    ],
+    "kube-prometheus-stack": [
+        ("prometheus", "prometheus.prometheusSpec", "resources", "replicas"),
+        ("alertmanager", "alertmanager.alertmanagerSpec", "resources", "replicas"),
+        ("prometheus-operator", "prometheusOperator", "resources", "replicaCount"),
+    ],
+}
+
 _UNITS = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
 
@@ -217,6 +237,35 @@ def helm_daemonsets(r: Rendering) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _at(values: Any, dotted: str | None) -> Any:
+    for part in (dotted or "").split(".") if dotted else []:
+        values = (values or {}).get(part) if isinstance(values, dict) else None
+    return values
+
+
+def helm_workloads(r: Rendering) -> list[tuple[str, dict[str, Any], int]]:
+    """Each controller pod a Helm release runs: (name, pod spec, replicas), from the values
+    over the pinned chart's defaults."""
+    out = []
+    for res in r.resources:
+        chart = res.inputs.get("chart")
+        if not res.type.startswith("kubernetes:helm.sh") or chart not in HELM_WORKLOADS:
+            continue
+        path = CHARTS / f"{chart}-{catalog.CHARTS[chart].version}" / "values.yaml"
+        assert path.is_file(), f"reference chart values missing: {path}"
+        values = _merge(yaml.safe_load(path.read_text()) or {}, res.inputs.get("values") or {})
+        for name, key, resources, replicas in HELM_WORKLOADS[chart]:
+            pod = _at(values, key) or {}
+            spec = {
+                "nodeSelector": pod.get("nodeSelector") or {},
+                "affinity": pod.get("affinity") or {},
+                "tolerations": pod.get("tolerations") or [],
+                "containers": [{"resources": _at(pod, resources) or {}}],
+            }
+            out.append((name, spec, int(_at(pod, replicas) or 1)))
+    return out
+
+
 def with_daemons(r: Rendering, objects: list[dict[str, Any]]) -> list[NodeGroup]:
     groups = node_groups(r)
     daemonsets = helm_daemonsets(r)
@@ -266,16 +315,20 @@ def fit_problems(r: Rendering, objects: list[dict[str, Any]] | None = None) -> l
     objects = r.k8s_objects() if objects is None else objects
     problems = []
     groups = with_daemons(r, objects)
+    # A cluster the stack creates has no nodes but its node groups.
+    owns_all_nodes = any(res.type == "aws:eks/cluster:Cluster" and not res.read for res in r.resources)
     workloads = [m for m in objects if m["kind"] in ("Deployment", "StatefulSet")]
     # Pods that land on the same node groups share them: the canary beside the stable pods.
     demand: dict[str, list[tuple[str, Need, int]]] = {}
-    for w in workloads:
-        spec = w["spec"]["template"]["spec"]
-        name = w["metadata"]["name"]
+    pods = [
+        (w["metadata"]["name"], w["spec"]["template"]["spec"], _most_replicas(objects, w["metadata"]["name"], int(w["spec"].get("replicas", 1))))
+        for w in workloads
+    ] + helm_workloads(r)
+    for name, spec, count in pods:
         need = pod_need(spec)
         targets = [g for g in groups if can_land(spec, g)]
-        if not groups:
-            continue  # an existing cluster's own nodes: not ours to know
+        if not targets and not owns_all_nodes:
+            continue  # lands on an existing cluster's own nodes: not ours to know
         if not targets:
             problems.append(f"{name}: no node group of the stack can take its pods")
             continue
@@ -300,10 +353,9 @@ def fit_problems(r: Rendering, objects: list[dict[str, Any]] | None = None) -> l
                         f"the node has {describe(room)}"
                     )
         key = ",".join(sorted(g.name for g in targets))
-        count = _most_replicas(objects, name, int(w["spec"].get("replicas", 1)))
         demand.setdefault(key, []).append((name, need, count))
     by_name = {g.name: g for g in groups}
-    for key, pods in demand.items():
+    for key, sharing in demand.items():
         capacity_cpu = capacity_mem = capacity_gpu = 0.0
         for gname in key.split(","):
             g = by_name[gname]
@@ -311,11 +363,11 @@ def fit_problems(r: Rendering, objects: list[dict[str, Any]] | None = None) -> l
             capacity_cpu += room.cpu_milli * g.max_size
             capacity_mem += room.memory_mib * g.max_size
             capacity_gpu += _gpus_advertised(r, g) * g.max_size
-        cpu = sum(n.cpu_milli * c for _, n, c in pods)
-        mem = sum(n.memory_mib * c for _, n, c in pods)
-        gpu = sum(n.gpus * c for _, n, c in pods)
+        cpu = sum(n.cpu_milli * c for _, n, c in sharing)
+        mem = sum(n.memory_mib * c for _, n, c in sharing)
+        gpu = sum(n.gpus * c for _, n, c in sharing)
         if cpu > capacity_cpu or mem > capacity_mem or gpu > capacity_gpu:
-            listing = ", ".join(f"{c}x {name}" for name, _, c in pods)
+            listing = ", ".join(f"{c}x {name}" for name, _, c in sharing)
             problems.append(
                 f"{listing} need {cpu / 1000:g} vCPU / {mem / 1024:.1f} GiB / {gpu} GPU(s) at most replicas; "
                 f"node groups {key} hold {capacity_cpu / 1000:g} / {capacity_mem / 1024:.1f} / {capacity_gpu:g} at max size"
