@@ -696,9 +696,8 @@ class ServingConfig(Section):
         "pin_image_digests": _by_env(False, True),
     }
     # CPU serving runs on the system nodes (t3.large in dev, m7i.large otherwise: 2 vCPU,
-    # 8 GiB); the GPU-sized defaults above would never schedule there.
-    # Two such pods fit a node beside the daemons, so the default autoscaling range fits
-    # the default system group.
+    # 8 GiB), where the GPU-sized defaults above would never schedule; two pods of these
+    # fit one beside the daemons, so the default autoscaling range fits the default group.
     cpu_serving_defaults: ClassVar[Mapping[str, str]] = {"cpu": "750m", "memory": "3Gi"}
 
     @model_validator(mode="before")

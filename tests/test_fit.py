@@ -87,11 +87,22 @@ def test_minimal_cpu_stack_fits_its_system_nodes(environment: str) -> None:
     if environment != "dev":
         raw["serving"]["image_cache"] = {"enabled": False}
     cfg = parse(raw)
+    assert (cfg.serving.cpu, cfg.serving.memory) == ("750m", "3Gi")  # the CPU-serving defaults
     for name in cfg.cluster.system_node_group.instance_types:
         instance = catalog.instance_type(name)
         assert instance is not None
         room = catalog.room_for_pods(instance, cfg.node_daemons(gpu_node=False))
         assert cfg.serving.pod_requests.fits(room), (name, cfg.serving.pod_requests, room)
+
+
+def test_gpu_serving_keeps_its_environment_defaults() -> None:
+    raw = raw_stack("dev")
+    for key in ("cpu", "memory"):
+        raw["serving"].pop(key)
+    raw["serving"]["gpu_memory_fraction"] = 0.4
+    raw["gpu_pools"]["l4"]["instance_types"] = ["g6.2xlarge"]  # room for two 2-vCPU pods
+    cfg = parse(raw)
+    assert (cfg.serving.cpu, cfg.serving.memory) == ("2", "8Gi")
 
 
 def cpu_stack(environment: str, system_type: str, cpu_milli: int, memory_mib: int) -> dict[str, Any]:
