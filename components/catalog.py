@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from components import validation
+
 KubernetesVersion = Literal["1.34", "1.35", "1.36"]
 DEFAULT_KUBERNETES_VERSION: KubernetesVersion = "1.36"
 
@@ -156,53 +158,194 @@ def instance_type(name: str) -> InstanceType | None:
 
 # --- What a pod can get on a node ----------------------------------------------------------
 #
-# EKS AMIs reserve for the kubelet and system daemons (kube-reserved) by formula:
-# memory 255 MiB + 11 MiB per pod the node may run; CPU 6% of the first core, 1% of the
-# second, 0.5% of cores 3-4 and 0.25% of the rest; plus a 100 MiB hard eviction threshold.
-# We assume 110 pods for the memory term (an upper bound, so the check errs safe) and add the
-# requests of the per-node daemons (aws-node, kube-proxy, pod identity agent, EBS CSI node,
-# NVIDIA device plugin, DCGM exporter).
-RESERVATION_MAX_PODS = 110
+# Allocatable is capacity minus what the EKS AMI reserves: nodeadm (awslabs/amazon-eks-ami
+# at 81fec2e8, nodeadm/internal/kubelet/config.go, withDefaultReservedResources) sets
+# kubeReserved cpu by getCPUMillicoresToReserve (6% of the first core, 1% of the second,
+# 0.5% of cores 3-4, 0.25% of the rest, each range truncated to whole millicores), memory
+# by getMemoryMebibytesToReserve (11 MiB per max pod + 255 MiB), and evictionHard
+# memory.available 100Mi. Max pods is the VPC CNI's ENI limit (eni_max_pods.go,
+# calculateStandardMaxPods: ENIs x (IPv4 per ENI - 1) + 2), from the same commit's
+# instance-info.jsonl (defaultMaxENIs, ipv4AddressesPerInterface).
 EVICTION_MEMORY_MIB = 100
-DAEMONSET_CPU_MILLI = 400
-DAEMONSET_MEMORY_MIB = 600
+
+ENI_LIMITS: dict[str, tuple[int, int]] = {
+    "g4dn.xlarge": (3, 10), "g4dn.2xlarge": (3, 10), "g4dn.4xlarge": (3, 10),
+    "g4dn.8xlarge": (4, 15), "g4dn.12xlarge": (8, 30), "g4dn.16xlarge": (4, 15),
+    "g4dn.metal": (15, 50),
+    "g5.xlarge": (4, 15), "g5.2xlarge": (4, 15), "g5.4xlarge": (8, 30), "g5.8xlarge": (8, 30),
+    "g5.12xlarge": (15, 50), "g5.16xlarge": (8, 30), "g5.24xlarge": (15, 50),
+    "g5.48xlarge": (7, 50),
+    "g6.xlarge": (4, 15), "g6.2xlarge": (4, 15), "g6.4xlarge": (8, 30), "g6.8xlarge": (8, 30),
+    "g6.12xlarge": (8, 30), "g6.16xlarge": (15, 50), "g6.24xlarge": (15, 50),
+    "g6.48xlarge": (15, 50),
+    "g6e.xlarge": (4, 15), "g6e.2xlarge": (4, 15), "g6e.4xlarge": (8, 30),
+    "g6e.8xlarge": (8, 30), "g6e.12xlarge": (10, 30), "g6e.16xlarge": (15, 50),
+    "g6e.24xlarge": (10, 50), "g6e.48xlarge": (10, 50),
+    "p4d.24xlarge": (15, 50), "p4de.24xlarge": (15, 50), "p5.48xlarge": (2, 50),
+    "p5en.48xlarge": (4, 50),
+    "t3.large": (3, 12), "t3.xlarge": (4, 15), "m5.large": (3, 10), "m6i.large": (3, 10),
+    "m6i.xlarge": (4, 15), "m7i.large": (3, 10), "m7i.xlarge": (4, 15),
+}
+
+
+@dataclass(frozen=True)
+class Requests:
+    """What a container, a pod or a set of pods asks the scheduler for."""
+
+    cpu_milli: int = 0
+    memory_mib: int = 0
+    pods: int = 0
+
+    def __add__(self, other: Requests) -> Requests:
+        return Requests(
+            self.cpu_milli + other.cpu_milli, self.memory_mib + other.memory_mib, self.pods + other.pods
+        )
+
+    def times(self, n: int) -> Requests:
+        return Requests(self.cpu_milli * n, self.memory_mib * n, self.pods * n)
+
+    def fits(self, room: Requests) -> bool:
+        return (
+            self.cpu_milli <= room.cpu_milli
+            and self.memory_mib <= room.memory_mib
+            and self.pods <= room.pods
+        )
+
+    def minus(self, other: Requests) -> Requests:
+        return Requests(
+            self.cpu_milli - other.cpu_milli, self.memory_mib - other.memory_mib, self.pods - other.pods
+        )
+
+
+def max_pods(instance: InstanceType) -> int:
+    enis, ips = ENI_LIMITS[instance.name]
+    return enis * (ips - 1) + 2
 
 
 def kube_reserved_cpu_milli(vcpus: int) -> int:
-    reserved = 60.0
-    if vcpus >= 2:
-        reserved += 10
-    reserved += 5 * max(0, min(vcpus, 4) - 2)
-    reserved += 2.5 * max(0, vcpus - 4)
-    return int(round(reserved))
+    total = vcpus * 1000
+    reserved = 0
+    for start, end, basis_points in ((0, 1000, 600), (1000, 2000, 100), (2000, 4000, 50), (4000, total, 25)):
+        if total > start:
+            reserved += (min(total, end) - start) * basis_points // 10000
+    return reserved
 
 
-def allocatable(instance: InstanceType) -> tuple[int, int]:
-    """CPU (millicores) and memory (MiB) left for our pods on an otherwise empty node."""
-    cpu = instance.vcpus * 1000 - kube_reserved_cpu_milli(instance.vcpus) - DAEMONSET_CPU_MILLI
-    memory = (
-        instance.memory_gib * 1024
-        - (255 + 11 * RESERVATION_MAX_PODS)
-        - EVICTION_MEMORY_MIB
-        - DAEMONSET_MEMORY_MIB
+def kube_reserved_memory_mib(instance: InstanceType) -> int:
+    return 11 * max_pods(instance) + 255
+
+
+def node_allocatable(instance: InstanceType) -> Requests:
+    """The node's allocatable CPU, memory and pod slots, as the kubelet reports them."""
+    return Requests(
+        instance.vcpus * 1000 - kube_reserved_cpu_milli(instance.vcpus),
+        instance.memory_gib * 1024 - kube_reserved_memory_mib(instance) - EVICTION_MEMORY_MIB,
+        max_pods(instance),
     )
-    return cpu, memory
 
 
-def pod_fit_problems(
-    instance: InstanceType, gpus: int, cpu_milli: int, memory_mib: int, gpu_replicas: int = 1
-) -> list[str]:
-    """Why a pod with these requests can't run on `instance` (empty when it fits)."""
-    problems = []
-    cpu, memory = allocatable(instance)
-    advertised = instance.gpus * gpu_replicas
-    if gpus > advertised:
-        problems.append(f"asks {gpus} GPU(s) but {instance.name} offers {advertised}")
-    if cpu_milli > cpu:
-        problems.append(f"asks {cpu_milli}m CPU but {instance.name} leaves {cpu}m for pods")
-    if memory_mib > memory:
-        problems.append(f"asks {memory_mib}Mi memory but {instance.name} leaves {memory}Mi for pods")
-    return problems
+def pod_requests(app: list[Requests], init: list[tuple[Requests, bool]] | None = None) -> Requests:
+    """A pod's effective request (KEP-753, k8s docs "Sidecar containers", "Resource sharing
+    within containers"): init containers run in order; a sidecar (restartPolicy Always)
+    keeps running, so it adds to every later init container and to the app containers;
+    a plain init container needs only its own request plus the sidecars started before it.
+    The pod asks for the larger of the app phase and the highest init step."""
+    sidecars = Requests()
+    peak = Requests()
+    for request, is_sidecar in init or []:
+        step = sidecars + request
+        peak = Requests(max(peak.cpu_milli, step.cpu_milli), max(peak.memory_mib, step.memory_mib))
+        if is_sidecar:
+            sidecars = sidecars + request
+    running = sidecars
+    for request in app:
+        running = running + request
+    return Requests(
+        max(peak.cpu_milli, running.cpu_milli), max(peak.memory_mib, running.memory_mib), 1
+    )
+
+
+# Per-node daemons the EKS managed add-ons run on every node, with the requests of their
+# pods (all containers): aws-node 25m (aws/amazon-vpc-cni-k8s at b5218838,
+# charts/aws-vpc-cni/values.yaml `resources`; its node agent and init container ask
+# nothing); kube-proxy 100m (the EKS kube-proxy add-on's DaemonSet, EKS user guide
+# "managing-kube-proxy"); ebs-csi-node 10m/40Mi plus its registrar and liveness probe at
+# 10m/32Mi each (kubernetes-sigs/aws-ebs-csi-driver at 429e202e, charts values.yaml
+# `node.resources` and templates/_node.tpl defaults); eks-pod-identity-agent nothing
+# (aws/eks-pod-identity-agent at d4dc0f3f, charts values.yaml `resources: {}`).
+EKS_ADDON_DAEMONS: dict[str, Requests] = {
+    "aws-node": Requests(25, 0, 1),
+    "kube-proxy": Requests(100, 0, 1),
+    "ebs-csi-node": Requests(30, 104, 1),
+    "eks-pod-identity-agent": Requests(0, 0, 1),
+}
+
+# Requests of the per-node daemons our charts run; the value builders take them from here
+# so the fit rules and the rendered values cannot drift apart.
+FLUENT_BIT_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "250Mi"}}
+DEVICE_PLUGIN_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+DCGM_EXPORTER_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"cpu": "500m", "memory": "512Mi"},
+}
+# node-exporter (kube-prometheus-stack's prometheus-node-exporter chart) asks nothing by
+# default (values.yaml `resources: {}`); it still takes a pod slot.
+MODEL_SYNC_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
+
+
+def cpu_milli(quantity: str) -> int:
+    """Kubernetes CPU quantity ("2", "1.5", "500m", "2e3m") in millicores (the quantity grammar
+    of components/validation.py)."""
+    return validation.cpu_millicores(quantity)
+
+
+def memory_mib(quantity: str) -> int:
+    """Kubernetes memory quantity ("8Gi", "512Mi", "8G") in whole MiB, rounded up."""
+    return -(-validation.memory_bytes(quantity) // (1024 * 1024))
+
+
+def requests_of(resources: dict[str, dict[str, str]]) -> Requests:
+    asked = resources.get("requests", {})
+    return Requests(cpu_milli(asked.get("cpu", "0")), memory_mib(asked.get("memory", "0")))
+
+
+def daemon_requests(*, gpu_node: bool, logs: bool, node_exporter: bool) -> dict[str, Requests]:
+    """Every per-node daemon on a node of this kind, by name."""
+    daemons = dict(EKS_ADDON_DAEMONS)
+    if logs:
+        daemons["fluent-bit"] = requests_of(FLUENT_BIT_RESOURCES) + Requests(pods=1)
+    if node_exporter:
+        daemons["node-exporter"] = Requests(pods=1)
+    if gpu_node:
+        daemons["nvidia-device-plugin"] = requests_of(DEVICE_PLUGIN_RESOURCES) + Requests(pods=1)
+        daemons["dcgm-exporter"] = requests_of(DCGM_EXPORTER_RESOURCES) + Requests(pods=1)
+    return daemons
+
+
+def room_for_pods(instance: InstanceType, daemons: dict[str, Requests]) -> Requests:
+    """What is left on an otherwise empty node for our pods, after reservations and daemons."""
+    room = node_allocatable(instance)
+    for request in daemons.values():
+        room = room.minus(request)
+    return room
+
+
+def pods_that_fit(pod: Requests, room: Requests) -> int:
+    """How many pods of `pod` fit in `room`, by CPU, memory and pod slots."""
+    bounds = [room.pods // max(pod.pods, 1)]
+    if pod.cpu_milli:
+        bounds.append(room.cpu_milli // pod.cpu_milli)
+    if pod.memory_mib:
+        bounds.append(room.memory_mib // pod.memory_mib)
+    return max(0, min(bounds))
+
+
+def describe_room(room: Requests) -> str:
+    return f"{room.cpu_milli / 1000:g} vCPU and {room.memory_mib / 1024:.1f} GiB"
+
+
+def describe_requests(pod: Requests) -> str:
+    return f"{pod.cpu_milli / 1000:g} vCPU and {pod.memory_mib / 1024:.1f} GiB"
 
 
 # --- Upstream Helm charts we install, pinned -----------------------------------------------

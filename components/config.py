@@ -589,14 +589,8 @@ CpuQuantity = Annotated[str, checked(validation.cpu_quantity)]
 MemoryQuantity = Annotated[str, checked(validation.memory_quantity)]
 
 
-def cpu_milli(quantity: str) -> int:
-    """Kubernetes CPU quantity ("2", "1.5", "500m", "2e3m") in millicores."""
-    return validation.cpu_millicores(quantity)
-
-
-def memory_mib(quantity: str) -> int:
-    """Kubernetes memory quantity ("8Gi", "512Mi", "8G") in whole MiB (rounded up)."""
-    return -(-validation.memory_bytes(quantity) // (1024 * 1024))
+cpu_milli = catalog.cpu_milli
+memory_mib = catalog.memory_mib
 
 
 class CanaryConfig(Section):
@@ -728,6 +722,17 @@ class ServingConfig(Section):
         "memory": _by_env("8Gi", "16Gi"),
         "pin_image_digests": _by_env(False, True),
     }
+    # CPU serving runs on the system nodes (t3.large in dev, m7i.large otherwise: 2 vCPU,
+    # 8 GiB), where the GPU-sized defaults above would never schedule; two pods of these
+    # fit one beside the daemons, so the default autoscaling range fits the default group.
+    cpu_serving_defaults: ClassVar[Mapping[str, str]] = {"cpu": "750m", "memory": "3Gi"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_cpu_serving_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("gpu_pool") is None:
+            return {**cls.cpu_serving_defaults, **data}
+        return data
 
     namespace: Name = Field("tf-serving", description="Namespace of the serving workload.")
     name: ServiceName = Field("tf-serving", description="Name of the Deployment, Service and friends.")
@@ -743,8 +748,14 @@ class ServingConfig(Section):
         None, description="GPU pool (key of gpu_pools) to run on. Unset: CPU serving."
     )
     gpus: int = Field(1, ge=1, le=8, description="GPUs per pod (on a GPU pool).")
-    cpu: CpuQuantity = Field(description="CPU request (and limit) per pod, in cores or millicores (500m).")
-    memory: MemoryQuantity = Field(description="Memory request and limit per pod, in bytes with a unit (8Gi).")
+    cpu: CpuQuantity = Field(
+        description="CPU request (and limit) per pod, in cores or millicores (500m). Default on a "
+        "GPU pool: 2 in dev, 4 otherwise; CPU serving: 750m."
+    )
+    memory: MemoryQuantity = Field(
+        description="Memory request and limit per pod, in bytes with a unit (8Gi). Default on a "
+        "GPU pool: 8Gi in dev, 16Gi otherwise; CPU serving: 3Gi."
+    )
     replicas: int = Field(ge=1, le=100, description="Pods, when no autoscaler owns the count.")
     gpu_memory_fraction: float = Field(
         0.9,
@@ -799,6 +810,20 @@ class ServingConfig(Section):
     @property
     def memory_mib(self) -> int:
         return memory_mib(self.memory)
+
+    @property
+    def pod_requests(self) -> catalog.Requests:
+        """What one serving pod asks the scheduler for: TF Serving plus the model-sync init
+        container and the model-sync sidecar (tf_serving.pod_spec)."""
+        sync = catalog.requests_of(catalog.MODEL_SYNC_RESOURCES)
+        return catalog.pod_requests(
+            [catalog.Requests(self.cpu_milli, self.memory_mib)], [(sync, False), (sync, True)]
+        )
+
+    @property
+    def canary_pods(self) -> int:
+        """Pods of the canary Deployment (one, when any model has a canary)."""
+        return 1 if any(m.canary is not None for m in self.models.values()) else 0
 
 
 DnsName = Annotated[str, checked(validation.host_name)]
@@ -1247,6 +1272,51 @@ class StackConfig(Section):
             pod_gpus=self.serving.gpus,
         )
 
+    def node_daemons(self, gpu_node: bool) -> dict[str, catalog.Requests]:
+        """The per-node daemons on a system node or a GPU node of this stack, by name."""
+        return catalog.daemon_requests(
+            gpu_node=gpu_node, logs=self.monitoring.logs.enabled, node_exporter=self.monitoring.enabled
+        )
+
+    @model_validator(mode="after")
+    def _cpu_serving_fits_the_system_nodes(self) -> StackConfig:
+        # Without a GPU pool the serving pods have no node selector and no toleration: in a
+        # cluster we create they can land only on the system node group (GPU nodes are
+        # tainted). An existing cluster's nodes are its owner's and unknown here.
+        serving = self.serving
+        if serving.gpu_pool is not None or self.cluster.mode != "create":
+            return self
+        group = self.cluster.system_node_group
+        pod = serving.pod_requests
+        daemons = self.node_daemons(gpu_node=False)
+        most = self.autoscaling.max_replicas if self.autoscaling.enabled else serving.replicas
+        for name in group.instance_types:
+            instance = catalog.instance_type(name)
+            if instance is None or name not in catalog.ENI_LIMITS:
+                continue  # not in the catalogue: its capacity is not known here
+            room = catalog.room_for_pods(instance, daemons)
+            if not pod.fits(room):
+                raise RuleError(
+                    "serving",
+                    {"cpu": serving.cpu, "memory": serving.memory},
+                    f"CPU serving runs on the system nodes: the serving pod needs "
+                    f"{catalog.describe_requests(pod)} (tf-serving plus its model-sync containers), "
+                    f"{name} system nodes have {catalog.describe_room(room)} allocatable after EKS "
+                    f"reservations and the per-node daemons ({', '.join(sorted(daemons))}); lower "
+                    "serving.cpu / serving.memory, pick larger "
+                    "cluster.system_node_group.instance_types, or set serving.gpu_pool",
+                )
+            capacity = catalog.pods_that_fit(pod, room) * group.max_size
+            if most + serving.canary_pods > capacity:
+                raise RuleError(
+                    "cluster.system_node_group.max_size",
+                    group.max_size,
+                    f"{most} serving pod(s) plus {serving.canary_pods} canary do not fit "
+                    f"{group.max_size} {name} system nodes ({capacity} serving pods at most, "
+                    "before the cluster's controllers); raise max_size or use larger instance types",
+                )
+        return self
+
     @model_validator(mode="after")
     def _serving_fits_its_pool(self) -> StackConfig:
         serving = self.serving
@@ -1259,31 +1329,67 @@ class StackConfig(Section):
                 serving.gpu_pool,
                 f"no such pool; gpu_pools has: {', '.join(sorted(self.gpu_pools)) or 'none'}",
             )
+        pod = serving.pod_requests
+        daemons = self.node_daemons(gpu_node=True)
+        most = self.autoscaling.max_replicas if self.autoscaling.enabled else serving.replicas
         for instance in pool.instances:
-            problems = catalog.pod_fit_problems(
-                instance,
-                serving.gpus,
-                serving.cpu_milli,
-                serving.memory_mib,
-                gpu_replicas=pool.time_slicing_replicas,
-            )
-            if problems:
+            room = catalog.room_for_pods(instance, daemons)
+            shown = {"gpus": serving.gpus, "cpu": serving.cpu, "memory": serving.memory}
+            advertised = instance.gpus * pool.time_slicing_replicas
+            if serving.gpus > advertised:
                 raise RuleError(
                     "serving",
-                    {"gpus": serving.gpus, "cpu": serving.cpu, "memory": serving.memory},
-                    f"a pod does not fit pool '{serving.gpu_pool}': " + "; ".join(problems),
+                    shown,
+                    f"a pod does not fit pool '{serving.gpu_pool}': asks {serving.gpus} GPU(s) but "
+                    f"{instance.name} offers {advertised}",
+                )
+            if not pod.fits(room):
+                raise RuleError(
+                    "serving",
+                    shown,
+                    f"a pod does not fit pool '{serving.gpu_pool}': the serving pod needs "
+                    f"{catalog.describe_requests(pod)} (tf-serving plus its model-sync containers), "
+                    f"{instance.name} nodes have {catalog.describe_room(room)} allocatable after "
+                    f"EKS reservations and the per-node daemons ({', '.join(sorted(daemons))})",
+                )
+            by_gpu = pool.gpus_per_node // serving.gpus
+            fitting = catalog.pods_that_fit(pod, room)
+            if pool.time_slicing_replicas > 1 and fitting < by_gpu:
+                raise RuleError(
+                    "serving",
+                    shown,
+                    f"pool '{serving.gpu_pool}' shares each GPU between {pool.time_slicing_replicas} "
+                    f"pods, so {by_gpu} serving pods land on each {instance.name} node and need "
+                    f"{catalog.describe_requests(pod.times(by_gpu))}; the node has "
+                    f"{catalog.describe_room(room)} allocatable after EKS reservations and the "
+                    f"per-node daemons (room for {fitting}): lower serving.cpu / serving.memory "
+                    "or time_slicing_replicas",
+                )
+            per_node = min(by_gpu, fitting)
+            capacity = per_node * pool.max_size
+            if most + serving.canary_pods > capacity and by_gpu > fitting:
+                key = "autoscaling.max_replicas" if self.autoscaling.enabled else "serving.replicas"
+                raise RuleError(
+                    key,
+                    most,
+                    f"{most} serving pod(s) plus {serving.canary_pods} canary need more room than "
+                    f"pool '{serving.gpu_pool}' has at max_size {pool.max_size}: CPU and memory "
+                    f"let {per_node} pod(s) onto each {instance.name} node; raise "
+                    f"gpu_pools.{serving.gpu_pool}.max_size",
                 )
         scaling = self.autoscaling
+        # The canary Deployment's pod runs on the same pool beside the stable ones.
+        gpus_needed = serving.gpus * (most + serving.canary_pods)
+        gpus_at_max = pool.gpus_per_node * pool.max_size
+        if gpus_needed > gpus_at_max:
+            canary = " (with the canary pod)" if serving.canary_pods else ""
+            raise RuleError(
+                "autoscaling.max_replicas" if scaling.enabled else "serving.replicas",
+                most,
+                f"needs {gpus_needed} GPU(s){canary} but pool '{serving.gpu_pool}' holds {gpus_at_max} at "
+                f"max_size {pool.max_size}; raise gpu_pools.{serving.gpu_pool}.max_size",
+            )
         if scaling.enabled:
-            gpus_needed = serving.gpus * scaling.max_replicas
-            gpus_at_max = pool.gpus_per_node * pool.max_size
-            if gpus_needed > gpus_at_max:
-                raise RuleError(
-                    "autoscaling.max_replicas",
-                    scaling.max_replicas,
-                    f"needs {gpus_needed} GPU(s) but pool '{serving.gpu_pool}' holds {gpus_at_max} at "
-                    f"max_size {pool.max_size}; raise gpu_pools.{serving.gpu_pool}.max_size",
-                )
             gpus_at_min = pool.gpus_per_node * pool.min_size
             if pool.min_size > 0 and serving.gpus * scaling.min_replicas > gpus_at_min:
                 raise RuleError(

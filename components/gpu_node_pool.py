@@ -13,6 +13,7 @@ cluster-autoscaler, each from its upstream chart, pinned.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -178,7 +179,7 @@ def device_plugin_values(pools: Mapping[str, GpuPoolConfig]) -> dict[str, Any]:
         "nodeSelector": {GPU_PRESENT_LABEL: "true"},
         "affinity": device_plugin_affinity(),
         "tolerations": gpu_daemonset_tolerations(pools),
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "resources": copy.deepcopy(catalog.DEVICE_PLUGIN_RESOURCES),
     }
 
 
@@ -189,10 +190,7 @@ def dcgm_exporter_values(
         "nodeSelector": {GPU_PRESENT_LABEL: "true"},
         "tolerations": gpu_daemonset_tolerations(pools),
         "serviceMonitor": {"enabled": service_monitor, "interval": "15s"},
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "128Mi"},
-            "limits": {"cpu": "500m", "memory": "512Mi"},
-        },
+        "resources": copy.deepcopy(catalog.DCGM_EXPORTER_RESOURCES),
     }
 
 

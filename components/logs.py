@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pulumi
@@ -82,10 +83,7 @@ def fluent_bit_values(
         "priorityClassName": "system-node-critical",
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": unique,
-        "resources": {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"memory": "250Mi"},
-        },
+        "resources": copy.deepcopy(catalog.FLUENT_BIT_RESOURCES),
     }
     return values
 

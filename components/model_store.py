@@ -19,6 +19,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components import catalog
 from components.cluster import ClusterOutputs
 from components.config import ModelStoreConfig
 from components.images import Image
@@ -240,8 +241,8 @@ def model_sync_containers(
                 k8s.core.v1.VolumeMountArgs(name=tmp_volume, mount_path="/tmp"),
             ],
             resources=k8s.core.v1.ResourceRequirementsArgs(
-                requests={"cpu": "50m", "memory": "128Mi"},
-                limits={"cpu": "1", "memory": "512Mi"},
+                requests=dict(catalog.MODEL_SYNC_RESOURCES["requests"]),
+                limits=dict(catalog.MODEL_SYNC_RESOURCES["limits"]),
             ),
             security_context=restricted_container(SYNC_UID),
         )

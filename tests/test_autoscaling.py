@@ -172,7 +172,7 @@ def test_quantity() -> None:
 
 
 BAD: list[tuple[str, str, dict[str, Any], str, str]] = [
-    ("max replicas beyond the pool", "prod", {"max_replicas": 9}, "autoscaling.max_replicas", "holds 8 at max_size 8"),
+    ("max replicas beyond the pool", "prod", {"max_replicas": 10}, "autoscaling.max_replicas", "holds 9 at max_size 9"),
     ("min replicas beyond min size", "prod", {"min_replicas": 4}, "autoscaling.min_replicas", "scale the pool from zero"),
     ("prod scaling to one", "prod", {"min_replicas": 1}, "autoscaling.min_replicas", "prod needs at least 2 replicas"),
     ("zero with the HPA", "dev", {"engine": "hpa", "off_hours": None}, "autoscaling.min_replicas", "needs engine: keda"),

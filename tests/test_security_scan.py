@@ -27,6 +27,9 @@ def _stacks() -> dict[str, dict[str, Any]]:
     cpu = raw_stack("prod")
     cpu["serving"].pop("gpu_pool")
     cpu["serving"].pop("gpu_memory_fraction")
+    # Prod's GPU-sized requests would never fit its m7i.large system nodes: CPU defaults.
+    cpu["serving"].pop("cpu")
+    cpu["serving"].pop("memory")
     cpu["autoscaling"]["metrics"].pop("gpu_utilisation")
     return {"dev": raw_stack("dev"), "prod": raw_stack("prod"), "prod-canary": canary, "prod-cpu": cpu}
 
