@@ -18,6 +18,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import pulumi
 from pydantic import (
     BaseModel,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -26,6 +28,8 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+
+from pydantic_core import InitErrorDetails, ValidationError as CoreValidationError
 
 from components import catalog
 from components.netplan import MAX_AZS, plan_subnets
@@ -95,13 +99,44 @@ class Section(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_env_defaults(cls, data: Any, info: ValidationInfo) -> Any:
-        env = (info.context or {}).get("environment")
+        context = info.context or {}
+        env = context.get("environment")
+        if env not in ENVIRONMENTS and context.get("environment_unusable"):
+            # `environment` is missing or invalid, and says so in its own error: the dev
+            # defaults keep every env-defaulted key from adding a "Field required" of its own.
+            env = "dev"
         if not cls.env_defaults or env not in ENVIRONMENTS or not isinstance(data, dict):
             return data
         filled = dict(data)
         for key, per_env in cls.env_defaults.items():
             filled.setdefault(key, per_env[env])
         return filled
+
+
+def _off_means_absent(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """`{enabled: false}` turns an optional section off with that one key: the section reads
+    as absent. Keys given beside it are still checked (an unknown or ill-typed key is an
+    error), but the keys only an enabled section needs are not required."""
+    if not (isinstance(value, dict) and value.get("enabled") is False):
+        return handler(value)
+    try:
+        handler(value)
+    except ValidationError as exc:
+        kept: list[InitErrorDetails] = []
+        for err in exc.errors(include_url=False):
+            if err["type"] == "missing":
+                continue
+            detail: InitErrorDetails = {"type": err["type"], "loc": err["loc"], "input": err["input"]}
+            if "ctx" in err:
+                detail["ctx"] = err["ctx"]
+            kept.append(detail)
+        if kept:
+            raise CoreValidationError.from_exception_data(exc.title, kept) from None
+    return None
+
+
+# An optional section with an `enabled` switch: `{enabled: false}` alone means "off" (None).
+SwitchedOffIsAbsent = WrapValidator(_off_means_absent)
 
 
 def section(description: str) -> Any:
@@ -815,7 +850,11 @@ class AccessConfig(Section):
 class IngressConfig(Section):
     """REST and gRPC endpoints: Gateway API on an ALB, TLS with ACM, DNS, WAF."""
 
-    enabled: bool = Field(True, description="Expose the model server outside the cluster.")
+    enabled: bool = Field(
+        True,
+        description="Expose the model server outside the cluster. `enabled: false` alone turns "
+        "the ingress off; the block's other keys are then optional.",
+    )
     scheme: Literal["internet-facing", "internal"] = Field(
         "internet-facing", description="Load balancer on the internet or inside the VPC only."
     )
@@ -1055,8 +1094,9 @@ class StackConfig(Section):
     model_store: ModelStoreConfig = section("S3 model repository.")
     serving: ServingConfig = Field(description="The TF Serving workload.")
     autoscaling: AutoscalingConfig = section("Pod autoscaling of the serving Deployment.")
-    ingress: IngressConfig | None = Field(
-        None, description="External REST and gRPC endpoints. Unset: in-cluster only."
+    ingress: Annotated[IngressConfig | None, SwitchedOffIsAbsent] = Field(
+        None,
+        description="External REST and gRPC endpoints. Unset, or `{enabled: false}`: in-cluster only.",
     )
     ingress_api_key: SecretStr | None = Field(
         None, description="API key for access.require_api_key; set it with --secret."
@@ -1439,6 +1479,7 @@ def parse_stack_config(
     env = raw.get("environment")
     context = {
         "environment": env if env in ENVIRONMENTS else None,
+        "environment_unusable": env not in ENVIRONMENTS,
         "secret_keys": set(secret_keys) if secret_keys is not None else None,
     }
     try:
