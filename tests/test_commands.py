@@ -118,7 +118,7 @@ CONFIG_ERROR = {
 def _invocations(stack: str, project: Path) -> dict[str, list[str]]:
     return {
         "tools.publish_model": ["--stack", stack, "--model", "resnet", "--version", "1", "--path", str(project / "export" / "1")],
-        "tools.promote": ["--stack", stack, "--model", "resnet", "--rollback", "--root", str(project)],
+        "tools.promote": ["--from", "prod", "--to", stack, "--root", str(project)],
         "tools.preview": ["--stack", stack, "--out", str(project / "build")],
     }
 
@@ -151,20 +151,21 @@ def test_a_bad_or_unknown_stack_name_is_refused(project: Path, module: str, stac
 
 
 @pytest.mark.parametrize(
-    "args",
+    "args, meaning",
     [
-        ["--version", "0", "--path", "export/1"],
-        ["--version", "-3", "--path", "export/1"],
-        ["--version", "three", "--path", "export/1"],
-        ["--version", "1", "--path", "export/missing"],
-        ["--version", "1", "--path", "Pulumi.yaml"],
-        ["--version", "1", "--path", "components"],
-        ["--version", "1"],
+        (["--version", "0", "--path", "export/1"], "usage or configuration error"),
+        (["--version", "-3", "--path", "export/1"], "usage or configuration error"),
+        (["--version", "three", "--path", "export/1"], "usage or configuration error"),
+        (["--version", "1"], "usage or configuration error"),
+        # A directory that is no SavedModel is a refused publication, as publish says.
+        (["--version", "1", "--path", "export/missing"], "publishing refused or failed"),
+        (["--version", "1", "--path", "Pulumi.yaml"], "publishing refused or failed"),
+        (["--version", "1", "--path", "components"], "publishing refused or failed"),
     ],
-    ids=["zero", "negative", "word", "missing-path", "file-path", "not-a-savedmodel", "no-path"],
+    ids=["zero", "negative", "word", "no-path", "missing-path", "file-path", "not-a-savedmodel"],
 )
-def test_publish_model_checks_version_and_path_before_aws(project: Path, args: list[str]) -> None:
-    status = documented_status(project, "tools.publish_model", "usage or configuration error")
+def test_publish_model_checks_version_and_path_before_aws(project: Path, args: list[str], meaning: str) -> None:
+    status = documented_status(project, "tools.publish_model", meaning)
     done = run(project, "tools.publish_model", "--stack", "dev", "--model", "resnet", *args)
     _assert_clean(done, status)
 

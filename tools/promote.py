@@ -719,7 +719,6 @@ ACTIONS: dict[str, Callable[[CommentedMap], str]] = {
 def change_stack(ctx: Context, stack: str, models: list[str], action: str) -> Plan:
     """Plan `--promote-canary`, `--rollback` or `--finish` on `stack`'s models."""
     path = stack_path(ctx.root, stack)
-    read_config(path, stack)  # the stack file as it is must be valid before anything is planned
     document = StackDocument.load(path)
     plan = Plan(document.path, document.text, document.text)
     problems: list[tuple[str, str | None, str]] = []

@@ -221,14 +221,15 @@ def main(
         cfg = parse_pulumi_settings(settings, args.stack, source.name, secret_keys)
     except StackConfigError as exc:
         return _error(2, str(exc))
-    if args.path is not None and args.version is not None:
+    if args.path is not None and args.version is not None and args.version >= 1:
         # Local input is checked before any AWS call (the bucket lookup included).
         try:
             problems = validate_saved_model(args.path, args.version)
         except OSError as exc:
             problems = [f"{args.path}: cannot read it: {exc.strerror}"]
         if problems:
-            return _error(2, f"--path {args.path}: not a SavedModel version: " + "; ".join(problems))
+            # The same refusal (status 1) as from publish itself, only before the bucket lookup.
+            return _error(1, f"--path {args.path}: not a SavedModel version: " + "; ".join(problems))
 
     try:
         bucket, prefix = resolve_store(args, cfg, sts, stack_outputs or pulumi_stack_outputs)
