@@ -18,6 +18,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import pulumi
 from pydantic import (
     BaseModel,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -25,6 +27,8 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+
+from pydantic_core import InitErrorDetails, ValidationError as CoreValidationError
 
 from components import catalog, validation
 from components.netplan import MAX_AZS, plan_subnets
@@ -104,13 +108,44 @@ class Section(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_env_defaults(cls, data: Any, info: ValidationInfo) -> Any:
-        env = (info.context or {}).get("environment")
+        context = info.context or {}
+        env = context.get("environment")
+        if env not in ENVIRONMENTS and context.get("environment_unusable"):
+            # `environment` is missing or invalid, and says so in its own error: the dev
+            # defaults keep every env-defaulted key from adding a "Field required" of its own.
+            env = "dev"
         if not cls.env_defaults or env not in ENVIRONMENTS or not isinstance(data, dict):
             return data
         filled = dict(data)
         for key, per_env in cls.env_defaults.items():
             filled.setdefault(key, per_env[env])
         return filled
+
+
+def _off_means_absent(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """`{enabled: false}` turns an optional section off with that one key: the section reads
+    as absent. Keys given beside it are still checked (an unknown or ill-typed key is an
+    error), but the keys only an enabled section needs are not required."""
+    if not (isinstance(value, dict) and value.get("enabled") is False):
+        return handler(value)
+    try:
+        handler(value)
+    except ValidationError as exc:
+        kept: list[InitErrorDetails] = []
+        for err in exc.errors(include_url=False):
+            if err["type"] == "missing":
+                continue
+            detail: InitErrorDetails = {"type": err["type"], "loc": err["loc"], "input": err["input"]}
+            if "ctx" in err:
+                detail["ctx"] = err["ctx"]
+            kept.append(detail)
+        if kept:
+            raise CoreValidationError.from_exception_data(exc.title, kept) from None
+    return None
+
+
+# An optional section with an `enabled` switch: `{enabled: false}` alone means "off" (None).
+SwitchedOffIsAbsent = WrapValidator(_off_means_absent)
 
 
 def section(description: str) -> Any:
@@ -878,7 +913,11 @@ class AccessConfig(Section):
 class IngressConfig(Section):
     """REST and gRPC endpoints: Gateway API on an ALB, TLS with ACM, DNS, WAF."""
 
-    enabled: bool = Field(True, description="Expose the model server outside the cluster.")
+    enabled: bool = Field(
+        True,
+        description="Expose the model server outside the cluster. `enabled: false` alone turns "
+        "the ingress off; the block's other keys are then optional.",
+    )
     scheme: Literal["internet-facing", "internal"] = Field(
         "internet-facing", description="Load balancer on the internet or inside the VPC only."
     )
@@ -1132,8 +1171,9 @@ class StackConfig(Section):
     model_store: ModelStoreConfig = section("S3 model repository.")
     serving: ServingConfig = Field(description="The TF Serving workload.")
     autoscaling: AutoscalingConfig = section("Pod autoscaling of the serving Deployment.")
-    ingress: IngressConfig | None = Field(
-        None, description="External REST and gRPC endpoints. Unset: in-cluster only."
+    ingress: Annotated[IngressConfig | None, SwitchedOffIsAbsent] = Field(
+        None,
+        description="External REST and gRPC endpoints. Unset, or `{enabled: false}`: in-cluster only.",
     )
     ingress_api_key: SecretStr | None = Field(
         None, description="API key for access.require_api_key; set it with --secret."
@@ -1608,12 +1648,18 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def format_errors(stack: str, source: str, exc: ValidationError) -> str:
+def format_errors(
+    stack: str, source: str, exc: ValidationError, named_elsewhere: Collection[str] = ()
+) -> str:
     lines = [f"stack '{stack}': invalid configuration in {source}:"]
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        if loc and loc[0] in named_elsewhere:
+            continue  # that key has its error already
         rule = (err.get("ctx") or {}).get("error")
         if isinstance(rule, RuleError):
+            if not loc and rule.key.split(".")[0] in named_elsewhere:
+                continue
             key = _dotted(loc + tuple(rule.key.split(".")))
             message, value = rule.message, rule.value
         elif isinstance(rule, ValueError):
@@ -1651,22 +1697,112 @@ def parse_stack_config(
     stack: str,
     source: str | None = None,
     secret_keys: Collection[str] | None = None,
+    named_elsewhere: Collection[str] = (),
 ) -> StackConfig:
     """Validate a stack's config (keys without the project prefix; `aws:region` as is).
 
     `secret_keys` are the Pulumi config keys that were set as secrets, when known: secret
-    settings found outside it are refused.
+    settings found outside it are refused. `named_elsewhere` are top-level keys whose error
+    is already reported (written without namespace or under another project's, or secret
+    where no secret belongs): no second error for them.
     """
     source = source or f"Pulumi.{stack}.yaml"
     env = raw.get("environment")
     context = {
         "environment": env if env in ENVIRONMENTS else None,
+        "environment_unusable": env not in ENVIRONMENTS,
         "secret_keys": set(secret_keys) if secret_keys is not None else None,
     }
     try:
         return StackConfig.model_validate(dict(raw), context=context)
     except ValidationError as exc:
-        raise StackConfigError(format_errors(stack, source, exc)) from None
+        raise StackConfigError(format_errors(stack, source, exc, named_elsewhere)) from None
+
+
+# Config namespaces besides the project's: the providers the program uses (their own keys,
+# e.g. `aws:region`, `aws:profile`) and Pulumi's.
+PROVIDER_NAMESPACES = ("aws", "kubernetes", "random", "pulumi")
+
+
+def _holds_secret(annotation: Any) -> bool:
+    if annotation is SecretStr:
+        return True
+    return any(_holds_secret(arg) for arg in typing.get_args(annotation))
+
+
+def secret_settings() -> set[str]:
+    """The top-level keys whose values are secrets (set with `pulumi config set --secret`)."""
+    return {
+        field.alias or name
+        for name, field in StackConfig.model_fields.items()
+        if _holds_secret(field.annotation)
+    }
+
+
+def settings_problems(
+    values: Mapping[str, str], secret_keys: Collection[str] | None
+) -> tuple[list[str], set[str]]:
+    """Error lines for keys Pulumi hands the program but the model never sees (no namespace,
+    another project's) and for secrets where none belongs; and the model keys they stand for
+    (so those get no second error, e.g. "Field required")."""
+    lines: list[str] = []
+    meant: set[str] = set()
+    fields = {f.alias or n for n, f in StackConfig.model_fields.items()}
+    secrets = secret_settings()
+    for key in values:
+        namespace, sep, name = key.partition(":")
+        if not sep:
+            guess = key if key in fields else None
+            lines.append(
+                f"  - {key}: has no namespace; project keys are written "
+                f"`{PROJECT}:{guess or '<key>'}`"
+            )
+            if guess:
+                meant.add(guess)
+        elif namespace != PROJECT and namespace not in PROVIDER_NAMESPACES:
+            near = difflib.get_close_matches(name, sorted(fields), n=1)
+            hint = f"; did you mean `{PROJECT}:{near[0]}`?" if near else ""
+            lines.append(
+                f"  - {key}: namespace '{namespace}' is not this project ({PROJECT}) nor a "
+                f"provider it configures ({', '.join(PROVIDER_NAMESPACES)}){hint}"
+            )
+            if name in fields:
+                meant.add(name)
+    for key in sorted(secret_keys or ()):
+        namespace, _, name = key.partition(":")
+        if (namespace == PROJECT and name not in secrets) or key == "aws:region":
+            meant.add(name if namespace == PROJECT else key)
+            lines.append(
+                f"  - {key}: is set as a secret (`secure:`) but is not one; set it in clear "
+                f"(pulumi config set {key} <value>). Secret keys: {', '.join(sorted(secrets))}"
+            )
+    return lines, meant
+
+
+def parse_pulumi_settings(
+    values: Mapping[str, str],
+    stack: str,
+    source: str | None = None,
+    secret_keys: Collection[str] | None = None,
+) -> StackConfig:
+    """Pulumi's flat settings validated as a StackConfig: every key Pulumi would hand the
+    program is accounted for, and all problems come in one StackConfigError."""
+    source = source or f"Pulumi.{stack}.yaml"
+    problems, meant = settings_problems(values, secret_keys)
+    try:
+        cfg = parse_stack_config(
+            config_from_pulumi_settings(values), stack, source, secret_keys, named_elsewhere=meant
+        )
+    except StackConfigError as exc:
+        if not problems:
+            raise
+        lines = str(exc).splitlines()
+        raise StackConfigError("\n".join([lines[0], *problems, *lines[1:]])) from None
+    if problems:
+        raise StackConfigError(
+            "\n".join([f"stack '{stack}': invalid configuration in {source}:", *problems])
+        )
+    return cfg
 
 
 def config_from_pulumi_settings(values: Mapping[str, str]) -> dict[str, Any]:
@@ -1696,6 +1832,4 @@ def load_stack_config() -> StackConfig:
     values.update(runtime_config.CONFIG.get())
     secret_keys = set(runtime_config.get_config_secret_keys_env())
     secret_keys |= {k for k in values if runtime_config.is_config_secret(k)}
-    return parse_stack_config(
-        config_from_pulumi_settings(values), pulumi.get_stack(), secret_keys=secret_keys
-    )
+    return parse_pulumi_settings(values, pulumi.get_stack(), secret_keys=secret_keys)

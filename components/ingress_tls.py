@@ -699,20 +699,36 @@ class IngressTls(pulumi.ComponentResource):
             opts=child,
         )
         records = []
-        for host in (cfg.rest_host, cfg.grpc_host):
+        # Named by the endpoint's role, never by its host: two hosts may share a first label
+        # (api.example.com, api.grpc.example.com) and a logical name must be unique in the
+        # stack. The alias keeps records made under the old host-label names in place.
+        endpoints = (("rest", cfg.rest_host), ("grpc", cfg.grpc_host))
+        old_labels = [host.split(".")[0] for _, host in endpoints]
+        # An old name is aliased only where it was unique and is no other record's new name.
+        keep_old = len(set(old_labels)) == 2 and all(
+            old == role or old not in ("rest", "grpc") for (role, _), old in zip(endpoints, old_labels)
+        )
+        for (role, host), old in zip(endpoints, old_labels):
             option = certificate.domain_validation_options.apply(
                 functools.partial(_validation_option, domain=host)
             )
+            aliases = (
+                [pulumi.Alias(name=f"{name}-certificate-validation-{old}")]
+                if keep_old and old != role
+                else []
+            )
             records.append(
                 aws.route53.Record(
-                    f"{name}-certificate-validation-{host.split('.')[0]}",
+                    f"{name}-certificate-validation-{role}",
                     zone_id=cfg.hosted_zone_id,
                     name=option.apply(lambda o: o.resource_record_name or ""),
                     type=option.apply(lambda o: o.resource_record_type or "CNAME"),
                     records=[option.apply(lambda o: o.resource_record_value or "")],
                     ttl=300,
                     allow_overwrite=True,
-                    opts=child,
+                    opts=pulumi.ResourceOptions.merge(
+                        child, pulumi.ResourceOptions(aliases=aliases)
+                    ),
                 )
             )
         validation = aws.acm.CertificateValidation(

@@ -338,12 +338,28 @@ def _timeouts(request: Any) -> dict[str, str]:
     return {k: getattr(t, k) for k in ("create", "update", "delete") if t is not None and getattr(t, k)}
 
 
+class DuplicateUrnError(RuntimeError):
+    """Two resources of one program share a URN; the real engine stops the update there."""
+
+
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """Records the resource options (parent, protect, ignoreChanges ...) mocks don't see."""
 
     def __init__(self, mocks: RecordingMocks) -> None:
         super().__init__(mocks)
         self.rendering = mocks.rendering
+        self.seen_urns: set[str] = set()
+        self.duplicate_urns: list[str] = []
+
+    def _claim(self, urn: str) -> None:
+        # The engine refuses a second registration of a URN in one deployment (pulumi/pulumi
+        # pkg/resource/deploy/step_generator.go: "Duplicate resource URN '...'; try giving it
+        # a unique name"), after the resources before it have been created. Recorded here and
+        # raised by `render` once the program has run: an exception raised inside the monitor
+        # stays in the SDK's global state and would resurface in the next rendering.
+        if urn in self.seen_urns:
+            self.duplicate_urns.append(urn)
+        self.seen_urns.add(urn)
 
     def _record(self, request: Any, urn: str, properties: Any, read: bool) -> None:
         inputs: dict[str, Any] = {}
@@ -375,11 +391,14 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
     def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         """Reads (`get` of existing resources, StackReferences) are recorded like creations."""
+        self._claim(self.make_urn(request.parent, request.type, request.name))
         response = super().ReadResource(request)
         self._record(request, response.urn, request.properties, read=True)
         return response
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        if request.type != "pulumi:pulumi:Stack":
+            self._claim(self.make_urn(request.parent, request.type, request.name))
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             self._record(request, response.urn, request.object, read=False)
@@ -404,9 +423,8 @@ def render(
     asyncio.set_event_loop(loop)
     pulumi.runtime.set_all_config(dict(settings), secret_keys or [])
     mocks = RecordingMocks(region, rendering, stack_references)
-    pulumi.runtime.set_mocks(
-        mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks)
-    )
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
 
     def run() -> None:
         outputs = program()
@@ -419,6 +437,11 @@ def render(
         loop.run_until_complete(run_pulumi_func(run))
     finally:
         images.set_resolver(previous)
+    if monitor.duplicate_urns:
+        raise DuplicateUrnError(
+            "Duplicate resource URN " + ", ".join(f"'{u}'" for u in monitor.duplicate_urns)
+            + "; try giving it a unique name"
+        )
     return rendering
 
 

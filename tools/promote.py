@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import boto3
-import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -52,13 +51,12 @@ from components.config import (
     ServingConfig,
     StackConfig,
     StackConfigError,
-    config_from_pulumi_settings,
-    parse_stack_config,
+    parse_pulumi_settings,
 )
 from components.model_layout import version_prefix
 from tools import publish_model
 from tools.model_repository import MODEL_NAME, list_versions, version_is_complete
-from tools.stackfile import ROOT, read_settings, settings_from_document, stack_file
+from tools.stackfile import ROOT, parse_document, read_settings, settings_from_document, stack_file
 
 SERVING_KEY = f"{PROJECT}:serving"
 STABLE = "stable"
@@ -537,19 +535,15 @@ def stack_path(root: Path, stack: str) -> Path:
 def read_config(path: Path, stack: str) -> StackConfig:
     if not path.is_file():
         raise UsageError(f"no stack file {path.name} in {path.parent}")
-    settings, secret_keys = read_settings(path)
-    return parse_stack_config(
-        config_from_pulumi_settings(settings), stack, source=path.name, secret_keys=secret_keys
-    )
+    settings, secret_keys = read_settings(path, stack)
+    return parse_pulumi_settings(settings, stack, source=path.name, secret_keys=secret_keys)
 
 
 def validate_text(text: str, stack: str, source: str) -> StackConfig:
-    """Validate a stack file's text exactly as the program reads it (PyYAML, then Pulumi's
-    flat settings); raises StackConfigError with the program's own message."""
-    settings, secret_keys = settings_from_document(yaml.safe_load(text))
-    return parse_stack_config(
-        config_from_pulumi_settings(settings), stack, source=source, secret_keys=secret_keys
-    )
+    """Validate a stack file's text exactly as the program reads it (YAML as Pulumi reads
+    it, then Pulumi's flat settings); raises StackConfigError with the program's own message."""
+    settings, secret_keys = settings_from_document(parse_document(text, source, stack))
+    return parse_pulumi_settings(settings, stack, source=source, secret_keys=secret_keys)
 
 
 def store_problem(
@@ -622,6 +616,7 @@ def promote_between(
         raise UsageError("--from and --to name the same stack")
     source_path, target_path = stack_path(ctx.root, source), stack_path(ctx.root, target)
     source_cfg = read_config(source_path, source)
+    read_config(target_path, target)  # both stack files are checked before any AWS call
     document = StackDocument.load(target_path)
     chosen = models or list(source_cfg.serving.models)
     unknown = [m for m in chosen if m not in source_cfg.serving.models]
@@ -723,7 +718,8 @@ ACTIONS: dict[str, Callable[[CommentedMap], str]] = {
 
 def change_stack(ctx: Context, stack: str, models: list[str], action: str) -> Plan:
     """Plan `--promote-canary`, `--rollback` or `--finish` on `stack`'s models."""
-    document = StackDocument.load(stack_path(ctx.root, stack))
+    path = stack_path(ctx.root, stack)
+    document = StackDocument.load(path)
     plan = Plan(document.path, document.text, document.text)
     problems: list[tuple[str, str | None, str]] = []
     for model in models:

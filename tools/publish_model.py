@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -26,12 +27,7 @@ import boto3
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from components.config import (
-    StackConfig,
-    StackConfigError,
-    config_from_pulumi_settings,
-    parse_stack_config,
-)
+from components.config import StackConfig, StackConfigError, parse_pulumi_settings
 from components.model_layout import model_bucket_name, model_prefix, version_prefix
 from tools.model_repository import (
     MODEL_NAME,
@@ -40,11 +36,14 @@ from tools.model_repository import (
     list_versions,
     model_files,
     publish,
+    validate_saved_model,
 )
 from tools.stackfile import ROOT, read_settings, stack_file
 
 StackOutputs: TypeAlias = Callable[[str], dict[str, Any] | None]
 
+# Pulumi stack names: letters, digits, '_', '.' and '-' (and never a path).
+STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PULUMI_TIMEOUT = 60  # seconds; the fallback is always there, so don't wait long on a backend
 # Error codes S3 answers with when the credentials may not do what was asked.
 _DENIED = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
@@ -209,14 +208,28 @@ def main(
             f"model name {args.model!r} is not allowed: lower-case letters, digits and '-', "
             f"starting and ending with a letter or digit ({MODEL_NAME.pattern})",
         )
+    if not STACK_NAME.fullmatch(args.stack):
+        return _error(2, f"stack name {args.stack!r} is not allowed: letters, digits, '_', '.' and '-'")
+    if args.version is not None and args.version < 1:
+        # TF Serving loads version directories named by a positive integer.
+        return _error(2, f"--version must be a positive whole number (got {args.version})")
     source = stack_file(args.stack)
-    if not source.exists():
+    if not source.is_file():
         return _error(2, f"no stack file {source.name}")
     try:
-        settings, _ = read_settings(source)
-        cfg = parse_stack_config(config_from_pulumi_settings(settings), args.stack)
+        settings, secret_keys = read_settings(source, args.stack)
+        cfg = parse_pulumi_settings(settings, args.stack, source.name, secret_keys)
     except StackConfigError as exc:
         return _error(2, str(exc))
+    if args.path is not None and args.version is not None and args.version >= 1:
+        # Local input is checked before any AWS call (the bucket lookup included).
+        try:
+            problems = validate_saved_model(args.path, args.version)
+        except OSError as exc:
+            problems = [f"{args.path}: cannot read it: {exc.strerror}"]
+        if problems:
+            # The same refusal (status 1) as from publish itself, only before the bucket lookup.
+            return _error(1, f"--path {args.path}: not a SavedModel version: " + "; ".join(problems))
 
     try:
         bucket, prefix = resolve_store(args, cfg, sts, stack_outputs or pulumi_stack_outputs)

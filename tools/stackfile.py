@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from components.config import StackConfigError
+
 ROOT = Path(__file__).resolve().parent.parent
 # Offline, encrypted values can't be decrypted; the program sees this marker instead.
 OFFLINE_SECRET = "offline-preview-secret"
@@ -48,11 +50,56 @@ def strip_secure(value: Any) -> tuple[Any, bool]:
     return open_envelopes(value, lambda m: (set(m) == {"secure"}, OFFLINE_SECRET))
 
 
+class StackFileError(StackConfigError):
+    """A stack file Pulumi itself would not read: one message naming the file and the line."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML as Pulumi reads it (go-yaml v3): a key repeated in one mapping is an error
+    ("mapping key ... already defined at line N"), not a silent last-one-wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"mapping key {key!r} already defined at line {seen[key]}",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_document(text: str, source: str, stack: str) -> dict[str, Any] | None:
+    """The stack file's YAML, or StackFileError naming the line of a syntax error or of a
+    repeated key, and a document that is not a map with a `config:` map."""
+    try:
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        detail = f"{context}, {problem}" if context else problem
+        raise StackFileError(f"stack '{stack}': {source}{where}: not valid YAML: {detail}") from None
+    if document is not None and not isinstance(document, dict):
+        raise StackFileError(f"stack '{stack}': {source}: must be a YAML map with a `config:` map")
+    config = (document or {}).get("config")
+    if config is not None and not isinstance(config, dict):
+        raise StackFileError(f"stack '{stack}': {source}: `config:` must be a map of `namespace:key: value`")
+    return document
+
+
 def settings_from_document(document: dict[str, Any] | None) -> tuple[dict[str, str], list[str]]:
     """Pulumi's flat config: `namespace:key` -> string (JSON for structured values)."""
     settings: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in ((document or {}).get("config") or {}).items():
+        key = str(key)
         value, secret = strip_secure(value)
         settings[key] = value if isinstance(value, str) else json.dumps(value)
         if secret:
@@ -60,21 +107,24 @@ def settings_from_document(document: dict[str, Any] | None) -> tuple[dict[str, s
     return settings, secret_keys
 
 
-def read_settings(path: Path) -> tuple[dict[str, str], list[str]]:
-    with path.open() as handle:
-        return settings_from_document(yaml.safe_load(handle))
+def read_settings(path: Path, stack: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """A stack file's settings; StackFileError (no traceback) for a file Pulumi would refuse."""
+    name = stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise StackFileError(f"stack '{name}': cannot read {path}: {exc.strerror}") from None
+    return settings_from_document(parse_document(text, path.name, name))
 
 
 def load_stack_file(stack: str, root: Path = ROOT) -> Any:
     """A repo stack file, validated exactly as the program validates it (a StackConfig);
     raises StackConfigError naming the stack, the key, the value and the rule."""
-    from components.config import config_from_pulumi_settings, parse_stack_config
+    from components.config import parse_pulumi_settings
 
     path = stack_file(stack, root)
-    settings, secret_keys = read_settings(path)
-    return parse_stack_config(
-        config_from_pulumi_settings(settings), stack, source=path.name, secret_keys=secret_keys
-    )
+    settings, secret_keys = read_settings(path, stack)
+    return parse_pulumi_settings(settings, stack, source=path.name, secret_keys=secret_keys)
 
 
 def claimed_names(stack: str, cfg: Any) -> dict[str, set[str]]:
