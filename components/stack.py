@@ -122,7 +122,8 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         provider=cluster.provider,
         # An autoscaler owns the count: the Deployment then carries no replicas field.
         replicas=None if cfg.autoscaling.enabled else cfg.serving.replicas,
-        monitoring_namespace=cfg.monitoring.namespace,
+        # Only a stack that monitors admits its Prometheus to the metrics port.
+        monitoring_namespace=cfg.monitoring.namespace if cfg.monitoring.enabled else None,
         image_cache=image_cache,
     ).outputs
 

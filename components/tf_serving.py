@@ -421,27 +421,32 @@ def pod_spec(
 
 
 def network_policy_spec(
-    cfg: ServingConfig, load_balancer_cidrs: list[str], monitoring_namespace: str
+    cfg: ServingConfig, load_balancer_cidrs: list[str], monitoring_namespace: str | None
 ) -> k8s.networking.v1.NetworkPolicySpecArgs:
     """Ingress: load balancer subnets to both ports, monitoring to metrics. Egress: DNS, the
-    Pod Identity agent, and HTTPS outside private ranges (S3 and STS have no fixed IPs)."""
+    Pod Identity agent, and HTTPS outside private ranges (S3 and STS have no fixed IPs).
+
+    A rule is written only for a peer that exists: an ingress rule whose `from` is empty
+    admits every source (Kubernetes NetworkPolicyIngressRule: "If this field is empty or
+    missing, this rule matches all sources"), and a namespace the stack does not run
+    monitoring in must not be admitted."""
     ports = [
         k8s.networking.v1.NetworkPolicyPortArgs(port=GRPC_PORT, protocol="TCP"),
         k8s.networking.v1.NetworkPolicyPortArgs(port=REST_PORT, protocol="TCP"),
     ]
-    return k8s.networking.v1.NetworkPolicySpecArgs(
-        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=ALL_SERVING_PODS),
-        policy_types=["Ingress", "Egress"],
-        ingress=[
+    ingress = []
+    if load_balancer_cidrs:
+        ingress.append(
             k8s.networking.v1.NetworkPolicyIngressRuleArgs(
                 from_=[
-                    k8s.networking.v1.NetworkPolicyPeerArgs(
-                        ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr)
-                    )
+                    k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr))
                     for cidr in load_balancer_cidrs
                 ],
                 ports=ports,
-            ),
+            )
+        )
+    if monitoring_namespace:
+        ingress.append(
             k8s.networking.v1.NetworkPolicyIngressRuleArgs(
                 from_=[
                     k8s.networking.v1.NetworkPolicyPeerArgs(
@@ -451,8 +456,12 @@ def network_policy_spec(
                     )
                 ],
                 ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=REST_PORT, protocol="TCP")],
-            ),
-        ],
+            )
+        )
+    return k8s.networking.v1.NetworkPolicySpecArgs(
+        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=ALL_SERVING_PODS),
+        policy_types=["Ingress", "Egress"],
+        ingress=ingress,
         egress=[
             k8s.networking.v1.NetworkPolicyEgressRuleArgs(
                 to=[
@@ -503,7 +512,7 @@ class TfServing(pulumi.ComponentResource):
         load_balancer_cidrs: pulumi.Input[list[str]],
         provider: k8s.Provider,
         replicas: int | None,
-        monitoring_namespace: str,
+        monitoring_namespace: str | None,
         image_cache: ImageCacheOutputs | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
