@@ -26,7 +26,7 @@ import yaml
 from components import catalog
 from components.cluster import POOL_LABEL, ClusterOutputs
 from components.config import GpuPoolConfig, NodeAutoscalingConfig, TaintConfig, zone_share
-from components.helm import GPU_NODE_WAIT_SECONDS, helm_release
+from components.helm import GPU_NODE_WAIT_SECONDS, helm_release, service_monitor_values
 from components.iam import pod_identity_role, policy_document
 from components.naming import k8s_labels
 from components.nodes import (
@@ -184,12 +184,12 @@ def device_plugin_values(pools: Mapping[str, GpuPoolConfig]) -> dict[str, Any]:
 
 
 def dcgm_exporter_values(
-    pools: Mapping[str, GpuPoolConfig], service_monitor: bool
+    pools: Mapping[str, GpuPoolConfig], service_monitor: Mapping[str, str] | None
 ) -> dict[str, Any]:
     return {
         "nodeSelector": {GPU_PRESENT_LABEL: "true"},
         "tolerations": gpu_daemonset_tolerations(pools),
-        "serviceMonitor": {"enabled": service_monitor, "interval": "15s"},
+        "serviceMonitor": service_monitor_values(service_monitor, interval="15s"),
         "resources": copy.deepcopy(catalog.DCGM_EXPORTER_RESOURCES),
     }
 
@@ -300,7 +300,7 @@ class GpuNodePool(pulumi.ComponentResource):
         kubernetes_version: catalog.KubernetesVersion,
         region: str,
         partition: str,
-        service_monitor: bool,
+        service_monitor: Mapping[str, str] | None,
         monitoring_ready: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:

@@ -43,3 +43,14 @@ def helm_release(
         ),
         opts=opts,
     )
+
+
+def service_monitor_values(labels: Mapping[str, str] | None, **extra: str) -> dict[str, Any]:
+    """A chart's `serviceMonitor` values: off for None; else on, carrying `labels` (the
+    stack's monitoring.rule_labels), which a Prometheus that selects ServiceMonitors by label
+    needs to see it. Both charts we enable it on take `serviceMonitor.additionalLabels`
+    (dcgm-exporter 4.8.2 and aws-load-balancer-controller 3.5.0 values.yaml)."""
+    if labels is None:
+        return {"enabled": False}
+    return {"enabled": True, "additionalLabels": dict(labels), **extra}
+

@@ -15,6 +15,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
@@ -24,7 +25,7 @@ import pulumi_kubernetes as k8s
 from components import catalog
 from components.cluster import ClusterOutputs
 from components.config import CANARY_LABEL, AccessConfig, IngressConfig
-from components.helm import helm_release
+from components.helm import helm_release, service_monitor_values
 from components.iam import pod_identity_role, policy_document
 from components.naming import k8s_labels
 from components.tf_serving import ServingOutputs
@@ -111,7 +112,7 @@ def controller_values(
     region: str,
     vpc_id: str,
     node_selector: dict[str, str],
-    service_monitor: bool,
+    service_monitor: Mapping[str, str] | None,
 ) -> dict[str, Any]:
     return {
         "clusterName": cluster_name,
@@ -125,7 +126,7 @@ def controller_values(
         "enableServiceMutatorWebhook": False,
         "nodeSelector": node_selector,
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-        "serviceMonitor": {"enabled": service_monitor},
+        "serviceMonitor": service_monitor_values(service_monitor),
     }
 
 
@@ -499,7 +500,7 @@ class IngressTls(pulumi.ComponentResource):
         serving: ServingOutputs,
         region: str,
         partition: str,
-        service_monitor: bool,
+        service_monitor: Mapping[str, str] | None,
         monitoring_ready: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:

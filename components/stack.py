@@ -34,6 +34,8 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     partition = aws.get_partition(opts=invoke).partition
 
     extra_outputs: dict[str, Any] = {}
+    # Charts' ServiceMonitors: on with monitoring, with the labels our Prometheus selects on.
+    chart_monitors = dict(cfg.monitoring.rule_labels) if cfg.monitoring.enabled else None
     cluster = Cluster(
         "cluster",
         cfg.cluster,
@@ -73,7 +75,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         kubernetes_version=cluster.version,
         region=cfg.aws_region,
         partition=partition,
-        service_monitor=cfg.monitoring.enabled,
+        service_monitor=chart_monitors,
         monitoring_ready=monitoring_ready,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     )
@@ -139,7 +141,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
                 serving=serving,
                 region=cfg.aws_region,
                 partition=partition,
-                service_monitor=cfg.monitoring.enabled,
+                service_monitor=chart_monitors,
                 monitoring_ready=monitoring_ready,
                 opts=pulumi.ResourceOptions(providers=[aws_provider]),
             ).outputs

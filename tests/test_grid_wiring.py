@@ -147,3 +147,36 @@ def test_no_peer_means_no_rule_not_an_open_rule() -> None:
 
     spec = network_policy_spec(parse(GRID["dev"]).serving, [], None)
     assert spec.ingress == [] and "Ingress" in spec.policy_types
+
+
+def test_an_existing_prometheus_sees_every_service_monitor_the_stack_makes(tmp_path: Any) -> None:
+    """A Prometheus that selects ServiceMonitors by label (serviceMonitorSelector) sees only
+    those carrying the labels the stack is told about (monitoring.rule_labels): ours and the
+    charts' alike, as the real chart renders them (helm template of the pinned sources)."""
+    from components import catalog
+    from tests.external_tools import chart_dir, helm_template
+    from tests.support import render_raw
+
+    raw = {**GRID["dev"], "monitoring": {"enabled": True, "mode": "existing-operator", "namespace": "prom",
+                                       "rule_labels": {"release": "platform-prometheus"}}}
+    raw["autoscaling"] = {**raw["autoscaling"], "prometheus_url": "http://prometheus-operated.prom.svc:9090"}
+    r = render_raw(raw, stack="existing-operator")
+    wanted = {"release": "platform-prometheus"}
+    ours = objects(r, "ServiceMonitor")
+    assert ours and all(wanted.items() <= sm["metadata"]["labels"].items() for sm in ours)
+    charts = {c.name: c for c in catalog.CHARTS.values()}
+    seen = 0
+    for release in (x for x in r.resources if x.type == "kubernetes:helm.sh/v3:Release"):
+        values = release.inputs.get("values", {})
+        if not (values.get("serviceMonitor") or {}).get("enabled"):
+            continue
+        chart = charts[release.inputs["chart"]]
+        rendered_objects = helm_template(
+            release.inputs["name"], chart_dir(chart.name, chart.version), release.inputs["namespace"], values, "1.36", tmp_path
+        )
+        monitors = [o for o in rendered_objects if o["kind"] == "ServiceMonitor"]
+        assert monitors, release.name
+        for sm in monitors:
+            seen += 1
+            assert wanted.items() <= (sm["metadata"].get("labels") or {}).items(), f"{release.name}: {sm['metadata']['name']}"
+    assert seen >= 2, "the DCGM exporter's and the load balancer controller's ServiceMonitors"
