@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from tests.support import raw_stack, render_raw
+from tests.support import cpu_serving, raw_stack, render_raw
 from tools.mock_engine import Rendering
 
 Raw = dict[str, Any]
@@ -25,10 +25,8 @@ Raw = dict[str, Any]
 def _cpu(raw: Raw) -> Raw:
     """CPU serving: no GPU pool, default CPU-serving requests, no GPU-only metric."""
     raw["gpu_pools"] = {}
-    for key in ("gpu_pool", "gpus", "gpu_memory_fraction", "cpu", "memory"):
-        raw["serving"].pop(key, None)
-    raw.get("autoscaling", {}).get("metrics", {}).pop("gpu_utilisation", None)
-    return raw
+    raw["serving"].pop("gpus", None)
+    return cpu_serving(raw)
 
 
 def _canary(raw: Raw) -> Raw:

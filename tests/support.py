@@ -93,3 +93,13 @@ def dependencies(rendering: Rendering, urn: str) -> set[str]:
         if current.parent:
             todo.append(current.parent)
     return waited
+
+
+def cpu_serving(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` serving on CPU: no GPU pool for the pods, the CPU-serving default requests (a
+    GPU-sized pod would not fit the system nodes), no GPU-only autoscaling metric."""
+    for key in ("gpu_pool", "gpu_memory_fraction", "cpu", "memory"):
+        raw["serving"].pop(key, None)
+    raw.get("autoscaling", {}).get("metrics", {}).pop("gpu_utilisation", None)
+    return raw
+

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from components.config import StackConfigError
-from tests.support import parse, raw_stack, render_raw
+from tests.support import cpu_serving, parse, raw_stack, render_raw
 from tools.mock_engine import ACCOUNT_ID, Registered, Rendering
 
 PULL_ONLY = "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly"
@@ -31,13 +31,7 @@ def cached_stacks() -> dict[str, dict[str, Any]]:
     dev = raw_stack("dev")
     dev["serving"]["image_cache"] = {"enabled": True, "docker_hub_username": "tfsdev", "repository_prefix": "dev/hub"}
     dev["docker_hub_access_token"] = "dckr_pat_example"
-    cpu = raw_stack("prod")
-    cpu["serving"].pop("gpu_pool")
-    cpu["serving"].pop("gpu_memory_fraction")
-    # Prod's GPU-sized requests would never fit its m7i.large system nodes: CPU defaults.
-    cpu["serving"].pop("cpu")
-    cpu["serving"].pop("memory")
-    cpu["autoscaling"]["metrics"].pop("gpu_utilisation")
+    cpu = cpu_serving(raw_stack("prod"))
     return {"prod": raw_stack("prod"), "dev-cached": dev, "prod-cpu": cpu}
 
 

@@ -18,19 +18,13 @@ import pytest
 import yaml
 
 from tests.external_tools import tool
-from tests.support import raw_stack, render_raw
+from tests.support import cpu_serving, raw_stack, render_raw
 
 
 def _stacks() -> dict[str, dict[str, Any]]:
     canary = raw_stack("prod")
     canary["serving"]["models"]["resnet"]["canary"] = {"version": 4, "weight": 10}
-    cpu = raw_stack("prod")
-    cpu["serving"].pop("gpu_pool")
-    cpu["serving"].pop("gpu_memory_fraction")
-    # Prod's GPU-sized requests would never fit its m7i.large system nodes: CPU defaults.
-    cpu["serving"].pop("cpu")
-    cpu["serving"].pop("memory")
-    cpu["autoscaling"]["metrics"].pop("gpu_utilisation")
+    cpu = cpu_serving(raw_stack("prod"))
     return {"dev": raw_stack("dev"), "prod": raw_stack("prod"), "prod-canary": canary, "prod-cpu": cpu}
 
 
