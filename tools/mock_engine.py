@@ -76,6 +76,9 @@ class Registered:
     read: bool = False
     # How long Pulumi waits for each operation, where the program says (create/update/delete).
     custom_timeouts: dict[str, str] = field(default_factory=dict)
+    # The program's `aliases` option as the engine receives it: {"urn": ...} or a spec
+    # {"name", "type", "stack", "project", "parentUrn" | "noParent"} (unset fields omitted).
+    aliases: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def component(self) -> str:
@@ -332,6 +335,24 @@ class RecordingMocks(pulumi.runtime.Mocks):
         raise NotImplementedError(f"the mock engine has no answer for invoke {token}")
 
 
+def _aliases(request: Any) -> list[dict[str, Any]]:
+    """A registration's aliases (pulumi/proto alias.proto: a URN or a spec), as plain dicts."""
+    found: list[dict[str, Any]] = [{"urn": u} for u in getattr(request, "aliasURNs", [])]
+    for alias in getattr(request, "aliases", []):
+        if alias.WhichOneof("alias") == "urn":
+            found.append({"urn": alias.urn})
+            continue
+        spec = alias.spec
+        entry: dict[str, Any] = {k: getattr(spec, k) for k in ("name", "type", "stack", "project") if getattr(spec, k)}
+        parent = spec.WhichOneof("parent")
+        if parent == "parentUrn":
+            entry["parentUrn"] = spec.parentUrn
+        elif parent == "noParent" and spec.noParent:
+            entry["noParent"] = True
+        found.append(entry)
+    return found
+
+
 def _timeouts(request: Any) -> dict[str, str]:
     """A registration's custom timeouts (reads have none)."""
     t = getattr(request, "customTimeouts", None)
@@ -386,6 +407,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 depends_on=list(request.dependencies),
                 read=read,
                 custom_timeouts=_timeouts(request),
+                aliases=[] if read else _aliases(request),
             )
         )
 
