@@ -179,9 +179,11 @@ def compare_documents(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for r in new["resources"]:
         if r["urn"] not in claimed:
             problems.append(f"{r['urn']}: new")
+    # Type, name and parent are what the URN is made of: matched above, through aliases.
+    settings = [k for k in COMPARED if k not in ("type", "name", "parent")]
     for old_urn, new_urn in sorted(mapping.items()):
-        a = {k: _rename(old_by_urn[old_urn][k], mapping) for k in COMPARED}
-        b = {k: copy.deepcopy(next(x for x in new["resources"] if x["urn"] == new_urn)[k]) for k in COMPARED}
+        a = {k: _rename(old_by_urn[old_urn][k], mapping) for k in settings}
+        b = {k: copy.deepcopy(next(x for x in new["resources"] if x["urn"] == new_urn)[k]) for k in settings}
         a["depends_on"], b["depends_on"] = sorted(a["depends_on"]), sorted(b["depends_on"])
         problems += [f"{new_urn}: {d}" for d in _diff(a, b)]
     problems += [f"outputs: {d}" for d in _diff(old["outputs"], new["outputs"])]
