@@ -159,8 +159,31 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     return []
 
 
+def engine_form(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with every URN as the engine writes it. The SDK's mock monitor builds a URN from
+    the parent's last type only and counts the root stack as a parent
+    (pulumi/runtime/mocks.py MockMonitor.make_urn); the engine chains every ancestor's type and
+    leaves the stack out, and aliases are resolved against that form."""
+    by_urn = {r["urn"]: r for r in document["resources"]}
+    mapping: dict[str, str] = {}
+
+    def urn_of(urn: str) -> str:
+        if urn not in by_urn:
+            return urn
+        if urn not in mapping:
+            r = by_urn[urn]
+            head = "::".join(urn.split("::")[:2])
+            mapping[urn] = _urn(head, urn_of(r["parent"]) if r["parent"] else None, r["type"], r["name"])
+        return mapping[urn]
+
+    for urn in by_urn:
+        urn_of(urn)
+    return _rename(document, mapping)
+
+
 def compare_documents(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The differences between two snapshots of one stack, URNs matched through aliases."""
+    old, new = engine_form(old), engine_form(new)
     problems: list[str] = []
     old_by_urn = {r["urn"]: r for r in old["resources"]}
     known = alias_urns(new["resources"])
@@ -173,11 +196,14 @@ def compare_documents(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             if matches[0] in mapping:
                 problems.append(f"{matches[0]}: claimed by both {mapping[matches[0]]} and {r['urn']}")
             mapping[matches[0]] = r["urn"]
+    # A component resource holds no cloud state: one that appears or goes replaces nothing, as
+    # long as the resources below it are matched (they are checked one by one).
     for urn in sorted(set(old_by_urn) - set(mapping)):
-        problems.append(f"{urn}: gone (no new resource has it as its URN or an alias)")
+        if old_by_urn[urn]["custom"]:
+            problems.append(f"{urn}: gone (no new resource has it as its URN or an alias)")
     claimed = set(mapping.values())
     for r in new["resources"]:
-        if r["urn"] not in claimed:
+        if r["urn"] not in claimed and r["custom"]:
             problems.append(f"{r['urn']}: new")
     # Type, name and parent are what the URN is made of: matched above, through aliases.
     settings = [k for k in COMPARED if k not in ("type", "name", "parent")]
