@@ -11,7 +11,7 @@ from components.autoscaling import Autoscaling
 from components.catalog import PRICED_REGIONS
 from components.cluster import Cluster, existing_cluster_needs
 from components.config import StackConfig, check_pool_zones, load_stack_config
-from components.gpu_node_pool import GpuNodePool, monthly_cost_range
+from components.gpu_pools import GpuPools, monthly_cost_range
 from components.image_cache import ImageCache
 from components.ingress_tls import IngressTls, stack_outputs
 from components.logs import ClusterLogs
@@ -66,7 +66,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             storage_class=cluster.storage_class,
         )
         monitoring_ready, prometheus_url = prometheus.ready, prometheus.url
-    gpu = GpuNodePool(
+    gpu = GpuPools(
         "gpu",
         cfg.gpu_pools,
         cfg.node_autoscaling,

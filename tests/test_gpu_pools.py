@@ -11,7 +11,7 @@ import yaml
 from components import catalog
 from components.config import StackConfigError
 from components.config import zone_share
-from components.gpu_node_pool import monthly_cost_range
+from components.gpu_pools import monthly_cost_range
 from tests.support import parse, raw_stack, render_raw
 from tools import conformance
 from tools.mock_engine import EXISTING_SUBNETS, Registered, Rendering, existing_subnet_zone
@@ -24,7 +24,7 @@ RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
 def gpu_groups(r: Rendering) -> dict[str, dict[str, Any]]:
-    return {g.name: g.inputs for g in r.of_type(NODE_GROUP) if g.component == "gpu"}
+    return {g.name: g.inputs for g in r.of_type(NODE_GROUP) if g.component == "gpu_pools"}
 
 
 def release(r: Rendering, chart: str) -> dict[str, Any]:
@@ -284,6 +284,16 @@ def test_cluster_autoscaler_identity_is_least_privilege(prod: Rendering) -> None
     for statement in policy["Statement"]:
         if "Condition" not in statement:
             assert all(":Describe" in a or ":Get" in a for a in statement["Action"]), statement
+
+
+def test_the_component_keeps_the_urn_deployed_stacks_hold(dev: Rendering) -> None:
+    # Registered as tf-serving-eks:gpu:GpuNodePool before it was named after its stack key;
+    # the alias carries it, and through it every child, without a replacement.
+    component = dev.one("tf-serving-eks:gpu_pools:GpuPools", "gpu")
+    assert [{k: v for k, v in a.items() if v} for a in component.aliases] == [
+        {"type": "tf-serving-eks:gpu:GpuNodePool"}
+    ]
+    assert {r.component for r in dev.resources if r.parent == component.urn} == {"gpu_pools"}
 
 
 def test_no_pools_means_no_nvidia_stack() -> None:
@@ -683,7 +693,7 @@ def test_a_pools_zone_groups_are_similar_for_balancing_and_their_templates_sit_i
         cluster = str(r.outputs["cluster_name"])
         by_pool: dict[str, list[dict[str, Any]]] = {}
         for group in r.of_type(NODE_GROUP):
-            if group.component == "gpu":
+            if group.component == "gpu_pools":
                 by_pool.setdefault(group.inputs["labels"]["tf-serving-eks/pool"], []).append(
                     ca_template_node(r, group, cluster)
                 )
@@ -702,7 +712,7 @@ def test_a_pools_zone_groups_are_similar_for_balancing_and_their_templates_sit_i
 
 
 def test_without_our_ignore_labels_the_zone_groups_would_not_balance(dev: Rendering) -> None:
-    templates = [ca_template_node(dev, g, "tfs-dev") for g in dev.of_type(NODE_GROUP) if g.component == "gpu"]
+    templates = [ca_template_node(dev, g, "tfs-dev") for g in dev.of_type(NODE_GROUP) if g.component == "gpu_pools"]
     assert not ca_similar(templates[0], templates[1], CA_IGNORED_LABELS)
 
 

@@ -283,7 +283,11 @@ def monthly_cost_range(
     return round(low, 2), round(high, 2)
 
 
-class GpuNodePool(pulumi.ComponentResource):
+# The type this component was registered under before it was named after its stack key.
+FORMER_TYPE = "tf-serving-eks:gpu:GpuNodePool"
+
+
+class GpuPools(pulumi.ComponentResource):
     scheduling: dict[str, GpuScheduling]
     # Per pool, its node groups by zone name.
     node_group_names: dict[str, dict[str, pulumi.Output[str]]]
@@ -304,7 +308,11 @@ class GpuNodePool(pulumi.ComponentResource):
         monitoring_ready: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("tf-serving-eks:gpu:GpuNodePool", name, None, opts)
+        # Deployed stacks hold this component, and through it every child, under the old type.
+        renamed = pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=FORMER_TYPE)])
+        super().__init__(
+            "tf-serving-eks:gpu_pools:GpuPools", name, None, pulumi.ResourceOptions.merge(opts, renamed)
+        )
         self._name = name
         self._cluster = cluster
         self._partition = partition
