@@ -270,19 +270,6 @@ def cluster_autoscaler_policy(cluster_name: str) -> str:
     )
 
 
-def monthly_cost_range(
-    pools: Mapping[str, tuple[list[str], int, int]]
-) -> tuple[float, float]:
-    """(all pools at min size, all at max size) in USD/month, priced at each pool's dearest type."""
-    low = high = 0.0
-    for types, min_size, max_size in pools.values():
-        known = [catalog.instance_type(t) for t in types]
-        hourly = max(t.usd_per_hour for t in known if t is not None) if any(known) else 0.0
-        low += hourly * min_size * catalog.HOURS_PER_MONTH
-        high += hourly * max_size * catalog.HOURS_PER_MONTH
-    return round(low, 2), round(high, 2)
-
-
 # The type this component was registered under before it was named after its stack key.
 FORMER_TYPE = "tf-serving-eks:gpu:GpuNodePool"
 

@@ -8,10 +8,10 @@ import pulumi
 import pulumi_aws as aws
 
 from components.autoscaling import Autoscaling
-from components.catalog import PRICED_REGIONS
+from components.catalog import PRICED_REGIONS, monthly_cost_range
 from components.cluster import Cluster, existing_cluster_needs
 from components.config import StackConfig, check_pool_zones, load_stack_config
-from components.gpu_pools import GpuPools, monthly_cost_range
+from components.gpu_pools import GpuPools
 from components.image_cache import ImageCache
 from components.ingress_tls import IngressTls, stack_outputs
 from components.logs import ClusterLogs

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from components import catalog
+from components.catalog import monthly_cost_range
 from components.config import StackConfigError
 from components.config import zone_share
-from components.gpu_pools import monthly_cost_range
 from tests.support import parse, raw_stack, render_raw
 from tools import conformance
 from tools.mock_engine import EXISTING_SUBNETS, Registered, Rendering, existing_subnet_zone
