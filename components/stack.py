@@ -19,6 +19,7 @@ from components.model_layout import model_bucket_name
 from components.model_store import ModelStore
 from components.monitoring import Monitoring, PrometheusStack
 from components.naming import base_tags
+from components.node_autoscaling import NodeAutoscaler
 from components.tf_serving import TfServing
 
 
@@ -69,16 +70,23 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     gpu = GpuPools(
         "gpu",
         cfg.gpu_pools,
-        cfg.node_autoscaling,
         cluster=cluster,
-        # The cluster's version (an existing cluster's as looked up), the one reported below.
-        kubernetes_version=cluster.version,
         region=cfg.aws_region,
         partition=partition,
         service_monitor=chart_monitors,
         monitoring_ready=monitoring_ready,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
-    )
+    ).outputs
+    if cfg.node_autoscaling.enabled:
+        NodeAutoscaler(
+            # The GPU pools' name: its resources keep the names they had under that component.
+            "gpu",
+            cfg.node_autoscaling,
+            cluster=cluster,
+            gpu_pools=gpu,
+            region=cfg.aws_region,
+            opts=pulumi.ResourceOptions(providers=[aws_provider]),
+        )
 
     store = ModelStore(
         "models",
