@@ -166,14 +166,12 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     if cfg.monitoring.logs.enabled:
         logs = ClusterLogs(
             "logs",
-            cluster_name=cluster.name,
+            cfg.monitoring.logs,
+            cluster=cluster,
+            gpu_pools=gpu,
             region=cfg.aws_region,
-            retention_days=cfg.monitoring.logs.retention_days,
-            # Ship GPU nodes' logs too: tolerate every pool's taint.
-            tolerations=[t for s in gpu.scheduling.values() for t in s.tolerations],
-            provider=cluster.provider,
             opts=pulumi.ResourceOptions(providers=[aws_provider]),
-        )
+        ).outputs
         extra_outputs["container_log_group"] = logs.log_group_name
     if cfg.monitoring.enabled:
         Monitoring(
