@@ -1,4 +1,8 @@
-"""Facts the program reasons with: Kubernetes versions, add-on pins, instance types.
+"""Facts the program reasons with: Kubernetes versions, add-on pins, instance types and
+their prices (and the node cost estimate they give), what fits on a node, chart pins.
+
+It holds sourced data and plain arithmetic on it; it must not import the Pulumi SDK or any
+component (config validation and the commands use it offline).
 
 Sources (checked 2026-11):
 - EKS Kubernetes versions: EKS user guide, "Understand the Kubernetes version lifecycle on
@@ -13,6 +17,7 @@ Sources (checked 2026-11):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -154,6 +159,21 @@ GENERAL_INSTANCE_TYPES: dict[str, InstanceType] = {
 
 def instance_type(name: str) -> InstanceType | None:
     return GPU_INSTANCE_TYPES.get(name) or GENERAL_INSTANCE_TYPES.get(name)
+
+
+def monthly_cost_range(
+    pools: Mapping[str, tuple[list[str], int, int]]
+) -> tuple[float, float]:
+    """(all pools at min size, all at max size) in USD/month, priced at each pool's dearest
+    type; a pool of types the catalogue does not price costs nothing here. A pool is
+    (instance types, min size, max size)."""
+    low = high = 0.0
+    for types, min_size, max_size in pools.values():
+        known = [instance_type(t) for t in types]
+        hourly = max(t.usd_per_hour for t in known if t is not None) if any(known) else 0.0
+        low += hourly * min_size * HOURS_PER_MONTH
+        high += hourly * max_size * HOURS_PER_MONTH
+    return round(low, 2), round(high, 2)
 
 
 # --- What a pod can get on a node ----------------------------------------------------------

@@ -1,7 +1,11 @@
-"""The cluster connection: a new VPC + EKS cluster, or an existing cluster looked up by name.
+"""The cluster connection (stack key `cluster`): a new VPC + EKS cluster, or an existing
+cluster looked up by name.
 
 Either way the rest of the stack receives the same `ClusterOutputs`, including the
-Kubernetes provider every Kubernetes object of the stack is created with.
+Kubernetes provider every Kubernetes object of the stack is created with. In mode existing
+it only looks up and checks, and refuses a cluster that lacks what the stack needs; it must
+not change anything of an existing cluster beyond adding our own StorageClass, nor install
+what other components own (GPU pools, controllers), nor export stack outputs.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from components.iam import pod_identity_trust_policy, role_with_managed_policies
 from components.naming import k8s_labels
 from components.netplan import plan_subnets
 from components.nodes import launch_template_args, node_group_timeouts, node_role
+from components.resources import child_options
 
 ELB_ROLE_TAG = "kubernetes.io/role/elb"
 INTERNAL_ELB_ROLE_TAG = "kubernetes.io/role/internal-elb"
@@ -258,8 +263,6 @@ class Cluster(pulumi.ComponentResource):
         self._partition = partition
         self._account_id = account_id
         self._aws = aws_provider
-        # Children inherit the AWS provider from this component's `providers`.
-        self._child = pulumi.ResourceOptions(parent=self)
         if cfg.mode == "create":
             self.outputs = self._create()
         else:
@@ -273,9 +276,6 @@ class Cluster(pulumi.ComponentResource):
             }
         )
 
-    def _opts(self, **kwargs: object) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(**kwargs))  # type: ignore[arg-type]
-
     # --- mode: create -------------------------------------------------------------------
 
     def _create(self) -> ClusterOutputs:
@@ -286,20 +286,20 @@ class Cluster(pulumi.ComponentResource):
             f"{n}-control-plane-logs",
             name=f"/aws/eks/{cfg.name}/cluster",
             retention_in_days=cfg.log_retention_days,
-            opts=self._child,
+            opts=child_options(self),
         )
         secrets_key = aws.kms.Key(
             f"{n}-secrets-key",
             description=f"Envelope encryption of Kubernetes Secrets in EKS cluster {cfg.name}",
             enable_key_rotation=True,
             deletion_window_in_days=cfg.kms_key_deletion_window_days,
-            opts=self._child,
+            opts=child_options(self),
         )
         aws.kms.Alias(
             f"{n}-secrets-key-alias",
             name=f"alias/{cfg.name}-eks-secrets",
             target_key_id=secrets_key.key_id,
-            opts=self._child,
+            opts=child_options(self),
         )
         cluster_role, cluster_role_attachments = role_with_managed_policies(
             f"{n}-control-plane-role",
@@ -338,14 +338,14 @@ class Cluster(pulumi.ComponentResource):
             # Set explicitly: the EKS API defaults to EXTENDED, which bills extended support
             # once the version leaves standard support (EKS API reference, UpgradePolicyRequest).
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=cfg.support_type),
-            opts=self._opts(depends_on=[log_group, *cluster_role_attachments]),
+            opts=child_options(self, depends_on=[log_group, *cluster_role_attachments]),
         )
         issuer = cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer or "")  # type: ignore[index]
         oidc = aws.iam.OpenIdConnectProvider(
             f"{n}-oidc",
             url=issuer,
             client_id_lists=["sts.amazonaws.com"],
-            opts=self._child,
+            opts=child_options(self),
         )
         admin_access: list[pulumi.Resource] = []
         for key, principal in cfg.admin_principals.items():
@@ -354,7 +354,7 @@ class Cluster(pulumi.ComponentResource):
                 cluster_name=cluster.name,
                 principal_arn=principal,
                 type="STANDARD",
-                opts=self._child,
+                opts=child_options(self),
             )
             admin_access.append(entry)
             admin_access.append(aws.eks.AccessPolicyAssociation(
@@ -363,7 +363,7 @@ class Cluster(pulumi.ComponentResource):
                 principal_arn=principal,
                 policy_arn=CLUSTER_ADMIN_POLICY.format(partition=self._partition),
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
-                opts=self._opts(depends_on=[entry]),
+                opts=child_options(self, depends_on=[entry]),
             ))
 
         agent = self._addon(cluster, POD_IDENTITY_AGENT)
@@ -386,15 +386,14 @@ class Cluster(pulumi.ComponentResource):
             # Without creator admin, the API answers `pulumi up` only once the deployer's
             # access entry and its policy association exist (EKS user guide, "Grant IAM
             # users access to Kubernetes with EKS access entries").
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[system_nodes, *([] if cfg.bootstrap_creator_admin else admin_access)],
+            opts=child_options(
+                self, depends_on=[system_nodes, *([] if cfg.bootstrap_creator_admin else admin_access)]
             ),
         )
         storage_class = k8s.storage.v1.StorageClass(
             f"{n}-gp3",
             args=gp3_storage_class_args(k8s_labels("storage", "gp3")),
-            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+            opts=child_options(self, provider),
         )
         return ClusterOutputs(
             name=cluster.name,
@@ -448,17 +447,17 @@ class Cluster(pulumi.ComponentResource):
             enable_dns_hostnames=True,
             enable_dns_support=True,
             tags={"Name": cfg.name},
-            opts=self._child,
+            opts=child_options(self),
         )
         igw = aws.ec2.InternetGateway(
-            f"{n}-igw", vpc_id=vpc.id, tags={"Name": cfg.name}, opts=self._child
+            f"{n}-igw", vpc_id=vpc.id, tags={"Name": cfg.name}, opts=child_options(self)
         )
         public_rt = aws.ec2.RouteTable(
             f"{n}-public-rt",
             vpc_id=vpc.id,
             routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=igw.id)],
             tags={"Name": f"{cfg.name}-public"},
-            opts=self._child,
+            opts=child_options(self),
         )
         cluster_tag = f"kubernetes.io/cluster/{cfg.name}"
         public: list[aws.ec2.Subnet] = []
@@ -473,7 +472,7 @@ class Cluster(pulumi.ComponentResource):
                 availability_zone=zone,
                 map_public_ip_on_launch=False,
                 tags={"Name": f"{cfg.name}-{plan.tier}-{zone}", role_tag: "1", cluster_tag: "shared"},
-                opts=self._child,
+                opts=child_options(self),
             )
             (public if plan.tier == "public" else private).append(subnet)
             if plan.tier == "private":
@@ -483,7 +482,7 @@ class Cluster(pulumi.ComponentResource):
                     f"{n}-public-{zone}-rta",
                     subnet_id=subnet.id,
                     route_table_id=public_rt.id,
-                    opts=self._child,
+                    opts=child_options(self),
                 )
 
         nat_count = 1 if cfg.vpc.nat_gateways == "single" else len(zones)
@@ -493,7 +492,7 @@ class Cluster(pulumi.ComponentResource):
                 f"{n}-nat-{zones[i]}-eip",
                 domain="vpc",
                 tags={"Name": f"{cfg.name}-nat-{zones[i]}"},
-                opts=self._child,
+                opts=child_options(self),
             )
             nats.append(
                 aws.ec2.NatGateway(
@@ -501,7 +500,7 @@ class Cluster(pulumi.ComponentResource):
                     allocation_id=eip.id,
                     subnet_id=public[i].id,
                     tags={"Name": f"{cfg.name}-nat-{zones[i]}"},
-                    opts=self._opts(depends_on=[igw]),
+                    opts=child_options(self, depends_on=[igw]),
                 )
             )
         private_rts = []
@@ -512,13 +511,13 @@ class Cluster(pulumi.ComponentResource):
                 vpc_id=vpc.id,
                 routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
                 tags={"Name": f"{cfg.name}-private-{zone}"},
-                opts=self._child,
+                opts=child_options(self),
             )
             aws.ec2.RouteTableAssociation(
                 f"{n}-private-{zone}-rta",
                 subnet_id=private[i].id,
                 route_table_id=rt.id,
-                opts=self._child,
+                opts=child_options(self),
             )
             private_rts.append(rt)
         # Models are pulled from S3; a gateway endpoint keeps that traffic off the NAT (and its bill).
@@ -529,7 +528,7 @@ class Cluster(pulumi.ComponentResource):
             vpc_endpoint_type="Gateway",
             route_table_ids=[rt.id for rt in private_rts],
             tags={"Name": f"{cfg.name}-s3"},
-            opts=self._child,
+            opts=child_options(self),
         )
         return vpc, private
 
@@ -570,7 +569,7 @@ class Cluster(pulumi.ComponentResource):
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             pod_identity_associations=associations,
-            opts=self._opts(depends_on=depends_on),
+            opts=child_options(self, depends_on=depends_on),
         )
 
     def _system_node_group(
@@ -586,7 +585,7 @@ class Cluster(pulumi.ComponentResource):
         template = aws.ec2.LaunchTemplate(
             f"{n}-system-lt",
             args=launch_template_args(group.disk_size_gib, {"Name": f"{cfg.name}-system"}),
-            opts=self._child,
+            opts=child_options(self),
         )
         return aws.eks.NodeGroup(
             f"{n}-system-nodes",
@@ -604,7 +603,8 @@ class Cluster(pulumi.ComponentResource):
             launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
                 id=template.id, version=template.latest_version.apply(str)
             ),
-            opts=self._opts(
+            opts=child_options(
+                self,
                 depends_on=[*attachments, *depends_on],
                 # The cluster autoscaler owns the node count after creation.
                 ignore_changes=["scalingConfig.desiredSize"],
@@ -674,7 +674,7 @@ class Cluster(pulumi.ComponentResource):
             kubeconfig=kubeconfig(
                 found.name, found.endpoint, found.certificate_authorities[0].data, self._region
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child_options(self),
         )
         storage_ready: list[pulumi.Resource] = []
         if needs.ebs_storage:
@@ -683,7 +683,7 @@ class Cluster(pulumi.ComponentResource):
                 args=gp3_storage_class_args(
                     k8s_labels("storage", EXISTING_STORAGE_CLASS), name=EXISTING_STORAGE_CLASS, default=False
                 ),
-                opts=pulumi.ResourceOptions(parent=self, provider=provider),
+                opts=child_options(self, provider),
             ))
         return ClusterOutputs(
             name=pulumi.Output.from_input(found.name),

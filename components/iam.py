@@ -1,4 +1,8 @@
-"""IAM policy documents as pure functions, and the role helpers every component shares."""
+"""IAM policy documents as pure functions, and the role helpers every component shares.
+
+It knows IAM only; what a role is for, and which policy it holds, is its caller's (a policy
+of ours is built beside the component that needs it).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+
+from components.resources import child_options
 
 # EKS Pod Identity assumes roles through this service principal, with session tags.
 POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
@@ -80,14 +86,14 @@ def role_with_managed_policies(
         name,
         assume_role_policy=trust_policy,
         description=description,
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=child_options(parent),
     )
     attachments = [
         aws.iam.RolePolicyAttachment(
             f"{name}-{policy.split('/')[-1]}",
             role=role.name,
             policy_arn=managed_policy_arn(partition, policy),
-            opts=pulumi.ResourceOptions(parent=parent),
+            opts=child_options(parent),
         )
         for policy in managed_policy_names
     ]
@@ -102,12 +108,13 @@ def pod_identity_role(
     service_account: str,
     description: str,
     parent: pulumi.Resource,
+    aliases: Sequence[pulumi.Alias] = (),
 ) -> tuple[aws.iam.Role, aws.eks.PodIdentityAssociation]:
     """A role for one Kubernetes service account through EKS Pod Identity, and its binding.
 
-    Children are named `<name>-role` and `<name>-identity`.
+    Children of `parent` named `<name>-role` and `<name>-identity`, both with `aliases`.
     """
-    opts = pulumi.ResourceOptions(parent=parent)
+    opts = child_options(parent, aliases=list(aliases) or None)
     role = aws.iam.Role(
         f"{name}-role",
         assume_role_policy=pod_identity_trust_policy(),

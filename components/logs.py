@@ -10,21 +10,28 @@
   and never DescribeLogStreams (fluent/fluent-bit plugins/out_cloudwatch_logs/cloudwatch_api.c).
   aws-for-fluent-bit 3.x (Fluent Bit 4+) reads EKS Pod Identity credentials
   (fluent/fluent-bit#10115); 2.x images do not.
-- The DaemonSet tolerates the taints it is given (the GPU pools'), so GPU nodes ship too.
+- The DaemonSet tolerates every GPU pool's taint, so GPU nodes ship too.
+
+It must not create or change other log groups (the control plane's is the cluster's), nor
+export stack outputs (components/stack.py does).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_kubernetes as k8s
 
 from components import catalog
-from components.helm import GPU_NODE_WAIT_SECONDS, helm_release
-from components.iam import pod_identity_role, policy_document
+from components.cluster import ClusterOutputs
+from components.config import LogsConfig
+from components.gpu_pools import GpuPoolsOutputs
+from components.helm import GPU_NODE_WAIT_SECONDS, controller
+from components.iam import policy_document
+from components.resources import child_options
 
 FLUENT_BIT_NAMESPACE = "kube-system"
 FLUENT_BIT_SERVICE_ACCOUNT = "aws-for-fluent-bit"
@@ -107,62 +114,56 @@ def fluent_bit_policy(log_group_arn: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ClusterLogsOutputs:
+    """What the rest of the stack needs of the container logs."""
+
+    log_group_name: pulumi.Output[str]
+
+
 class ClusterLogs(pulumi.ComponentResource):
     """Fluent Bit on every node, shipping container logs to one CloudWatch log group."""
 
-    log_group_name: pulumi.Output[str]
+    outputs: ClusterLogsOutputs
 
     def __init__(
         self,
         name: str,
+        cfg: LogsConfig,
         *,
-        cluster_name: pulumi.Input[str],
+        cluster: ClusterOutputs,
+        gpu_pools: GpuPoolsOutputs,
         region: str,
-        retention_days: int,
-        tolerations: list[dict[str, str]],
-        provider: k8s.Provider,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:logs:ClusterLogs", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
-        cluster = pulumi.Output.from_input(cluster_name)
-
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-log-group",
-            name=cluster.apply(log_group_name),
-            retention_in_days=retention_days,
-            opts=child,
+            name=cluster.name.apply(log_group_name),
+            retention_in_days=cfg.retention_days,
+            opts=child_options(self),
         )
-        role, association = pod_identity_role(
-            f"{name}-fluent-bit",
-            cluster_name=cluster_name,
-            namespace=FLUENT_BIT_NAMESPACE,
-            service_account=FLUENT_BIT_SERVICE_ACCOUNT,
-            description="Fluent Bit: container logs to CloudWatch Logs",
-            parent=self,
-        )
-        policy = aws.iam.RolePolicy(
-            f"{name}-fluent-bit-policy",
-            role=role.id,
-            policy=log_group.arn.apply(fluent_bit_policy),
-            opts=child,
-        )
-        values = pulumi.Output.all(cluster, log_group.name).apply(
+        # Ship GPU nodes' logs too: tolerate every pool's taint.
+        tolerations = [t for s in gpu_pools.scheduling.values() for t in s.tolerations]
+        values = pulumi.Output.all(cluster.name, log_group.name).apply(
             lambda args: fluent_bit_values(
                 args[0], region, args[1], tolerations, FLUENT_BIT_SERVICE_ACCOUNT
             )
         )
-        helm_release(
+        controller(
             f"{name}-fluent-bit",
             catalog.CHARTS["aws-for-fluent-bit"],
-            FLUENT_BIT_NAMESPACE,
-            values,
-            pulumi.ResourceOptions.merge(
-                k8s_child, pulumi.ResourceOptions(depends_on=[log_group, association, policy])
-            ),
+            namespace=FLUENT_BIT_NAMESPACE,
+            service_account=FLUENT_BIT_SERVICE_ACCOUNT,
+            description="Fluent Bit: container logs to CloudWatch Logs",
+            cluster_name=cluster.name,
+            policy=log_group.arn.apply(fluent_bit_policy),
+            values=values,
+            parent=self,
+            provider=cluster.provider,
+            depends_on=[log_group],
             # It runs on every node, the GPU nodes included.
             timeout_seconds=GPU_NODE_WAIT_SECONDS,
         )
-        self.log_group_name = log_group.name
-        self.register_outputs({"log_group_name": self.log_group_name})
+        self.outputs = ClusterLogsOutputs(log_group_name=log_group.name)
+        self.register_outputs({"log_group_name": self.outputs.log_group_name})

@@ -23,7 +23,7 @@ import pulumi_random as random
 
 from components import catalog
 from components.config import AlertThresholds, MonitoringConfig
-from components.gpu_node_pool import GPU_PRESENT_LABEL
+from components.gpu_pools import GPU_PRESENT_LABEL
 from components.helm import helm_release
 from components.cluster import POOL_LABEL
 from components.naming import k8s_labels

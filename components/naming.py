@@ -1,4 +1,7 @@
-"""Tags and labels, layered once: every AWS resource and every Kubernetes object gets them."""
+"""Tags and labels, layered once: every AWS resource and every Kubernetes object gets them.
+
+It computes names and labels only; it must not create resources.
+"""
 
 from __future__ import annotations
 

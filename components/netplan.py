@@ -1,4 +1,7 @@
-"""Subnet layout of a new VPC: a pure function, shared by config validation and the Cluster."""
+"""Subnet layout of a new VPC: a pure function, shared by config validation and the Cluster.
+
+It must not import the Pulumi SDK or create resources: config validation runs it offline.
+"""
 
 from __future__ import annotations
 

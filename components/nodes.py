@@ -1,4 +1,8 @@
-"""Pieces every EKS managed node group of ours shares: node role and launch template."""
+"""Pieces every EKS managed node group of ours shares: node role, launch template, timeouts.
+
+It must not create node groups: the cluster's system group and the GPU pools make their
+own, from these pieces.
+"""
 
 from __future__ import annotations
 

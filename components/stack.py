@@ -8,10 +8,10 @@ import pulumi
 import pulumi_aws as aws
 
 from components.autoscaling import Autoscaling
-from components.catalog import PRICED_REGIONS
+from components.catalog import PRICED_REGIONS, monthly_cost_range
 from components.cluster import Cluster, existing_cluster_needs
 from components.config import StackConfig, check_pool_zones, load_stack_config
-from components.gpu_node_pool import GpuNodePool, monthly_cost_range
+from components.gpu_pools import GpuPools
 from components.image_cache import ImageCache
 from components.ingress_tls import IngressTls, stack_outputs
 from components.logs import ClusterLogs
@@ -19,6 +19,7 @@ from components.model_layout import model_bucket_name
 from components.model_store import ModelStore
 from components.monitoring import Monitoring, PrometheusStack
 from components.naming import base_tags
+from components.node_autoscaling import NodeAutoscaler
 from components.tf_serving import TfServing
 
 
@@ -66,19 +67,26 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             storage_class=cluster.storage_class,
         )
         monitoring_ready, prometheus_url = prometheus.ready, prometheus.url
-    gpu = GpuNodePool(
+    gpu = GpuPools(
         "gpu",
         cfg.gpu_pools,
-        cfg.node_autoscaling,
         cluster=cluster,
-        # The cluster's version (an existing cluster's as looked up), the one reported below.
-        kubernetes_version=cluster.version,
         region=cfg.aws_region,
         partition=partition,
         service_monitor=chart_monitors,
         monitoring_ready=monitoring_ready,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
-    )
+    ).outputs
+    if cfg.node_autoscaling.enabled:
+        NodeAutoscaler(
+            # The GPU pools' name: its resources keep the names they had under that component.
+            "gpu",
+            cfg.node_autoscaling,
+            cluster=cluster,
+            gpu_pools=gpu,
+            region=cfg.aws_region,
+            opts=pulumi.ResourceOptions(providers=[aws_provider]),
+        )
 
     store = ModelStore(
         "models",
@@ -158,14 +166,12 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     if cfg.monitoring.logs.enabled:
         logs = ClusterLogs(
             "logs",
-            cluster_name=cluster.name,
+            cfg.monitoring.logs,
+            cluster=cluster,
+            gpu_pools=gpu,
             region=cfg.aws_region,
-            retention_days=cfg.monitoring.logs.retention_days,
-            # Ship GPU nodes' logs too: tolerate every pool's taint.
-            tolerations=[t for s in gpu.scheduling.values() for t in s.tolerations],
-            provider=cluster.provider,
             opts=pulumi.ResourceOptions(providers=[aws_provider]),
-        )
+        ).outputs
         extra_outputs["container_log_group"] = logs.log_group_name
     if cfg.monitoring.enabled:
         Monitoring(

@@ -23,7 +23,7 @@ from components.config import (
     ServingConfig,
     strict_zone_spread,
 )
-from components.gpu_node_pool import GPU_RESOURCE, GpuScheduling
+from components.gpu_pools import GPU_RESOURCE, GpuScheduling
 from components.model_store import (
     POD_IDENTITY_AGENT_CIDR,
     ModelStoreOutputs,

@@ -12,6 +12,9 @@ import pulumi_kubernetes as k8s
 import pytest
 
 from components import catalog
+from components.cluster import ClusterOutputs
+from components.config import LogsConfig
+from components.gpu_pools import GpuPoolsOutputs, GpuScheduling
 from components.logs import ClusterLogs, fluent_bit_policy, fluent_bit_values
 from tools.mock_engine import Registered, Rendering, render
 
@@ -62,19 +65,41 @@ UPSTREAM_OTHER_OUTPUTS = (
 )
 
 
+def cluster_outputs(provider: k8s.Provider) -> ClusterOutputs:
+    """The cluster as ClusterLogs reads it: its name and Kubernetes provider."""
+    unused: pulumi.Output[Any] = pulumi.Output.from_input("")
+    return ClusterOutputs(
+        name=pulumi.Output.from_input(CLUSTER),
+        endpoint=unused, kubernetes_version=unused, oidc_issuer_url=unused,
+        oidc_provider_arn=unused, vpc_id=unused, vpc_cidr=unused, private_subnet_ids=unused,
+        public_subnet_cidrs=unused, private_subnet_cidrs=unused, node_security_group_id=unused,
+        provider=provider,
+    )
+
+
+def gpu_pools_outputs() -> GpuPoolsOutputs:
+    """Two pools, one tainted like the NVIDIA default and one with its own taint."""
+    return GpuPoolsOutputs(
+        scheduling={
+            "gpu": GpuScheduling(node_selector={}, tolerations=[GPU_TOLERATION]),
+            "other": GpuScheduling(node_selector={}, tolerations=[OTHER_TOLERATION]),
+        },
+        node_group_names={}, node_role_names={}, node_groups=[],
+    )
+
+
 def program() -> Mapping[str, Any]:
     aws_provider = aws.Provider("aws", region=REGION)
     provider = k8s.Provider("k8s", kubeconfig="{}")
     logs = ClusterLogs(
         "logs",
-        cluster_name=CLUSTER,
+        LogsConfig(enabled=True, retention_days=RETENTION_DAYS),
+        cluster=cluster_outputs(provider),
+        gpu_pools=gpu_pools_outputs(),
         region=REGION,
-        retention_days=RETENTION_DAYS,
-        tolerations=[GPU_TOLERATION, OTHER_TOLERATION],
-        provider=provider,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     )
-    return {"log_group_name": logs.log_group_name}
+    return {"log_group_name": logs.outputs.log_group_name}
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""GPU node pools that scale from zero, with the NVIDIA stack and the cluster autoscaler.
+"""GPU node pools that scale from zero, with the NVIDIA stack their nodes need (stack key
+`gpu_pools`).
 
 Per pool (keyed by name): one node role and launch template, and one EKS managed node
 group per availability zone of the private subnets (keyed by pool and zone name), all on
@@ -7,8 +8,11 @@ use), and node-template tags on each Auto Scaling group so cluster-autoscaler ca
 node from nothing, in the right zone. One group per zone because cluster-autoscaler builds
 a multi-AZ group's template node in its first zone only (cloudprovider/aws/aws_manager.go,
 getAsgTemplate), which a strict zone spread cannot use; --balance-similar-node-groups keeps
-the zones level. Per cluster: the NVIDIA device plugin, the DCGM exporter and
-cluster-autoscaler, each from its upstream chart, pinned.
+the zones level. Per cluster: the NVIDIA device plugin and the DCGM exporter, each from its
+upstream chart, pinned.
+
+It must not install or configure cluster-autoscaler (components/node_autoscaling.py does,
+reading these pools' outputs), nor export stack outputs (components/stack.py does).
 """
 
 from __future__ import annotations
@@ -20,15 +24,12 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_kubernetes as k8s
 import yaml
 
 from components import catalog
 from components.cluster import POOL_LABEL, ClusterOutputs
-from components.config import GpuPoolConfig, NodeAutoscalingConfig, TaintConfig, zone_share
+from components.config import GpuPoolConfig, TaintConfig, zone_share
 from components.helm import GPU_NODE_WAIT_SECONDS, helm_release, service_monitor_values
-from components.iam import pod_identity_role, policy_document
-from components.naming import k8s_labels
 from components.nodes import (
     BOTTLEROCKET_DATA_DEVICE,
     ROOT_DEVICE,
@@ -36,6 +37,8 @@ from components.nodes import (
     node_group_timeouts,
     node_role,
 )
+from components.podsecurity import namespace
+from components.resources import child_options
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
@@ -52,15 +55,7 @@ DEVICE_PLUGIN_FROM_CHART = "daemonset"
 DEVICE_PLUGIN_FROM_HOST = "host"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 REGION_LABEL = "topology.kubernetes.io/region"
-# Labels that differ between a pool's per-zone groups and that --balance-similar-node-groups
-# does not already ignore (processors/nodegroupset/compare_nodegroups.go BasicIgnoredLabels
-# and aws_nodegroups.go): `nodegroup-name` is what CA's template node gets from the ASG tag
-# eks:nodegroup-name (cloudprovider/aws/aws_manager.go, extractLabelsFromAsg), and EKS nodes
-# carry their zone ID as topology.k8s.aws/zone-id.
-BALANCING_IGNORED_LABELS = ("nodegroup-name", "topology.k8s.aws/zone-id")
 NVIDIA_NAMESPACE = "nvidia"
-AUTOSCALER_NAMESPACE = "kube-system"
-AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
 NODE_TEMPLATE_TAG = "k8s.io/cluster-autoscaler/node-template"
 # EKS maps Kubernetes taint effects to its own enum.
 EKS_TAINT_EFFECT = {
@@ -74,12 +69,22 @@ EKS_TAINT_EFFECT = {
 class GpuScheduling:
     """The contract a GPU workload must follow to land on a pool's nodes."""
 
-    pool: str
     node_selector: dict[str, str]
     tolerations: list[dict[str, str]]
-    gpus_per_node: int
-    gpu_model: str
-    instance_types: list[str]
+
+
+@dataclass(frozen=True)
+class GpuPoolsOutputs:
+    """What the rest of the stack needs of the GPU pools."""
+
+    # Per pool, what a GPU workload carries to land on its nodes.
+    scheduling: dict[str, GpuScheduling]
+    # Per pool, its node groups' names by zone name.
+    node_group_names: dict[str, dict[str, pulumi.Output[str]]]
+    # Per pool, the IAM role its nodes run as.
+    node_role_names: dict[str, pulumi.Output[str]]
+    # Every pool's node groups: what must exist before something that manages them starts.
+    node_groups: list[aws.eks.NodeGroup]
 
 
 def pool_labels(pool_name: str, pool: GpuPoolConfig) -> dict[str, str]:
@@ -102,12 +107,8 @@ def toleration(taint: TaintConfig) -> dict[str, str]:
 
 def scheduling(pool_name: str, pool: GpuPoolConfig) -> GpuScheduling:
     return GpuScheduling(
-        pool=pool_name,
         node_selector={POOL_LABEL: pool_name, GPU_PRESENT_LABEL: "true"},
         tolerations=[toleration(pool.taint)],
-        gpus_per_node=pool.gpus_per_node,
-        gpu_model=pool.gpu_model,
-        instance_types=list(pool.instance_types),
     )
 
 
@@ -194,157 +195,61 @@ def dcgm_exporter_values(
     }
 
 
-def cluster_autoscaler_values(
-    cluster_name: str,
-    region: str,
-    cfg: NodeAutoscalingConfig,
-    image_tag: str,
-    node_selector: Mapping[str, str],
-) -> dict[str, Any]:
-    return {
-        "cloudProvider": "aws",
-        "awsRegion": region,
-        "autoDiscovery": {"clusterName": cluster_name},
-        "image": {"tag": image_tag},
-        "rbac": {"serviceAccount": {"create": True, "name": AUTOSCALER_SERVICE_ACCOUNT}},
-        "extraArgs": {
-            "expander": cfg.expander,
-            "balance-similar-node-groups": True,
-            "skip-nodes-with-system-pods": False,
-            "scale-down-unneeded-time": cfg.scale_down_unneeded_time,
-            "scale-down-delay-after-add": cfg.scale_down_delay_after_add,
-            "max-node-provision-time": cfg.max_node_provision_time,
-            # The chart drops everything from the first "_" of a key (templates/deployment.yaml),
-            # so each label is its own --balancing-ignore-label flag.
-            **{f"balancing-ignore-label_{i}": label for i, label in enumerate(BALANCING_IGNORED_LABELS, 1)},
-        },
-        "nodeSelector": dict(node_selector),
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "300Mi"},
-            "limits": {"memory": "600Mi"},
-        },
-        "containerSecurityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-    }
+# The type this component was registered under before it was named after its stack key.
+FORMER_TYPE = "tf-serving-eks:gpu:GpuNodePool"
 
 
-def cluster_autoscaler_policy(cluster_name: str) -> str:
-    """Least privilege: read anything, but change only this cluster's Auto Scaling groups."""
-    return policy_document(
-        [
-            {
-                "Sid": "ScaleOwnNodeGroups",
-                "Effect": "Allow",
-                "Action": [
-                    "autoscaling:SetDesiredCapacity",
-                    "autoscaling:TerminateInstanceInAutoScalingGroup",
-                ],
-                "Resource": "*",
-                "Condition": {
-                    "StringEquals": {
-                        f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"
-                    }
-                },
-            },
-            {
-                "Sid": "DescribeCapacity",
-                "Effect": "Allow",
-                "Action": [
-                    "autoscaling:DescribeAutoScalingGroups",
-                    "autoscaling:DescribeAutoScalingInstances",
-                    "autoscaling:DescribeLaunchConfigurations",
-                    "autoscaling:DescribeScalingActivities",
-                    "autoscaling:DescribeTags",
-                    "ec2:DescribeImages",
-                    "ec2:DescribeInstanceTypes",
-                    "ec2:DescribeLaunchTemplateVersions",
-                    "ec2:GetInstanceTypesFromInstanceRequirements",
-                    "eks:DescribeNodegroup",
-                ],
-                "Resource": "*",
-            },
-        ]
-    )
+class GpuPools(pulumi.ComponentResource):
+    """Every GPU pool's node groups, and the NVIDIA device plugin and DCGM exporter on them."""
 
-
-def monthly_cost_range(
-    pools: Mapping[str, tuple[list[str], int, int]]
-) -> tuple[float, float]:
-    """(all pools at min size, all at max size) in USD/month, priced at each pool's dearest type."""
-    low = high = 0.0
-    for types, min_size, max_size in pools.values():
-        known = [catalog.instance_type(t) for t in types]
-        hourly = max(t.usd_per_hour for t in known if t is not None) if any(known) else 0.0
-        low += hourly * min_size * catalog.HOURS_PER_MONTH
-        high += hourly * max_size * catalog.HOURS_PER_MONTH
-    return round(low, 2), round(high, 2)
-
-
-class GpuNodePool(pulumi.ComponentResource):
-    scheduling: dict[str, GpuScheduling]
-    # Per pool, its node groups by zone name.
-    node_group_names: dict[str, dict[str, pulumi.Output[str]]]
-    # Per pool, the IAM role its nodes run as.
-    node_role_names: dict[str, pulumi.Output[str]]
+    outputs: GpuPoolsOutputs
 
     def __init__(
         self,
         name: str,
         pools: Mapping[str, GpuPoolConfig],
-        autoscaling: NodeAutoscalingConfig,
         *,
         cluster: ClusterOutputs,
-        kubernetes_version: catalog.KubernetesVersion,
         region: str,
         partition: str,
         service_monitor: Mapping[str, str] | None,
         monitoring_ready: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("tf-serving-eks:gpu:GpuNodePool", name, None, opts)
+        # Deployed stacks hold this component, and through it every child, under the old type.
+        renamed = pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=FORMER_TYPE)])
+        super().__init__(
+            "tf-serving-eks:gpu_pools:GpuPools", name, None, pulumi.ResourceOptions.merge(opts, renamed)
+        )
         self._name = name
         self._cluster = cluster
         self._partition = partition
         self._region = region
-        child = pulumi.ResourceOptions(parent=self)
-        k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
 
-        self.scheduling = {}
-        self.node_group_names = {}
-        self.node_role_names = {}
+        node_role_names: dict[str, pulumi.Output[str]] = {}
+        node_group_names: dict[str, dict[str, pulumi.Output[str]]] = {}
         groups: list[aws.eks.NodeGroup] = []
         for pool_name, pool in pools.items():
-            by_zone = self._node_groups(pool_name, pool, child)
+            role, by_zone = self._node_groups(pool_name, pool)
+            node_role_names[pool_name] = role.name
+            node_group_names[pool_name] = {z: g.node_group_name for z, g in by_zone.items()}
             groups.extend(by_zone.values())
-            self.scheduling[pool_name] = scheduling(pool_name, pool)
-            self.node_group_names[pool_name] = {z: g.node_group_name for z, g in by_zone.items()}
 
         if pools:
-            namespace = k8s.core.v1.Namespace(
+            nvidia = namespace(
                 f"{name}-nvidia-namespace",
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=NVIDIA_NAMESPACE,
-                    labels=k8s_labels(
-                        "gpu",
-                        NVIDIA_NAMESPACE,
-                        # The device plugin mounts host paths and DCGM needs SYS_ADMIN.
-                        {"pod-security.kubernetes.io/enforce": "privileged"},
-                    ),
-                ),
-                opts=k8s_child,
-            )
-            in_namespace = pulumi.ResourceOptions.merge(
-                k8s_child, pulumi.ResourceOptions(depends_on=[namespace])
+                NVIDIA_NAMESPACE,
+                component="gpu",
+                # The device plugin mounts host paths and DCGM needs SYS_ADMIN.
+                level="privileged",
+                opts=child_options(self, cluster.provider),
             )
             helm_release(
                 f"{name}-device-plugin",
                 catalog.CHARTS["nvidia-device-plugin"],
                 NVIDIA_NAMESPACE,
                 device_plugin_values(pools),
-                in_namespace,
+                child_options(self, cluster.provider, depends_on=[nvidia]),
                 timeout_seconds=GPU_NODE_WAIT_SECONDS,
             )
             helm_release(
@@ -353,29 +258,33 @@ class GpuNodePool(pulumi.ComponentResource):
                 NVIDIA_NAMESPACE,
                 dcgm_exporter_values(pools, service_monitor),
                 # Its ServiceMonitor needs the Prometheus Operator's CRDs.
-                pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=monitoring_ready)),
+                child_options(self, cluster.provider, depends_on=[nvidia, *monitoring_ready]),
                 timeout_seconds=GPU_NODE_WAIT_SECONDS,
             )
-        if autoscaling.enabled:
-            self._cluster_autoscaler(autoscaling, kubernetes_version, region, child, k8s_child, groups)
-        self.register_outputs({"node_groups": self.node_group_names})
+        self.outputs = GpuPoolsOutputs(
+            scheduling={pool_name: scheduling(pool_name, pool) for pool_name, pool in pools.items()},
+            node_group_names=node_group_names,
+            node_role_names=node_role_names,
+            node_groups=groups,
+        )
+        self.register_outputs({"node_groups": node_group_names})
 
     def _node_groups(
-        self, pool_name: str, pool: GpuPoolConfig, child: pulumi.ResourceOptions
-    ) -> dict[str, aws.eks.NodeGroup]:
-        """One node group per zone, sharing one role and one launch template: EKS labels
-        nodes with their launch template's ID, so one template keeps the groups "similar"."""
+        self, pool_name: str, pool: GpuPoolConfig
+    ) -> tuple[aws.iam.Role, dict[str, aws.eks.NodeGroup]]:
+        """The pool's node role, and one node group per zone, sharing that role and one launch
+        template: EKS labels nodes with their launch template's ID, so one template keeps the
+        groups "similar"."""
         n = f"{self._name}-{pool_name}"
         zones = sorted(self._cluster.private_subnet_ids_by_zone)
         if not zones:
             raise ValueError(f"gpu_pools.{pool_name}: the cluster exposes no private subnets by zone")
         role, attachments = node_role(f"{n}-node-role", self._partition, self)
-        self.node_role_names[pool_name] = role.name
         device = BOTTLEROCKET_DATA_DEVICE if pool.is_bottlerocket else ROOT_DEVICE
         template = aws.ec2.LaunchTemplate(
             f"{n}-lt",
             args=launch_template_args(pool.disk_size_gib, {"gpu-pool": pool_name}, device),
-            opts=child,
+            opts=child_options(self),
         )
         sizes = zip(
             zone_share(pool.min_size, len(zones)),
@@ -409,14 +318,12 @@ class GpuNodePool(pulumi.ComponentResource):
                     id=template.id, version=template.latest_version.apply(str)
                 ),
                 tags={"gpu-pool": pool_name},
-                opts=pulumi.ResourceOptions.merge(
-                    child,
-                    pulumi.ResourceOptions(
-                        depends_on=attachments,
-                        # cluster-autoscaler owns the node count once the group exists.
-                        ignore_changes=["scalingConfig.desiredSize"],
-                        custom_timeouts=node_group_timeouts(max_size, pool.max_unavailable),
-                    ),
+                opts=child_options(
+                    self,
+                    depends_on=attachments,
+                    # cluster-autoscaler owns the node count once the group exists.
+                    ignore_changes=["scalingConfig.desiredSize"],
+                    custom_timeouts=node_group_timeouts(max_size, pool.max_unavailable),
                 ),
             )
             asg_name = group.resources.apply(lambda r: r[0].autoscaling_groups[0].name or "")  # type: ignore[index]
@@ -426,51 +333,7 @@ class GpuNodePool(pulumi.ComponentResource):
                     f"{g}-asg-tag-{suffix}",
                     autoscaling_group_name=asg_name,
                     tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
-                    opts=child,
+                    opts=child_options(self),
                 )
             groups[zone] = group
-        return groups
-
-    def _cluster_autoscaler(
-        self,
-        cfg: NodeAutoscalingConfig,
-        kubernetes_version: catalog.KubernetesVersion,
-        region: str,
-        child: pulumi.ResourceOptions,
-        k8s_child: pulumi.ResourceOptions,
-        groups: list[aws.eks.NodeGroup],
-    ) -> None:
-        n = f"{self._name}-cluster-autoscaler"
-        role, association = pod_identity_role(
-            n,
-            cluster_name=self._cluster.name,
-            namespace=AUTOSCALER_NAMESPACE,
-            service_account=AUTOSCALER_SERVICE_ACCOUNT,
-            description="cluster-autoscaler",
-            parent=self,
-        )
-        aws.iam.RolePolicy(
-            f"{n}-policy",
-            role=role.id,
-            policy=self._cluster.name.apply(cluster_autoscaler_policy),
-            opts=child,
-        )
-        values = self._cluster.name.apply(
-            lambda cluster_name: cluster_autoscaler_values(
-                cluster_name,
-                region,
-                cfg,
-                catalog.CLUSTER_AUTOSCALER_IMAGE_TAGS[kubernetes_version],
-                self._cluster.system_node_selector,
-            )
-        )
-        helm_release(
-            n,
-            catalog.CHARTS["cluster-autoscaler"],
-            AUTOSCALER_NAMESPACE,
-            values,
-            pulumi.ResourceOptions.merge(
-                k8s_child, pulumi.ResourceOptions(depends_on=[association, *groups])
-            ),
-        )
-
+        return role, groups
