@@ -1,0 +1,213 @@
+"""The `gpu_pools` key: GPU node pools keyed by name, and the zone and node-shape helpers
+that need nothing but the pools.
+
+Whether the serving pods fit a pool needs the serving section too: that rule is on the
+root model (components/config/stack.py), not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from components import catalog, validation
+from components.config.base import (
+    LabelValue,
+    NodeGroupSizing,
+    QualifiedName,
+    RuleError,
+    Section,
+    _by_env,
+    section,
+)
+from components.validation import checked
+
+
+class TaintConfig(Section):
+    key: QualifiedName = Field("nvidia.com/gpu", description="Taint key on every GPU node.")
+    value: LabelValue = Field("true", description="Taint value.")
+    effect: Literal["NoSchedule", "NoExecute", "PreferNoSchedule"] = Field(
+        "NoSchedule", description="Taint effect; NoSchedule keeps non-GPU pods off GPU nodes."
+    )
+
+
+# A pool's per-zone node groups are named `gpu-<pool>-<zone>-nodes` plus the 8 characters
+# Pulumi's auto-naming appends; EKS node group names are at most 63 characters and zone
+# names run to 15 (ap-southeast-2a), so pool names stay at 24.
+PoolName = Annotated[str, checked(lambda v: validation.dns1123_label(v, 24))]
+
+
+def strict_zone_spread(environment: str) -> bool:
+    """Whether the serving pods' zone spread is strict (DoNotSchedule): prod only."""
+    return environment == "prod"
+
+
+def zone_share(total: int, zone_count: int) -> list[int]:
+    """`total` nodes split over `zone_count` per-zone node groups, in zone-name order: each
+    gets total // zone_count and the first total % zone_count zones one more."""
+    base, extra = divmod(total, zone_count)
+    return [base + (1 if i < extra else 0) for i in range(zone_count)]
+
+
+class GpuPoolConfig(NodeGroupSizing):
+    """One GPU pool: an EKS managed node group per availability zone of the private subnets,
+    all alike (CA's --balance-similar-node-groups keeps them level). Keyed by name in
+    `gpu_pools`; min/desired/max are the pool's totals, split over its zones (zone_share)."""
+
+    env_defaults = {
+        "capacity_type": _by_env("SPOT", "ON_DEMAND"),
+        # One node group per AZ (3 by default): max_size must give each zone at least one
+        # node, and prod's strict spread wants the same standing nodes in every zone.
+        "min_size": _by_env(0, 3),
+        "desired_size": _by_env(0, 3),
+        "max_size": _by_env(3, 6),
+    }
+
+    instance_types: list[str] = Field(
+        min_length=1,
+        description="GPU instance types from the catalogue (components/catalog.py); all of one "
+        "pool must have the same vCPUs, memory, GPU model and GPU count.",
+    )
+    ami_type: catalog.AmiType = Field(
+        "AL2023_x86_64_NVIDIA", description="EKS-optimized NVIDIA AMI: AL2023 or Bottlerocket."
+    )
+    capacity_type: Literal["SPOT", "ON_DEMAND"] = Field(
+        description="SPOT (cheap, may be reclaimed) or ON_DEMAND."
+    )
+    disk_size_gib: int = Field(
+        100,
+        ge=50,
+        le=2000,
+        description="Encrypted gp3 volume for images and models (serving GPU images are ~6 GB).",
+    )
+    max_unavailable: int = Field(
+        1, ge=1, le=100, description="Nodes replaced at once during a node group update."
+    )
+    taint: TaintConfig = section("Taint that keeps non-GPU pods off these nodes.")
+    time_slicing_replicas: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="NVIDIA time-slicing: pods that share one GPU (1 = no sharing; for dev only; "
+        "AL2023 pools only).",
+    )
+
+    @model_validator(mode="after")
+    def _known_gpu_types(self) -> GpuPoolConfig:
+        for i, name in enumerate(self.instance_types):
+            found = catalog.instance_type(name)
+            if found is None or not found.is_gpu:
+                what = "not a GPU instance type" if found else "not in the GPU catalogue"
+                raise RuleError(
+                    f"instance_types.{i}",
+                    name,
+                    f"{what}; known GPU types: {', '.join(sorted(catalog.GPU_INSTANCE_TYPES))}",
+                )
+        if len(set(self.instance_types)) != len(self.instance_types):
+            raise RuleError("instance_types", self.instance_types, "lists a type twice")
+        return self
+
+    @model_validator(mode="after")
+    def _time_slicing_reaches_the_plugin(self) -> GpuPoolConfig:
+        # Bottlerocket's NVIDIA variants run their own device plugin, configured only through
+        # its settings (settings.kubelet-device-plugins.nvidia.*, bottlerocket.dev "kubelet
+        # device plugins"); the chart's time-slicing config never reaches it.
+        if self.is_bottlerocket and self.time_slicing_replicas > 1:
+            raise RuleError(
+                "time_slicing_replicas",
+                self.time_slicing_replicas,
+                "time-slicing is configured through the NVIDIA device plugin chart, which does "
+                "not run on Bottlerocket (its NVIDIA variants bring their own plugin); use "
+                "ami_type AL2023_x86_64_NVIDIA for a time-sliced pool, or 1",
+            )
+        return self
+
+    @property
+    def is_bottlerocket(self) -> bool:
+        return self.ami_type.startswith("BOTTLEROCKET")
+
+    @property
+    def instances(self) -> list[catalog.InstanceType]:
+        return [catalog.GPU_INSTANCE_TYPES[n] for n in self.instance_types]
+
+    @property
+    def gpus_per_node(self) -> int:
+        """`nvidia.com/gpu` a node of this pool advertises (time-slicing multiplies it)."""
+        return self.instances[0].gpus * self.time_slicing_replicas
+
+    @property
+    def gpu_model(self) -> str:
+        return str(self.instances[0].gpu_model)
+
+
+def node_shape(instance: catalog.InstanceType) -> tuple[int, int, int, str | None]:
+    """What cluster-autoscaler plans a node with: vCPUs, memory, GPU count and model."""
+    return (instance.vcpus, instance.memory_gib, instance.gpus, instance.gpu_model)
+
+
+def describe_shape(instance: catalog.InstanceType) -> str:
+    return (
+        f"{instance.name} ({instance.vcpus} vCPU, {instance.memory_gib} GiB, "
+        f"{instance.gpus}x {instance.gpu_model})"
+    )
+
+
+def pool_zone_problems(
+    pools: Mapping[str, GpuPoolConfig],
+    zone_count: int,
+    strict_pool: str | None,
+    strict_replicas: int,
+    pod_gpus: int,
+) -> list[RuleError]:
+    """Why pools cannot be split over `zone_count` per-zone node groups (keys under gpu_pools).
+
+    `strict_pool` is the pool the serving pods spread over with DoNotSchedule (None when
+    the spread is soft); `strict_replicas` pods of `pod_gpus` GPUs each must fit it then.
+    """
+    problems: list[RuleError] = []
+    for name, pool in pools.items():
+        if pool.max_size < zone_count:
+            # EKS: a node group's scalingConfig.maxSize is at least 1 (CreateNodegroup API).
+            problems.append(
+                RuleError(
+                    f"gpu_pools.{name}.max_size",
+                    pool.max_size,
+                    f"pool '{name}' has one node group in each of the {zone_count} zones of the "
+                    f"private subnets and each needs max_size >= 1: use at least {zone_count}",
+                )
+            )
+            continue
+        if name != strict_pool:
+            continue
+        for key in ("min_size", "desired_size"):
+            value = getattr(pool, key)
+            if value % zone_count:
+                problems.append(
+                    RuleError(
+                        f"gpu_pools.{name}.{key}",
+                        value,
+                        f"serving pods spread strictly over zones (DoNotSchedule) on pool "
+                        f"'{name}', so its {zone_count} zones must get the same number of "
+                        f"nodes: use a multiple of {zone_count}",
+                    )
+                )
+        pods_per_node = pool.gpus_per_node // pod_gpus
+        if pods_per_node == 0:
+            continue  # the pod does not fit a node at all: _serving_fits_its_pool says so
+        per_zone = [n * pods_per_node for n in zone_share(pool.max_size, zone_count)]
+        # maxSkew 1: no zone may hold more than one pod above the emptiest zone.
+        reachable = sum(min(p, min(per_zone) + 1) for p in per_zone)
+        if strict_replicas > reachable:
+            problems.append(
+                RuleError(
+                    f"gpu_pools.{name}.max_size",
+                    pool.max_size,
+                    f"{strict_replicas} serving pods spread over {zone_count} zones with max "
+                    f"skew 1 need more nodes than pool '{name}' has at max_size "
+                    f"{pool.max_size} (per zone {'/'.join(map(str, zone_share(pool.max_size, zone_count)))}, "
+                    f"room for {reachable} pods); raise max_size",
+                )
+            )
+    return problems

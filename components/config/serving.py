@@ -1,0 +1,259 @@
+"""The `serving` key: the TF Serving workload, its models, batching and image cache.
+
+Rules here read only the serving section; whether its pods fit their nodes, or its
+secrets are set, needs other keys and lives on the root model (components/config/stack.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from components import catalog, validation
+from components.config.base import Name, RuleError, Section, _by_env, section
+from components.validation import checked, worded
+
+# serving.name names a Service, which must be a DNS-1035 label (starts with a letter).
+ServiceName = Annotated[str, checked(lambda v: validation.dns1035_label(v, 40))]
+
+CpuQuantity = Annotated[str, checked(validation.cpu_quantity)]
+MemoryQuantity = Annotated[str, checked(validation.memory_quantity)]
+
+
+cpu_milli = catalog.cpu_milli
+memory_mib = catalog.memory_mib
+
+
+class CanaryConfig(Section):
+    """A new version served by a second Deployment and given a share of the traffic."""
+
+    version: int = Field(ge=1, description="The canary version (newer than every served one).")
+    weight: int = Field(
+        10, ge=0, le=100, description="Percent of the model's traffic sent to the canary pods."
+    )
+
+
+CANARY_LABEL = "canary"
+
+
+class ModelConfig(Section):
+    """One model TF Serving serves, keyed by its name in `serving.models`."""
+
+    version_policy: Literal["latest", "specific"] = Field(
+        "latest", description="Serve the newest `latest_count` versions, or exactly `versions`."
+    )
+    latest_count: int = Field(1, ge=1, le=10, description="Versions served with policy latest.")
+    versions: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="Versions served with policy specific."
+    )
+    labels: dict[Name, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="Version labels (e.g. stable: 3, previous: 2); policy specific only, each "
+        "label on a served version. `canary` is set from `canary`.",
+    )
+    canary: CanaryConfig | None = Field(
+        None, description="Canary rollout of a new version (policy specific only)."
+    )
+
+    @model_validator(mode="after")
+    def _policy_consistent(self) -> ModelConfig:
+        if self.version_policy == "specific":
+            if not self.versions:
+                raise RuleError("versions", [], "policy specific needs at least one version")
+            if len(set(self.versions)) != len(self.versions):
+                raise RuleError("versions", self.versions, "lists a version twice")
+            if self.canary is not None:
+                if self.canary.version <= max(self.versions):
+                    raise RuleError(
+                        "canary.version",
+                        self.canary.version,
+                        f"must be newer than the served versions {sorted(self.versions)} (TF "
+                        "Serving answers unversioned requests with the newest loaded version)",
+                    )
+            if CANARY_LABEL in self.labels:
+                raise RuleError(
+                    f"labels.{CANARY_LABEL}", self.labels[CANARY_LABEL], "is set from `canary`; remove it"
+                )
+            for label, version in self.labels.items():
+                if version not in self.versions:
+                    raise RuleError(
+                        f"labels.{label}",
+                        version,
+                        f"points at a version that is not served ({self.versions})",
+                    )
+        else:
+            if self.versions:
+                raise RuleError("versions", self.versions, "only with version_policy: specific")
+            if self.canary is not None:
+                raise RuleError("canary", self.canary.version, "needs version_policy: specific")
+            if self.labels:
+                raise RuleError(
+                    "labels",
+                    dict(self.labels),
+                    "labels need version_policy: specific (TF Serving labels only loaded "
+                    "versions, and `latest` changes them under the label)",
+                )
+        return self
+
+
+class BatchingConfig(Section):
+    """TF Serving's server-side batching (its batching guide's starting point for GPUs)."""
+
+    enabled: bool = Field(True, description="Batch requests on the server (GPU throughput).")
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Largest batch.")
+    batch_timeout_micros: int = Field(
+        1000, ge=0, le=1_000_000, description="Longest a request waits for a batch to fill."
+    )
+    max_enqueued_batches: int = Field(
+        100, ge=1, le=100_000, description="Queue bound; beyond it requests fail fast."
+    )
+    num_batch_threads: int | None = Field(
+        None, ge=1, le=256, description="Threads running batches. Unset: the pod's CPU count."
+    )
+
+
+class ImageCacheConfig(Section):
+    """An ECR pull-through cache of Docker Hub for the serving image."""
+
+    env_defaults = {"enabled": _by_env(False, True)}
+
+    enabled: bool = Field(
+        description="Pull tensorflow/serving through an ECR pull-through cache in this account "
+        "and region, so GPU scale-ups don't depend on Docker Hub or its pull limits."
+    )
+    # ECR CreatePullThroughCacheRule: 2-30 characters, lower-case path segments.
+    repository_prefix: Annotated[str, worded(
+        r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*",
+        "must be '/'-separated parts of lower-case letters and digits, joined inside a part by "
+        "single '.', '_' or '-'",
+        min_length=2,
+        max_length=30,
+    )] | None = Field(
+        None,
+        description="ECR repository prefix of the cache (one rule per prefix per account and "
+        "region). Unset: `<stack>/docker-hub`, so stacks sharing an account and region never "
+        "claim the same rule.",
+    )
+    docker_hub_username: Annotated[str, worded(r"[a-z0-9]{4,30}", "Docker Hub user names are 4 to 30 lower-case letters and digits")] | None = Field(
+        None,
+        description="Docker Hub user whose access token (secret `docker_hub_access_token`) the "
+        "cache uses: ECR's Docker Hub rules need credentials.",
+    )
+
+
+SERVING_NAME_MAX = 58 - len("-canary-") - 10 - 1
+
+
+class ServingConfig(Section):
+    """The TF Serving workload."""
+
+    env_defaults = {
+        "replicas": _by_env(1, 2),
+        "cpu": _by_env("2", "4"),
+        "memory": _by_env("8Gi", "16Gi"),
+        "pin_image_digests": _by_env(False, True),
+    }
+    # CPU serving runs on the system nodes (t3.large in dev, m7i.large otherwise: 2 vCPU,
+    # 8 GiB), where the GPU-sized defaults above would never schedule; two pods of these
+    # fit one beside the daemons, so the default autoscaling range fits the default group.
+    cpu_serving_defaults: ClassVar[Mapping[str, str]] = {"cpu": "750m", "memory": "3Gi"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_cpu_serving_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("gpu_pool") is None:
+            return {**cls.cpu_serving_defaults, **data}
+        return data
+
+    namespace: Name = Field("tf-serving", description="Namespace of the serving workload.")
+    name: ServiceName = Field("tf-serving", description="Name of the Deployment, Service and friends.")
+    image_version: Annotated[str, worded(r"2\.[0-9]+\.[0-9]+", "must be a tensorflow/serving 2.x release such as 2.19.1")] = Field(
+        "2.19.1",
+        description="tensorflow/serving release; `-gpu` is appended on GPU pools.",
+    )
+    pin_image_digests: bool = Field(
+        description="Run images by digest (from components/image-digests.json, else resolved "
+        "from the registry at deploy time), not by tag alone."
+    )
+    gpu_pool: Name | None = Field(
+        None, description="GPU pool (key of gpu_pools) to run on. Unset: CPU serving."
+    )
+    gpus: int = Field(1, ge=1, le=8, description="GPUs per pod (on a GPU pool).")
+    cpu: CpuQuantity = Field(
+        description="CPU request (and limit) per pod, in cores or millicores (500m). Default on a "
+        "GPU pool: 2 in dev, 4 otherwise; CPU serving: 750m."
+    )
+    memory: MemoryQuantity = Field(
+        description="Memory request and limit per pod, in bytes with a unit (8Gi). Default on a "
+        "GPU pool: 8Gi in dev, 16Gi otherwise; CPU serving: 3Gi."
+    )
+    replicas: int = Field(ge=1, le=100, description="Pods, when no autoscaler owns the count.")
+    gpu_memory_fraction: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of each GPU's memory TF Serving may allocate (per process).",
+    )
+    file_system_poll_seconds: int = Field(
+        15, ge=1, le=3600, description="How often model folders are scanned for new versions."
+    )
+    startup_timeout_seconds: int = Field(
+        900, ge=60, le=3600, description="Time a pod may take to load its models before it is restarted."
+    )
+    termination_grace_seconds: int = Field(
+        60, ge=10, le=600, description="Time to drain in-flight requests on shutdown."
+    )
+    enable_warmup: bool = Field(
+        True, description="Replay assets.extra/tf_serving_warmup_requests before serving."
+    )
+    batching: BatchingConfig = section("Server-side batching.")
+    image_cache: ImageCacheConfig = section("ECR pull-through cache for the serving image.")
+    promotion_source: Annotated[str, worded(
+        r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+",
+        "must be a Pulumi stack reference org/project/stack (letters, digits, '_', '.', '-')",
+    )] | None = Field(
+        None,
+        description="Stack promoted from (`org/project/stack`): its exported model versions "
+        "are shown beside this stack's (output promotion_candidates).",
+    )
+    models: dict[Name, ModelConfig] = Field(
+        min_length=1, description="Models to serve, keyed by model name."
+    )
+
+    @model_validator(mode="after")
+    def _pod_names_whole(self) -> ServingConfig:
+        # Queries pick the stable or the canary pods by pod name (tf_serving.pod_name_regex);
+        # Kubernetes cuts a generated name's base to 58 characters, and the canary pods' base
+        # is `<name>-canary-<hash of up to 10>-` (apiserver/pkg/storage/names/generate.go).
+        if len(self.name) > SERVING_NAME_MAX:
+            raise RuleError(
+                "name",
+                self.name,
+                f"must be at most {SERVING_NAME_MAX} characters, so the canary pods' names "
+                "(<name>-canary-<10>-<5>) are not cut short by Kubernetes",
+            )
+        return self
+
+    @property
+    def cpu_milli(self) -> int:
+        return cpu_milli(self.cpu)
+
+    @property
+    def memory_mib(self) -> int:
+        return memory_mib(self.memory)
+
+    @property
+    def pod_requests(self) -> catalog.Requests:
+        """What one serving pod asks the scheduler for: TF Serving plus the model-sync init
+        container and the model-sync sidecar (tf_serving.pod_spec)."""
+        sync = catalog.requests_of(catalog.MODEL_SYNC_RESOURCES)
+        return catalog.pod_requests(
+            [catalog.Requests(self.cpu_milli, self.memory_mib)], [(sync, False), (sync, True)]
+        )
+
+    @property
+    def canary_pods(self) -> int:
+        """Pods of the canary Deployment (one, when any model has a canary)."""
+        return 1 if any(m.canary is not None for m in self.models.values()) else 0

@@ -1,0 +1,498 @@
+"""The root model: every stack key in one `StackConfig`, and the rules that need two keys
+or more.
+
+A rule that reads one section only belongs to that section's model, in the module named
+after its key; this module must not grow single-section rules.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationInfo, model_validator
+
+from components import catalog, validation
+from components.config.autoscaling import AutoscalingConfig
+from components.config.base import (
+    PROJECT,
+    Environment,
+    Name,
+    RuleError,
+    Section,
+    SwitchedOffIsAbsent,
+    section,
+)
+from components.config.cluster import ClusterConfig
+from components.config.gpu_pools import (
+    GpuPoolConfig,
+    PoolName,
+    describe_shape,
+    node_shape,
+    pool_zone_problems,
+    strict_zone_spread,
+)
+from components.config.ingress import ALB_RULES_PER_LOAD_BALANCER, IngressConfig, alb_listener_rules
+from components.config.model_store import ModelStoreConfig
+from components.config.monitoring import MonitoringConfig
+from components.config.node_autoscaling import NodeAutoscalingConfig
+from components.config.serving import ServingConfig
+from components.validation import checked, worded
+
+AwsRegion = Annotated[str, worded(
+    r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d",
+    "must be an AWS region code such as eu-west-1 or us-gov-west-1",
+)]
+
+TagKey = Annotated[str, checked(validation.tag_key)]
+TagValue = Annotated[str, checked(validation.tag_value)]
+
+# Framebuffer a CUDA context takes besides TF Serving's up-front allocation, in % of a GPU.
+GPU_CONTEXT_HEADROOM_PERCENT = 3
+
+
+class StackConfig(Section):
+    """The whole stack. Rules that need the environment live here."""
+
+    environment: Environment = Field(
+        description="dev, staging or prod: picks defaults and the production rules."
+    )
+    aws_region: AwsRegion = Field(
+        alias="aws:region", description="AWS region (the AWS provider's own key)."
+    )
+    tags: dict[TagKey, TagValue] = Field(
+        default_factory=dict, description="Extra tags on every AWS resource."
+    )
+    cluster: ClusterConfig = Field(description="The EKS cluster, created or existing.")
+    gpu_pools: dict[PoolName, GpuPoolConfig] = Field(
+        default_factory=dict, description="GPU node pools keyed by a stable name (24 characters at most)."
+    )
+    node_autoscaling: NodeAutoscalingConfig = section("Node autoscaling (cluster-autoscaler).")
+    model_store: ModelStoreConfig = section("S3 model repository.")
+    serving: ServingConfig = Field(description="The TF Serving workload.")
+    autoscaling: AutoscalingConfig = section("Pod autoscaling of the serving Deployment.")
+    ingress: Annotated[IngressConfig | None, SwitchedOffIsAbsent] = Field(
+        None,
+        description="External REST and gRPC endpoints. Unset, or `{enabled: false}`: in-cluster only.",
+    )
+    ingress_api_key: SecretStr | None = Field(
+        None, description="API key for access.require_api_key; set it with --secret."
+    )
+    grafana_admin_password: SecretStr | None = Field(
+        None, description="Grafana admin password (--secret). Unset: a random one is generated."
+    )
+    alerting_secrets: dict[Name, SecretStr] = Field(
+        default_factory=dict,
+        description="Per receiver: Slack/webhook URL or PagerDuty routing key (--secret --path).",
+    )
+    docker_hub_access_token: SecretStr | None = Field(
+        None, description="Docker Hub access token for serving.image_cache (--secret)."
+    )
+    monitoring: MonitoringConfig = section("Monitoring.")
+
+    @model_validator(mode="after")
+    def _api_key_is_secret(self, info: ValidationInfo) -> StackConfig:
+        access = self.ingress.access if self.ingress else None
+        if access and access.require_api_key and self.ingress_api_key is None:
+            raise RuleError(
+                "ingress_api_key",
+                None,
+                "access.require_api_key needs it: pulumi config set --secret "
+                "tf-serving-eks:ingress_api_key <key>",
+            )
+        cache = self.serving.image_cache
+        if cache.enabled and cache.docker_hub_username is None:
+            raise RuleError(
+                "serving.image_cache.docker_hub_username",
+                None,
+                "an ECR pull-through cache of Docker Hub needs Docker Hub credentials: set the "
+                "user here and its access token with pulumi config set --secret "
+                "tf-serving-eks:docker_hub_access_token <token> (or set enabled: false)",
+            )
+        if cache.enabled and self.docker_hub_access_token is None:
+            raise RuleError(
+                "docker_hub_access_token",
+                None,
+                "serving.image_cache needs it: pulumi config set --secret "
+                "tf-serving-eks:docker_hub_access_token <token>",
+            )
+        secret_keys = (info.context or {}).get("secret_keys")
+        if secret_keys is not None:
+            present = {
+                "ingress_api_key": self.ingress_api_key is not None,
+                "grafana_admin_password": self.grafana_admin_password is not None,
+                "alerting_secrets": bool(self.alerting_secrets),
+                "docker_hub_access_token": self.docker_hub_access_token is not None,
+            }
+            for key, is_set in present.items():
+                if is_set and f"{PROJECT}:{key}" not in secret_keys:
+                    raise RuleError(
+                        key,
+                        "(hidden)",
+                        "is in the stack file in clear; set it with `pulumi config set --secret`",
+                    )
+        if self.ingress_api_key is not None and len(self.ingress_api_key.get_secret_value()) < 20:
+            raise RuleError("ingress_api_key", "(hidden)", "must be at least 20 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _routes_fit_the_load_balancer(self) -> StackConfig:
+        if self.ingress is None or not self.ingress.enabled:
+            return self
+        rules = alb_listener_rules(self.serving.models)
+        if rules > ALB_RULES_PER_LOAD_BALANCER:
+            raise RuleError(
+                "serving.models",
+                f"{len(self.serving.models)} models",
+                f"the ingress would need {rules} ALB listener rules; an ALB takes "
+                f"{ALB_RULES_PER_LOAD_BALANCER} (4 per model, 8 more per canary): serve fewer "
+                "models or canaries behind this ingress",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _autoscaling_has_metrics_source(self) -> StackConfig:
+        scaling = self.autoscaling
+        custom = set(scaling.metrics) - {"cpu"}
+        local_prometheus = self.monitoring.enabled and self.monitoring.mode == "kube-prometheus-stack"
+        if scaling.enabled and custom and scaling.prometheus_url is None and not local_prometheus:
+            raise RuleError(
+                "autoscaling.prometheus_url",
+                None,
+                f"metrics {sorted(custom)} come from Prometheus: enable monitoring "
+                "(kube-prometheus-stack) or give its URL",
+            )
+        if scaling.enabled and "gpu_utilisation" in scaling.metrics and self.serving.gpu_pool is None:
+            raise RuleError("autoscaling.metrics.gpu_utilisation", "...", "needs serving.gpu_pool")
+        return self
+
+    @model_validator(mode="after")
+    def _receivers_have_secrets(self) -> StackConfig:
+        for name, receiver in self.monitoring.receivers.items():
+            if name not in self.alerting_secrets:
+                raise RuleError(
+                    f"monitoring.receivers.{name}",
+                    receiver.type,
+                    f"needs its URL or key: pulumi config set --secret --path "
+                    f"'tf-serving-eks:alerting_secrets.{name}' <value>",
+                )
+            if receiver.type == "slack" and receiver.slack_channel is None:
+                raise RuleError(f"monitoring.receivers.{name}.slack_channel", None, "slack needs a channel")
+        return self
+
+    @model_validator(mode="after")
+    def _pools_have_one_shape(self) -> StackConfig:
+        # cluster-autoscaler builds every node of a group as the group's first instance type
+        # (cloudprovider/aws/README.md: "only the first instance type found will be used"),
+        # so a larger second type would be planned as the first and a smaller one over-promised.
+        for name, pool in self.gpu_pools.items():
+            first = pool.instances[0]
+            for other in pool.instances[1:]:
+                if node_shape(other) != node_shape(first):
+                    raise RuleError(
+                        f"gpu_pools.{name}.instance_types",
+                        pool.instance_types,
+                        f"pool '{name}' mixes node shapes: {describe_shape(first)} and "
+                        f"{describe_shape(other)}; cluster-autoscaler plans the whole pool as its "
+                        "first type, so all types of a pool need the same vCPUs, memory, GPU model "
+                        "and count (make a pool per shape)",
+                    )
+        return self
+
+    def zone_problems(self, zone_count: int) -> list[RuleError]:
+        """Why the pools cannot be split over `zone_count` zones (one node group each)."""
+        strict = strict_zone_spread(self.environment) and self.serving.gpu_pool is not None
+        return pool_zone_problems(
+            self.gpu_pools,
+            zone_count,
+            strict_pool=self.serving.gpu_pool if strict else None,
+            strict_replicas=(
+                self.autoscaling.max_replicas if self.autoscaling.enabled else self.serving.replicas
+            ),
+            pod_gpus=self.serving.gpus,
+        )
+
+    def node_daemons(self, gpu_node: bool) -> dict[str, catalog.Requests]:
+        """The per-node daemons on a system node or a GPU node of this stack, by name."""
+        return catalog.daemon_requests(
+            gpu_node=gpu_node, logs=self.monitoring.logs.enabled, node_exporter=self.monitoring.enabled
+        )
+
+    @model_validator(mode="after")
+    def _cpu_serving_fits_the_system_nodes(self) -> StackConfig:
+        # Without a GPU pool the serving pods have no node selector and no toleration: in a
+        # cluster we create they can land only on the system node group (GPU nodes are
+        # tainted). An existing cluster's nodes are its owner's and unknown here.
+        serving = self.serving
+        if serving.gpu_pool is not None or self.cluster.mode != "create":
+            return self
+        group = self.cluster.system_node_group
+        pod = serving.pod_requests
+        daemons = self.node_daemons(gpu_node=False)
+        most = self.autoscaling.max_replicas if self.autoscaling.enabled else serving.replicas
+        for name in group.instance_types:
+            instance = catalog.instance_type(name)
+            if instance is None or name not in catalog.ENI_LIMITS:
+                continue  # not in the catalogue: its capacity is not known here
+            room = catalog.room_for_pods(instance, daemons)
+            if not pod.fits(room):
+                raise RuleError(
+                    "serving",
+                    {"cpu": serving.cpu, "memory": serving.memory},
+                    f"CPU serving runs on the system nodes: the serving pod needs "
+                    f"{catalog.describe_requests(pod)} (tf-serving plus its model-sync containers), "
+                    f"{name} system nodes have {catalog.describe_room(room)} allocatable after EKS "
+                    f"reservations and the per-node daemons ({', '.join(sorted(daemons))}); lower "
+                    "serving.cpu / serving.memory, pick larger "
+                    "cluster.system_node_group.instance_types, or set serving.gpu_pool",
+                )
+            capacity = catalog.pods_that_fit(pod, room) * group.max_size
+            if most + serving.canary_pods > capacity:
+                raise RuleError(
+                    "cluster.system_node_group.max_size",
+                    group.max_size,
+                    f"{most} serving pod(s) plus {serving.canary_pods} canary do not fit "
+                    f"{group.max_size} {name} system nodes ({capacity} serving pods at most, "
+                    "before the cluster's controllers); raise max_size or use larger instance types",
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _serving_fits_its_pool(self) -> StackConfig:
+        serving = self.serving
+        if serving.gpu_pool is None:
+            return self
+        pool = self.gpu_pools.get(serving.gpu_pool)
+        if pool is None:
+            raise RuleError(
+                "serving.gpu_pool",
+                serving.gpu_pool,
+                f"no such pool; gpu_pools has: {', '.join(sorted(self.gpu_pools)) or 'none'}",
+            )
+        pod = serving.pod_requests
+        daemons = self.node_daemons(gpu_node=True)
+        most = self.autoscaling.max_replicas if self.autoscaling.enabled else serving.replicas
+        for instance in pool.instances:
+            room = catalog.room_for_pods(instance, daemons)
+            shown = {"gpus": serving.gpus, "cpu": serving.cpu, "memory": serving.memory}
+            advertised = instance.gpus * pool.time_slicing_replicas
+            if serving.gpus > advertised:
+                raise RuleError(
+                    "serving",
+                    shown,
+                    f"a pod does not fit pool '{serving.gpu_pool}': asks {serving.gpus} GPU(s) but "
+                    f"{instance.name} offers {advertised}",
+                )
+            if not pod.fits(room):
+                raise RuleError(
+                    "serving",
+                    shown,
+                    f"a pod does not fit pool '{serving.gpu_pool}': the serving pod needs "
+                    f"{catalog.describe_requests(pod)} (tf-serving plus its model-sync containers), "
+                    f"{instance.name} nodes have {catalog.describe_room(room)} allocatable after "
+                    f"EKS reservations and the per-node daemons ({', '.join(sorted(daemons))})",
+                )
+            by_gpu = pool.gpus_per_node // serving.gpus
+            fitting = catalog.pods_that_fit(pod, room)
+            if pool.time_slicing_replicas > 1 and fitting < by_gpu:
+                raise RuleError(
+                    "serving",
+                    shown,
+                    f"pool '{serving.gpu_pool}' shares each GPU between {pool.time_slicing_replicas} "
+                    f"pods, so {by_gpu} serving pods land on each {instance.name} node and need "
+                    f"{catalog.describe_requests(pod.times(by_gpu))}; the node has "
+                    f"{catalog.describe_room(room)} allocatable after EKS reservations and the "
+                    f"per-node daemons (room for {fitting}): lower serving.cpu / serving.memory "
+                    "or time_slicing_replicas",
+                )
+            per_node = min(by_gpu, fitting)
+            capacity = per_node * pool.max_size
+            if most + serving.canary_pods > capacity and by_gpu > fitting:
+                key = "autoscaling.max_replicas" if self.autoscaling.enabled else "serving.replicas"
+                raise RuleError(
+                    key,
+                    most,
+                    f"{most} serving pod(s) plus {serving.canary_pods} canary need more room than "
+                    f"pool '{serving.gpu_pool}' has at max_size {pool.max_size}: CPU and memory "
+                    f"let {per_node} pod(s) onto each {instance.name} node; raise "
+                    f"gpu_pools.{serving.gpu_pool}.max_size",
+                )
+        scaling = self.autoscaling
+        # The canary Deployment's pod runs on the same pool beside the stable ones.
+        gpus_needed = serving.gpus * (most + serving.canary_pods)
+        gpus_at_max = pool.gpus_per_node * pool.max_size
+        if gpus_needed > gpus_at_max:
+            canary = " (with the canary pod)" if serving.canary_pods else ""
+            raise RuleError(
+                "autoscaling.max_replicas" if scaling.enabled else "serving.replicas",
+                most,
+                f"needs {gpus_needed} GPU(s){canary} but pool '{serving.gpu_pool}' holds {gpus_at_max} at "
+                f"max_size {pool.max_size}; raise gpu_pools.{serving.gpu_pool}.max_size",
+            )
+        if scaling.enabled:
+            gpus_at_min = pool.gpus_per_node * pool.min_size
+            if pool.min_size > 0 and serving.gpus * scaling.min_replicas > gpus_at_min:
+                raise RuleError(
+                    "autoscaling.min_replicas",
+                    scaling.min_replicas,
+                    f"needs {serving.gpus * scaling.min_replicas} GPU(s) but pool "
+                    f"'{serving.gpu_pool}' holds {gpus_at_min} at min_size {pool.min_size}; "
+                    "raise min_size, or set it to 0 to scale the pool from zero",
+                )
+        shared = pool.time_slicing_replicas
+        if serving.gpu_memory_fraction * shared > 1.0 + 1e-9:
+            raise RuleError(
+                "serving.gpu_memory_fraction",
+                serving.gpu_memory_fraction,
+                f"pool '{serving.gpu_pool}' shares each GPU between {shared} pods; the fraction "
+                f"must be at most {1 / shared:.2f}",
+            )
+        # TF Serving's BFC allocator takes per_process_gpu_memory_fraction of each GPU up front,
+        # so framebuffer use sits at fraction x pods per GPU plus the CUDA context (a few %)
+        # on a healthy node: GPUMemoryNearlyFull must start above that, or it always fires.
+        allocated = serving.gpu_memory_fraction * shared * 100
+        limit = self.monitoring.thresholds.gpu_memory_percent
+        if self.monitoring.enabled and limit < allocated + GPU_CONTEXT_HEADROOM_PERCENT:
+            raise RuleError(
+                "monitoring.thresholds.gpu_memory_percent",
+                limit,
+                f"TF Serving allocates {allocated:.0f}% of each GPU up front (serving.gpu_memory_fraction "
+                f"x {shared} pod(s) per GPU); the alert must start at "
+                f"{allocated + GPU_CONTEXT_HEADROOM_PERCENT:.0f}% or above, else it fires on a healthy node",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> StackConfig:
+        if self.environment != "prod":
+            return self
+        access = self.ingress.access if self.ingress else None
+        if access and not (access.public or access.allowed_cidrs or access.require_api_key):
+            raise RuleError(
+                "ingress.access",
+                {"allowed_cidrs": [], "require_api_key": False},
+                "prod endpoints need an allowlist or an API key; set public: true to open "
+                "them deliberately",
+            )
+        if self.monitoring.enabled and not self.monitoring.receivers:
+            raise RuleError(
+                "monitoring.receivers",
+                {},
+                "prod needs at least one alert receiver (slack, webhook or pagerduty)",
+            )
+        if self.autoscaling.enabled and self.autoscaling.min_replicas < 2:
+            raise RuleError(
+                "autoscaling.min_replicas",
+                self.autoscaling.min_replicas,
+                "prod needs at least 2 replicas (no scale to zero)",
+            )
+        if not self.autoscaling.enabled and self.serving.replicas < 2:
+            raise RuleError(
+                "serving.replicas", self.serving.replicas, "prod needs at least 2 replicas"
+            )
+        for name, pool in self.gpu_pools.items():
+            if pool.time_slicing_replicas > 1:
+                raise RuleError(
+                    f"gpu_pools.{name}.time_slicing_replicas",
+                    pool.time_slicing_replicas,
+                    "time-slicing gives no memory isolation between pods; not allowed in prod",
+                )
+        cluster = self.cluster
+        if cluster.mode == "create":
+            if cluster.vpc.az_count < 3:
+                raise RuleError(
+                    "cluster.vpc.az_count", cluster.vpc.az_count, "prod must span at least 3 AZs"
+                )
+            if cluster.vpc.nat_gateways != "per_az":
+                raise RuleError(
+                    "cluster.vpc.nat_gateways",
+                    cluster.vpc.nat_gateways,
+                    "prod needs per_az so one AZ's outage does not cut the others' egress",
+                )
+            if cluster.system_node_group.min_size < 2:
+                raise RuleError(
+                    "cluster.system_node_group.min_size",
+                    cluster.system_node_group.min_size,
+                    "prod needs at least 2 system nodes",
+                )
+        endpoint = cluster.endpoint
+        if endpoint.public_access and validation.opens_to_everyone(endpoint.public_access_cidrs):
+            raise RuleError(
+                "cluster.endpoint.public_access_cidrs",
+                [str(c) for c in endpoint.public_access_cidrs],
+                "prod must not open the public API endpoint to every address (0.0.0.0/0 or "
+                "blocks that add up to it); list your CIDRs or set public_access: false",
+            )
+        if access and access.allowed_cidrs and validation.opens_to_everyone(access.allowed_cidrs):
+            raise RuleError(
+                "ingress.access.allowed_cidrs",
+                [str(c) for c in access.allowed_cidrs],
+                "covers every public address, so it is no allowlist; in prod set public: true "
+                "(and drop allowed_cidrs) to open the endpoints deliberately",
+            )
+        if "audit" not in cluster.log_types:
+            raise RuleError("cluster.log_types", cluster.log_types, "prod must keep audit logs")
+        return self
+
+    @model_validator(mode="after")
+    def _names_the_cluster_and_aws_accept(self) -> StackConfig:
+        # Namespaces we create: Kubernetes' own are not ours to create or delete, and two
+        # components of ours creating one namespace collide.
+        others = {"nvidia": "the NVIDIA device plugin (gpu_pools)", "keda": "KEDA (autoscaling.engine keda)"}
+        creates_monitoring = self.monitoring.enabled and self.monitoring.mode == "kube-prometheus-stack"
+        created = [("serving.namespace", self.serving.namespace)]
+        if creates_monitoring:
+            created.append(("monitoring.namespace", self.monitoring.namespace))
+        for key, namespace in created:
+            reserved = validation.reserved_namespace(namespace)
+            if reserved:
+                raise RuleError(key, namespace, f"the stack creates this namespace, but {reserved}")
+            if namespace in others:
+                raise RuleError(key, namespace, f"is the namespace of {others[namespace]}; pick another")
+        if creates_monitoring and self.serving.namespace == self.monitoring.namespace:
+            raise RuleError(
+                "monitoring.namespace",
+                self.monitoring.namespace,
+                "must differ from serving.namespace: the stack creates each, with its own "
+                "pod security level",
+            )
+        # Base tags (components/naming.py base_tags) plus these, at most 50 per resource.
+        base = {"project", "stack", "environment", "managed-by"}
+        room = validation.MAX_TAGS_PER_RESOURCE - len(base)
+        if len(set(self.tags) - base) > room:
+            raise RuleError(
+                "tags",
+                f"{len(self.tags)} tags",
+                f"AWS takes 50 tags per resource and the stack sets {len(base)} itself: at most {room}",
+            )
+        overridden = sorted(base & set(self.tags))
+        if overridden:
+            raise RuleError(
+                f"tags.{overridden[0]}",
+                self.tags[overridden[0]],
+                "is one of the tags the stack sets itself (project, stack, environment, managed-by)",
+            )
+        if self.model_store.bucket_name is None:
+            # The derived name (components/model_layout.py) must obey S3's rules too.
+            from components.model_layout import model_bucket_name
+
+            derived = model_bucket_name(self, "123456789012")
+            try:
+                validation.bucket_name(derived)
+            except ValueError as exc:
+                raise RuleError(
+                    "model_store.bucket_name",
+                    None,
+                    f"unset, so the bucket is named after cluster.name ({derived.replace('123456789012', '<account id>')}), "
+                    f"but {exc}; set model_store.bucket_name",
+                ) from None
+        return self
+
+    @model_validator(mode="after")
+    def _pools_divide_over_zones(self) -> StackConfig:
+        # A new VPC has private subnets in az_count zones; an existing cluster's zones are
+        # known only once its subnets are looked up (checked then, see check_pool_zones).
+        if self.cluster.mode == "create":
+            problems = self.zone_problems(self.cluster.vpc.az_count)
+            if problems:
+                raise problems[0]
+        return self
