@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from components import validation
-from components.config.base import RuleError, Section, _by_env
+from components.config.base import RuleError, Section, _by_env, environment_of
 from components.validation import checked, worded
 
 MetricKind = Literal[
@@ -102,5 +102,15 @@ class AutoscalingConfig(Section):
         if "gpu_utilisation" in self.metrics and self.metrics["gpu_utilisation"] > 100:
             raise RuleError(
                 "metrics.gpu_utilisation", self.metrics["gpu_utilisation"], "is a percentage (1-100)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _production_rules(self, info: ValidationInfo) -> AutoscalingConfig:
+        if environment_of(info) == "prod" and self.enabled and self.min_replicas < 2:
+            raise RuleError(
+                "min_replicas",
+                self.min_replicas,
+                "prod needs at least 2 replicas (no scale to zero)",
             )
         return self

@@ -119,6 +119,33 @@ def _by_env(dev: Any, prod: Any, staging: Any | None = None) -> dict[Environment
     return {"dev": dev, "staging": prod if staging is None else staging, "prod": prod}
 
 
+def environment_of(info: ValidationInfo) -> Environment | None:
+    """The stack's environment, for a section's production rules: parse_stack_config puts
+    it in the validation context. None when it is missing or invalid (its own error says
+    so), and then no production rule runs."""
+    env = (info.context or {}).get("environment")
+    return env if env in ENVIRONMENTS else None
+
+
+# Namespaces other components of the stack create: neither serving nor monitoring may take one.
+NAMESPACES_OF_OTHERS = {
+    "nvidia": "the NVIDIA device plugin (gpu_pools)",
+    "keda": "KEDA (autoscaling.engine keda)",
+}
+
+
+def created_namespace_problem(key: str, namespace: str) -> RuleError | None:
+    """Why the stack cannot create `namespace` (set at `key`): Kubernetes' own are not ours
+    to create or delete, and two components of ours creating one namespace collide."""
+    reserved = validation.reserved_namespace(namespace)
+    if reserved:
+        return RuleError(key, namespace, f"the stack creates this namespace, but {reserved}")
+    if namespace in NAMESPACES_OF_OTHERS:
+        owner = NAMESPACES_OF_OTHERS[namespace]
+        return RuleError(key, namespace, f"is the namespace of {owner}; pick another")
+    return None
+
+
 class NodeGroupSizing(Section):
     min_size: int = Field(ge=0, le=100, description="Fewest nodes.")
     desired_size: int = Field(

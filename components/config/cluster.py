@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from components import catalog, validation
 from components.config.base import (
@@ -20,6 +20,7 @@ from components.config.base import (
     RuleError,
     Section,
     _by_env,
+    environment_of,
     section,
 )
 from components.netplan import MAX_AZS, plan_subnets
@@ -220,6 +221,37 @@ class ClusterConfig(Section):
             raise RuleError("existing", "...", "only allowed with mode: existing")
         if len(set(self.log_types)) != len(self.log_types):
             raise RuleError("log_types", self.log_types, "lists a log type twice")
+        return self
+
+    @model_validator(mode="after")
+    def _production_rules(self, info: ValidationInfo) -> ClusterConfig:
+        if environment_of(info) != "prod":
+            return self
+        if self.mode == "create":
+            if self.vpc.az_count < 3:
+                raise RuleError("vpc.az_count", self.vpc.az_count, "prod must span at least 3 AZs")
+            if self.vpc.nat_gateways != "per_az":
+                raise RuleError(
+                    "vpc.nat_gateways",
+                    self.vpc.nat_gateways,
+                    "prod needs per_az so one AZ's outage does not cut the others' egress",
+                )
+            if self.system_node_group.min_size < 2:
+                raise RuleError(
+                    "system_node_group.min_size",
+                    self.system_node_group.min_size,
+                    "prod needs at least 2 system nodes",
+                )
+        endpoint = self.endpoint
+        if endpoint.public_access and validation.opens_to_everyone(endpoint.public_access_cidrs):
+            raise RuleError(
+                "endpoint.public_access_cidrs",
+                [str(c) for c in endpoint.public_access_cidrs],
+                "prod must not open the public API endpoint to every address (0.0.0.0/0 or "
+                "blocks that add up to it); list your CIDRs or set public_access: false",
+            )
+        if "audit" not in self.log_types:
+            raise RuleError("log_types", self.log_types, "prod must keep audit logs")
         return self
 
     def addon_version(self, addon: catalog.AddonName) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
 from components import catalog, validation
 from components.config.base import (
@@ -20,6 +20,7 @@ from components.config.base import (
     RuleError,
     Section,
     _by_env,
+    environment_of,
     section,
 )
 from components.validation import checked
@@ -124,6 +125,16 @@ class GpuPoolConfig(NodeGroupSizing):
             )
         return self
 
+    @model_validator(mode="after")
+    def _production_rules(self, info: ValidationInfo) -> GpuPoolConfig:
+        if environment_of(info) == "prod" and self.time_slicing_replicas > 1:
+            raise RuleError(
+                "time_slicing_replicas",
+                self.time_slicing_replicas,
+                "time-slicing gives no memory isolation between pods; not allowed in prod",
+            )
+        return self
+
     @property
     def is_bottlerocket(self) -> bool:
         return self.ami_type.startswith("BOTTLEROCKET")
@@ -152,6 +163,30 @@ def describe_shape(instance: catalog.InstanceType) -> str:
         f"{instance.name} ({instance.vcpus} vCPU, {instance.memory_gib} GiB, "
         f"{instance.gpus}x {instance.gpu_model})"
     )
+
+
+def _one_shape_per_pool(pools: dict[str, GpuPoolConfig]) -> dict[str, GpuPoolConfig]:
+    # cluster-autoscaler builds every node of a group as the group's first instance type
+    # (cloudprovider/aws/README.md: "only the first instance type found will be used"),
+    # so a larger second type would be planned as the first and a smaller one over-promised.
+    for name, pool in pools.items():
+        first = pool.instances[0]
+        for other in pool.instances[1:]:
+            if node_shape(other) != node_shape(first):
+                raise RuleError(
+                    f"{name}.instance_types",
+                    pool.instance_types,
+                    f"pool '{name}' mixes node shapes: {describe_shape(first)} and "
+                    f"{describe_shape(other)}; cluster-autoscaler plans the whole pool as its "
+                    "first type, so all types of a pool need the same vCPUs, memory, GPU model "
+                    "and count (make a pool per shape)",
+                )
+    return pools
+
+
+# The `gpu_pools` map. The one-shape rule is checked on the map, not on each pool, because
+# its message names the pool, which only the map's key knows.
+GpuPools = Annotated[dict[PoolName, GpuPoolConfig], AfterValidator(_one_shape_per_pool)]
 
 
 def pool_zone_problems(

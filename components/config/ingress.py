@@ -10,10 +10,10 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from components import validation
-from components.config.base import RuleError, Section, section
+from components.config.base import RuleError, Section, environment_of, section
 from components.config.serving import ModelConfig
 from components.validation import checked, ipv4_cidr, worded
 
@@ -110,6 +110,28 @@ class IngressConfig(Section):
                 self.rest_host,
                 f"becomes the common name of the ACM certificate the stack requests, which is "
                 f"at most {validation.ACM_COMMON_NAME_MAX} characters ({len(self.rest_host)} given)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _production_rules(self, info: ValidationInfo) -> IngressConfig:
+        # A switched-off block is still validated for its keys, but is no endpoint to guard.
+        if environment_of(info) != "prod" or not self.enabled:
+            return self
+        access = self.access
+        if not (access.public or access.allowed_cidrs or access.require_api_key):
+            raise RuleError(
+                "access",
+                {"allowed_cidrs": [], "require_api_key": False},
+                "prod endpoints need an allowlist or an API key; set public: true to open "
+                "them deliberately",
+            )
+        if access.allowed_cidrs and validation.opens_to_everyone(access.allowed_cidrs):
+            raise RuleError(
+                "access.allowed_cidrs",
+                [str(c) for c in access.allowed_cidrs],
+                "covers every public address, so it is no allowlist; in prod set public: true "
+                "(and drop allowed_cidrs) to open the endpoints deliberately",
             )
         return self
 

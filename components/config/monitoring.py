@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 
 from components.config.base import (
     LabelValue,
     LogRetentionDays,
     Name,
     QualifiedName,
+    RuleError,
     Section,
     _by_env,
+    created_namespace_problem,
+    environment_of,
     section,
 )
 from components.validation import worded
@@ -65,6 +68,12 @@ class AlertReceiverConfig(Section):
         None, description="Slack channel (type slack)."
     )
 
+    @model_validator(mode="after")
+    def _slack_has_a_channel(self) -> AlertReceiverConfig:
+        if self.type == "slack" and self.slack_channel is None:
+            raise RuleError("slack_channel", None, "slack needs a channel")
+        return self
+
 
 class LogsConfig(Section):
     """Container logs to CloudWatch Logs through Fluent Bit."""
@@ -107,3 +116,27 @@ class MonitoringConfig(Section):
     receivers: dict[Name, AlertReceiverConfig] = Field(
         default_factory=dict, description="Alertmanager receivers keyed by name."
     )
+
+    @property
+    def installs_prometheus(self) -> bool:
+        """Whether the stack installs kube-prometheus-stack (and creates `namespace`)."""
+        return self.enabled and self.mode == "kube-prometheus-stack"
+
+    @model_validator(mode="after")
+    def _production_rules(self, info: ValidationInfo) -> MonitoringConfig:
+        if environment_of(info) == "prod" and self.enabled and not self.receivers:
+            raise RuleError(
+                "receivers",
+                {},
+                "prod needs at least one alert receiver (slack, webhook or pagerduty)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _namespace_is_ours_to_create(self) -> MonitoringConfig:
+        # An existing operator's namespace is its owner's: the stack does not create it.
+        if self.installs_prometheus:
+            problem = created_namespace_problem("namespace", self.namespace)
+            if problem:
+                raise problem
+        return self

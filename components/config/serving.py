@@ -12,7 +12,14 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from components import catalog, validation
-from components.config.base import Name, RuleError, Section, _by_env, section
+from components.config.base import (
+    Name,
+    RuleError,
+    Section,
+    _by_env,
+    created_namespace_problem,
+    section,
+)
 from components.validation import checked, worded
 
 # serving.name names a Service, which must be a DNS-1035 label (starts with a letter).
@@ -142,6 +149,18 @@ class ImageCacheConfig(Section):
         "cache uses: ECR's Docker Hub rules need credentials.",
     )
 
+    @model_validator(mode="after")
+    def _has_a_docker_hub_user(self) -> ImageCacheConfig:
+        if self.enabled and self.docker_hub_username is None:
+            raise RuleError(
+                "docker_hub_username",
+                None,
+                "an ECR pull-through cache of Docker Hub needs Docker Hub credentials: set the "
+                "user here and its access token with pulumi config set --secret "
+                "tf-serving-eks:docker_hub_access_token <token> (or set enabled: false)",
+            )
+        return self
+
 
 SERVING_NAME_MAX = 58 - len("-canary-") - 10 - 1
 
@@ -234,6 +253,13 @@ class ServingConfig(Section):
                 f"must be at most {SERVING_NAME_MAX} characters, so the canary pods' names "
                 "(<name>-canary-<10>-<5>) are not cut short by Kubernetes",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _namespace_is_ours_to_create(self) -> ServingConfig:
+        problem = created_namespace_problem("namespace", self.namespace)
+        if problem:
+            raise problem
         return self
 
     @property

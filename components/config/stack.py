@@ -23,14 +23,7 @@ from components.config.base import (
     section,
 )
 from components.config.cluster import ClusterConfig
-from components.config.gpu_pools import (
-    GpuPoolConfig,
-    PoolName,
-    describe_shape,
-    node_shape,
-    pool_zone_problems,
-    strict_zone_spread,
-)
+from components.config.gpu_pools import GpuPools, pool_zone_problems, strict_zone_spread
 from components.config.ingress import ALB_RULES_PER_LOAD_BALANCER, IngressConfig, alb_listener_rules
 from components.config.model_store import ModelStoreConfig
 from components.config.monitoring import MonitoringConfig
@@ -51,7 +44,12 @@ GPU_CONTEXT_HEADROOM_PERCENT = 3
 
 
 class StackConfig(Section):
-    """The whole stack. Rules that need the environment live here."""
+    """The whole stack: a section per key, and the rules that need two keys or more.
+
+    A section's own rules, production ones included, are on its model; the ones here are
+    those of the top-level values that have no section (tags, secrets) and those that
+    read several sections.
+    """
 
     environment: Environment = Field(
         description="dev, staging or prod: picks defaults and the production rules."
@@ -63,7 +61,7 @@ class StackConfig(Section):
         default_factory=dict, description="Extra tags on every AWS resource."
     )
     cluster: ClusterConfig = Field(description="The EKS cluster, created or existing.")
-    gpu_pools: dict[PoolName, GpuPoolConfig] = Field(
+    gpu_pools: GpuPools = Field(
         default_factory=dict, description="GPU node pools keyed by a stable name (24 characters at most)."
     )
     node_autoscaling: NodeAutoscalingConfig = section("Node autoscaling (cluster-autoscaler).")
@@ -99,16 +97,7 @@ class StackConfig(Section):
                 "access.require_api_key needs it: pulumi config set --secret "
                 "tf-serving-eks:ingress_api_key <key>",
             )
-        cache = self.serving.image_cache
-        if cache.enabled and cache.docker_hub_username is None:
-            raise RuleError(
-                "serving.image_cache.docker_hub_username",
-                None,
-                "an ECR pull-through cache of Docker Hub needs Docker Hub credentials: set the "
-                "user here and its access token with pulumi config set --secret "
-                "tf-serving-eks:docker_hub_access_token <token> (or set enabled: false)",
-            )
-        if cache.enabled and self.docker_hub_access_token is None:
+        if self.serving.image_cache.enabled and self.docker_hub_access_token is None:
             raise RuleError(
                 "docker_hub_access_token",
                 None,
@@ -153,7 +142,7 @@ class StackConfig(Section):
     def _autoscaling_has_metrics_source(self) -> StackConfig:
         scaling = self.autoscaling
         custom = set(scaling.metrics) - {"cpu"}
-        local_prometheus = self.monitoring.enabled and self.monitoring.mode == "kube-prometheus-stack"
+        local_prometheus = self.monitoring.installs_prometheus
         if scaling.enabled and custom and scaling.prometheus_url is None and not local_prometheus:
             raise RuleError(
                 "autoscaling.prometheus_url",
@@ -175,27 +164,6 @@ class StackConfig(Section):
                     f"needs its URL or key: pulumi config set --secret --path "
                     f"'tf-serving-eks:alerting_secrets.{name}' <value>",
                 )
-            if receiver.type == "slack" and receiver.slack_channel is None:
-                raise RuleError(f"monitoring.receivers.{name}.slack_channel", None, "slack needs a channel")
-        return self
-
-    @model_validator(mode="after")
-    def _pools_have_one_shape(self) -> StackConfig:
-        # cluster-autoscaler builds every node of a group as the group's first instance type
-        # (cloudprovider/aws/README.md: "only the first instance type found will be used"),
-        # so a larger second type would be planned as the first and a smaller one over-promised.
-        for name, pool in self.gpu_pools.items():
-            first = pool.instances[0]
-            for other in pool.instances[1:]:
-                if node_shape(other) != node_shape(first):
-                    raise RuleError(
-                        f"gpu_pools.{name}.instance_types",
-                        pool.instance_types,
-                        f"pool '{name}' mixes node shapes: {describe_shape(first)} and "
-                        f"{describe_shape(other)}; cluster-autoscaler plans the whole pool as its "
-                        "first type, so all types of a pool need the same vCPUs, memory, GPU model "
-                        "and count (make a pool per shape)",
-                    )
         return self
 
     def zone_problems(self, zone_count: int) -> list[RuleError]:
@@ -362,93 +330,20 @@ class StackConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _production_rules(self) -> StackConfig:
-        if self.environment != "prod":
-            return self
-        access = self.ingress.access if self.ingress else None
-        if access and not (access.public or access.allowed_cidrs or access.require_api_key):
-            raise RuleError(
-                "ingress.access",
-                {"allowed_cidrs": [], "require_api_key": False},
-                "prod endpoints need an allowlist or an API key; set public: true to open "
-                "them deliberately",
-            )
-        if self.monitoring.enabled and not self.monitoring.receivers:
-            raise RuleError(
-                "monitoring.receivers",
-                {},
-                "prod needs at least one alert receiver (slack, webhook or pagerduty)",
-            )
-        if self.autoscaling.enabled and self.autoscaling.min_replicas < 2:
-            raise RuleError(
-                "autoscaling.min_replicas",
-                self.autoscaling.min_replicas,
-                "prod needs at least 2 replicas (no scale to zero)",
-            )
-        if not self.autoscaling.enabled and self.serving.replicas < 2:
+    def _production_replicas(self) -> StackConfig:
+        # With autoscaling on, its own rule bounds min_replicas; off, serving.replicas counts.
+        if self.environment == "prod" and not self.autoscaling.enabled and self.serving.replicas < 2:
             raise RuleError(
                 "serving.replicas", self.serving.replicas, "prod needs at least 2 replicas"
             )
-        for name, pool in self.gpu_pools.items():
-            if pool.time_slicing_replicas > 1:
-                raise RuleError(
-                    f"gpu_pools.{name}.time_slicing_replicas",
-                    pool.time_slicing_replicas,
-                    "time-slicing gives no memory isolation between pods; not allowed in prod",
-                )
-        cluster = self.cluster
-        if cluster.mode == "create":
-            if cluster.vpc.az_count < 3:
-                raise RuleError(
-                    "cluster.vpc.az_count", cluster.vpc.az_count, "prod must span at least 3 AZs"
-                )
-            if cluster.vpc.nat_gateways != "per_az":
-                raise RuleError(
-                    "cluster.vpc.nat_gateways",
-                    cluster.vpc.nat_gateways,
-                    "prod needs per_az so one AZ's outage does not cut the others' egress",
-                )
-            if cluster.system_node_group.min_size < 2:
-                raise RuleError(
-                    "cluster.system_node_group.min_size",
-                    cluster.system_node_group.min_size,
-                    "prod needs at least 2 system nodes",
-                )
-        endpoint = cluster.endpoint
-        if endpoint.public_access and validation.opens_to_everyone(endpoint.public_access_cidrs):
-            raise RuleError(
-                "cluster.endpoint.public_access_cidrs",
-                [str(c) for c in endpoint.public_access_cidrs],
-                "prod must not open the public API endpoint to every address (0.0.0.0/0 or "
-                "blocks that add up to it); list your CIDRs or set public_access: false",
-            )
-        if access and access.allowed_cidrs and validation.opens_to_everyone(access.allowed_cidrs):
-            raise RuleError(
-                "ingress.access.allowed_cidrs",
-                [str(c) for c in access.allowed_cidrs],
-                "covers every public address, so it is no allowlist; in prod set public: true "
-                "(and drop allowed_cidrs) to open the endpoints deliberately",
-            )
-        if "audit" not in cluster.log_types:
-            raise RuleError("cluster.log_types", cluster.log_types, "prod must keep audit logs")
         return self
 
     @model_validator(mode="after")
     def _names_the_cluster_and_aws_accept(self) -> StackConfig:
-        # Namespaces we create: Kubernetes' own are not ours to create or delete, and two
-        # components of ours creating one namespace collide.
-        others = {"nvidia": "the NVIDIA device plugin (gpu_pools)", "keda": "KEDA (autoscaling.engine keda)"}
-        creates_monitoring = self.monitoring.enabled and self.monitoring.mode == "kube-prometheus-stack"
-        created = [("serving.namespace", self.serving.namespace)]
-        if creates_monitoring:
-            created.append(("monitoring.namespace", self.monitoring.namespace))
-        for key, namespace in created:
-            reserved = validation.reserved_namespace(namespace)
-            if reserved:
-                raise RuleError(key, namespace, f"the stack creates this namespace, but {reserved}")
-            if namespace in others:
-                raise RuleError(key, namespace, f"is the namespace of {others[namespace]}; pick another")
-        if creates_monitoring and self.serving.namespace == self.monitoring.namespace:
+        # Each section checks that its namespace is ours to create; two of them colliding
+        # needs both.
+        monitoring = self.monitoring
+        if monitoring.installs_prometheus and self.serving.namespace == monitoring.namespace:
             raise RuleError(
                 "monitoring.namespace",
                 self.monitoring.namespace,
