@@ -17,7 +17,7 @@ from components import catalog
 from components.config import AutoscalingConfig, MetricKind, ScalingPolicy
 from components.helm import helm_release
 from components.naming import k8s_labels
-from components.tf_serving import ServingOutputs, pod_name_regex
+from components.serving import ServingOutputs, pod_name_regex
 
 ADAPTER_NAMESPACE = "kube-system"
 KEDA_NAMESPACE = "keda"

@@ -27,7 +27,7 @@ from components.gpu_node_pool import GPU_PRESENT_LABEL
 from components.helm import helm_release
 from components.cluster import POOL_LABEL
 from components.naming import k8s_labels
-from components.tf_serving import ServingOutputs, pod_name_regex
+from components.serving import ServingOutputs, pod_name_regex
 
 
 # Every metric our rules and dashboard may read, by exporter (see the module docstring).

@@ -13,13 +13,13 @@ from components.cluster import Cluster, existing_cluster_needs
 from components.config import StackConfig, check_pool_zones, load_stack_config
 from components.gpu_node_pool import GpuNodePool, monthly_cost_range
 from components.image_cache import ImageCache
-from components.ingress_tls import IngressTls, stack_outputs
+from components.ingress import IngressTls, stack_outputs
 from components.logs import ClusterLogs
 from components.model_layout import model_bucket_name
 from components.model_store import ModelStore
 from components.monitoring import Monitoring, PrometheusStack
 from components.naming import base_tags
-from components.tf_serving import TfServing
+from components.serving import TfServing
 
 
 def build_stack(cfg: StackConfig) -> dict[str, Any]:

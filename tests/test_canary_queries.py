@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.tf_serving import POD_NAME_ALPHABET, pod_name_regex
+from components.serving import POD_NAME_ALPHABET, pod_name_regex
 from tests.external_tools import promtool
 from tests.support import raw_stack, render_raw
 from tools.mock_engine import Rendering

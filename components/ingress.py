@@ -28,7 +28,7 @@ from components.config import CANARY_LABEL, AccessConfig, IngressConfig
 from components.helm import helm_release, service_monitor_values
 from components.iam import pod_identity_role, policy_document
 from components.naming import k8s_labels
-from components.tf_serving import ServingOutputs
+from components.serving import ServingOutputs
 
 CONTROLLER_NAMESPACE = "kube-system"
 CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
