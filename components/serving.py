@@ -24,16 +24,16 @@ from components.config import (
     strict_zone_spread,
 )
 from components.gpu_node_pool import GPU_RESOURCE, GpuScheduling
-from components.model_store import (
-    POD_IDENTITY_AGENT_CIDR,
-    ModelStoreOutputs,
-    ModelSync,
-    model_sync_containers,
-    sync_image,
-    sync_config_data,
-)
 from components.image_cache import ImageCacheOutputs
 from components.images import Image, digest_for, pinned
+from components.model_store import ModelStoreOutputs
+from components.model_sync import (
+    POD_IDENTITY_AGENT_CIDR,
+    model_sync_containers,
+    model_sync_specs,
+    sync_config_data,
+    sync_image,
+)
 from components.naming import k8s_labels
 from components.podsecurity import restricted_container
 
@@ -81,13 +81,6 @@ def image(cfg: ServingConfig, mirror: pulumi.Input[str] | None = None) -> pulumi
     if mirror is None:
         return wanted.reference(digest)
     return pulumi.Output.from_input(mirror).apply(lambda m: wanted.reference(digest, mirror=m))
-
-
-def model_sync_specs(models: Mapping[str, ModelConfig]) -> dict[str, ModelSync]:
-    return {
-        name: ModelSync(m.version_policy, m.latest_count, tuple(sorted(m.versions)))
-        for name, m in models.items()
-    }
 
 
 def _quote(text: str) -> str:
