@@ -35,19 +35,20 @@ class ModelStoreOutputs:
     reader_ready: list[pulumi.Resource] = field(default_factory=list)
 
 
+def deny_insecure_transport(bucket_arn: str) -> dict[str, object]:
+    """Refuse every request to the bucket and its objects that is not over TLS."""
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
 def tls_only_policy(bucket_arn: str) -> str:
-    return policy_document(
-        [
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            }
-        ]
-    )
+    return policy_document([deny_insecure_transport(bucket_arn)])
 
 
 def list_prefix_statement(bucket_arn: str, prefix: str) -> dict[str, object]:
@@ -119,14 +120,7 @@ def access_log_policy(log_bucket_arn: str, source_bucket_arn: str, account_id: s
                     "StringEquals": {"aws:SourceAccount": account_id},
                 },
             },
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [log_bucket_arn, f"{log_bucket_arn}/*"],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
+            deny_insecure_transport(log_bucket_arn),
         ]
     )
 
