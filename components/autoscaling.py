@@ -17,6 +17,12 @@ from components import catalog
 from components.config import AutoscalingConfig, MetricKind, ScalingPolicy
 from components.helm import helm_release
 from components.naming import k8s_labels
+from components.promql import (
+    BATCH_QUEUEING_BUCKETS,
+    PER_POD_WINDOW,
+    REQUEST_LATENCY_BUCKETS,
+    histogram_quantile_seconds,
+)
 from components.serving import ServingOutputs, pod_name_regex
 
 ADAPTER_NAMESPACE = "kube-system"
@@ -56,18 +62,24 @@ class CustomMetric:
         }
 
 
-def _latency(q: str) -> CustomMetric:
+def _quantile(name: str, buckets: str, q: str) -> CustomMetric:
+    """A latency quantile per pod (adapter) or over the Deployment's pods (KEDA), in seconds."""
     return CustomMetric(
-        name=f"tfserving_request_latency_p{q}_seconds",
-        series=':tensorflow:serving:request_latency_bucket{namespace!="",pod!=""}',
-        query=f"histogram_quantile(0.{q}, sum(rate(<<.Series>>{{<<.LabelMatchers>>}}[2m])) by (le, <<.GroupBy>>)) / 1e6",
-        keda_query=(
-            f"histogram_quantile(0.{q}, sum by (le) (rate(:tensorflow:serving:request_latency_bucket"
-            "{namespace=\"{ns}\", pod=~\"{pods}\"}[2m]))) / 1e6"
+        name=name,
+        series=f'{buckets}{{namespace!="",pod!=""}}',
+        query=histogram_quantile_seconds(
+            q, "<<.Series>>{<<.LabelMatchers>>}", ("le", "<<.GroupBy>>"), PER_POD_WINDOW, grouping_last=True
+        ),
+        keda_query=histogram_quantile_seconds(
+            q, f'{buckets}{{namespace="{{ns}}", pod=~"{{pods}}"}}', ("le",), PER_POD_WINDOW
         ),
         keda_metric_type="Value",
         scale=0.001,
     )
+
+
+def _latency(q: str) -> CustomMetric:
+    return _quantile(f"tfserving_request_latency_p{q}_seconds", REQUEST_LATENCY_BUCKETS, q)
 
 
 CUSTOM_METRICS: dict[MetricKind, CustomMetric] = {
@@ -80,17 +92,7 @@ CUSTOM_METRICS: dict[MetricKind, CustomMetric] = {
     ),
     "latency_p95": _latency("95"),
     "latency_p99": _latency("99"),
-    "batch_queueing_p99": CustomMetric(
-        name="tfserving_batch_queueing_p99_seconds",
-        series=':tensorflow:serving:batching_session:queuing_latency_bucket{namespace!="",pod!=""}',
-        query="histogram_quantile(0.99, sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (le, <<.GroupBy>>)) / 1e6",
-        keda_query=(
-            "histogram_quantile(0.99, sum by (le) (rate(:tensorflow:serving:batching_session:queuing_latency_bucket"
-            '{namespace="{ns}", pod=~"{pods}"}[2m]))) / 1e6'
-        ),
-        keda_metric_type="Value",
-        scale=0.001,
-    ),
+    "batch_queueing_p99": _quantile("tfserving_batch_queueing_p99_seconds", BATCH_QUEUEING_BUCKETS, "99"),
     "gpu_utilisation": CustomMetric(
         name="tfserving_gpu_utilisation_percent",
         series='DCGM_FI_DEV_GPU_UTIL{exported_namespace!="",exported_pod!=""}',

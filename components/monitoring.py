@@ -27,6 +27,12 @@ from components.gpu_node_pool import GPU_PRESENT_LABEL
 from components.helm import helm_release
 from components.cluster import POOL_LABEL
 from components.naming import k8s_labels
+from components.promql import (
+    BATCH_QUEUEING_BUCKETS,
+    PER_POD_WINDOW,
+    REQUEST_LATENCY_BUCKETS,
+    histogram_quantile_seconds,
+)
 from components.serving import ServingOutputs, pod_name_regex
 
 
@@ -101,10 +107,12 @@ class Rule:
 
 
 def recording_rules() -> list[Rule]:
-    """The SLO figures the dashboard, the alerts and the autoscaler read."""
+    """The SLO figures the dashboard and the alerts read. The autoscalers compute the same
+    per-pod quantiles from the raw series themselves (an existing Prometheus may not hold
+    these rules), with the same builder (promql.py)."""
     request = ":tensorflow:serving:request_count"
-    latency = ":tensorflow:serving:request_latency_bucket"
-    queueing = ":tensorflow:serving:batching_session:queuing_latency_bucket"
+    latency = REQUEST_LATENCY_BUCKETS
+    queueing = BATCH_QUEUEING_BUCKETS
     rules = [
         Rule(record="tfserving:requests:rate1m", expr=f"sum by (namespace, model_name) (rate({request}[1m]))"),
         Rule(
@@ -121,23 +129,23 @@ def recording_rules() -> list[Rule]:
         rules.append(
             Rule(
                 record=f"tfserving:request_latency_seconds:p{q}",
-                expr=f"histogram_quantile(0.{q}, sum by (namespace, model_name, le) (rate({latency}[5m]))) / 1e6",
+                expr=histogram_quantile_seconds(q, latency, ("namespace", "model_name", "le"), "5m"),
             )
         )
         rules.append(
             Rule(
                 record=f"tfserving:pod_request_latency_seconds:p{q}",
-                expr=f"histogram_quantile(0.{q}, sum by (namespace, pod, le) (rate({latency}[2m]))) / 1e6",
+                expr=histogram_quantile_seconds(q, latency, ("namespace", "pod", "le"), PER_POD_WINDOW),
             )
         )
     rules += [
         Rule(
             record="tfserving:batch_queueing_seconds:p99",
-            expr=f"histogram_quantile(0.99, sum by (namespace, le) (rate({queueing}[5m]))) / 1e6",
+            expr=histogram_quantile_seconds("99", queueing, ("namespace", "le"), "5m"),
         ),
         Rule(
             record="tfserving:pod_batch_queueing_seconds:p99",
-            expr=f"histogram_quantile(0.99, sum by (namespace, pod, le) (rate({queueing}[2m]))) / 1e6",
+            expr=histogram_quantile_seconds("99", queueing, ("namespace", "pod", "le"), PER_POD_WINDOW),
         ),
         Rule(
             record="tfserving:gpu_memory_used:ratio",
