@@ -30,6 +30,11 @@ from components.iam import pod_identity_role, policy_document
 from components.naming import k8s_labels
 from components.serving import ServingOutputs
 
+TYPE_TOKEN = "tf-serving-eks:ingress:Ingress"
+# The token of the component's former name (IngressTls): the alias keeps a deployed ingress
+# (and, through its children's parent, the load balancer controller, certificate and web ACL)
+# where it is.
+OLD_TYPE_TOKEN = "tf-serving-eks:ingress:IngressTls"
 CONTROLLER_NAMESPACE = "kube-system"
 CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
 EXTERNAL_DNS_SERVICE_ACCOUNT = "external-dns"
@@ -486,7 +491,7 @@ def _validation_option(
     return next(o for o in options if o.domain_name == domain)
 
 
-class IngressTls(pulumi.ComponentResource):
+class Ingress(pulumi.ComponentResource):
     outputs: IngressOutputs
 
     def __init__(
@@ -504,7 +509,14 @@ class IngressTls(pulumi.ComponentResource):
         monitoring_ready: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("tf-serving-eks:ingress:IngressTls", name, None, opts)
+        super().__init__(
+            TYPE_TOKEN,
+            name,
+            None,
+            pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=OLD_TYPE_TOKEN)])
+            ),
+        )
         self._service_monitor = service_monitor
         self._monitoring_ready = monitoring_ready
         child = pulumi.ResourceOptions(parent=self)

@@ -19,6 +19,10 @@ from components.cluster import ClusterOutputs
 from components.config import ModelStoreConfig
 from components.iam import irsa_trust_policy, pod_identity_trust_policy, policy_document
 
+TYPE_TOKEN = "tf-serving-eks:model_store:ModelStore"
+# The token before the module was named after its stack key: the alias keeps a deployed store
+# (and, through its children's parent, every bucket, key and role) where it is.
+OLD_TYPE_TOKEN = "tf-serving-eks:models:ModelStore"
 
 @dataclass(frozen=True)
 class ModelStoreOutputs:
@@ -140,7 +144,14 @@ class ModelStore(pulumi.ComponentResource):
         account_id: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("tf-serving-eks:models:ModelStore", name, None, opts)
+        super().__init__(
+            TYPE_TOKEN,
+            name,
+            None,
+            pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=OLD_TYPE_TOKEN)])
+            ),
+        )
         child = pulumi.ResourceOptions(parent=self)
         # Models outlive stacks: a protected bucket and key survive `pulumi destroy`.
         keep = pulumi.ResourceOptions(parent=self, protect=cfg.protect, retain_on_delete=cfg.protect)

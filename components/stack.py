@@ -13,7 +13,7 @@ from components.cluster import Cluster, existing_cluster_needs
 from components.config import StackConfig, check_pool_zones, load_stack_config
 from components.gpu_node_pool import GpuNodePool, monthly_cost_range
 from components.image_cache import ImageCache
-from components.ingress import IngressTls, stack_outputs
+from components.ingress import Ingress, stack_outputs
 from components.logs import ClusterLogs
 from components.model_layout import model_bucket_name
 from components.model_store import ModelStore
@@ -132,7 +132,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     ingress: dict[str, Any] = {}
     if cfg.ingress and cfg.ingress.enabled:
         ingress = stack_outputs(
-            IngressTls(
+            Ingress(
                 "ingress",
                 cfg.ingress,
                 api_key=cfg.ingress_api_key.get_secret_value() if cfg.ingress_api_key else None,
