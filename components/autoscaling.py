@@ -15,6 +15,7 @@ import pulumi_kubernetes as k8s
 
 from components import catalog
 from components.config import AutoscalingConfig, MetricKind, ScalingPolicy
+from components.custom_resources import serving_custom_resource
 from components.helm import helm_release
 from components.naming import k8s_labels
 from components.promql import (
@@ -285,14 +286,14 @@ class Autoscaling(pulumi.ComponentResource):
                         k8s_child,
                     )
                 )
-            # A plain object (same engine path as the typed class): its spec is built as data,
-            # shared with KEDA's behaviour block, and schema-checked by the tests.
-            k8s.apiextensions.CustomResource(
+            # Its spec is built as data, shared with KEDA's behaviour block.
+            serving_custom_resource(
                 f"{name}-hpa",
-                api_version="autoscaling/v2",
-                kind="HorizontalPodAutoscaler",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=serving.name, namespace=serving.namespace, labels=labels),
-                spec=hpa_spec(cfg, serving.name),
+                serving,
+                "autoscaling/v2",
+                "HorizontalPodAutoscaler",
+                hpa_spec(cfg, serving.name),
+                labels=labels,
                 opts=pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=ready)),
             )
         else:
@@ -304,12 +305,13 @@ class Autoscaling(pulumi.ComponentResource):
                 pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=ready[1:])),
                 create_namespace=True,
             )
-            k8s.apiextensions.CustomResource(
+            serving_custom_resource(
                 f"{name}-scaled-object",
-                api_version="keda.sh/v1alpha1",
-                kind="ScaledObject",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=serving.name, namespace=serving.namespace, labels=labels),
-                spec=scaled_object_spec(cfg, prometheus_url, serving.namespace, serving.name),
+                serving,
+                "keda.sh/v1alpha1",
+                "ScaledObject",
+                scaled_object_spec(cfg, prometheus_url, serving.namespace, serving.name),
+                labels=labels,
                 opts=pulumi.ResourceOptions.merge(
                     k8s_child, pulumi.ResourceOptions(depends_on=[keda, serving.deployment])
                 ),

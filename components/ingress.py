@@ -25,6 +25,7 @@ import pulumi_kubernetes as k8s
 from components import catalog
 from components.cluster import ClusterOutputs
 from components.config import CANARY_LABEL, AccessConfig, IngressConfig
+from components.custom_resources import serving_custom_resource
 from components.helm import helm_release, service_monitor_values
 from components.iam import pod_identity_role, policy_document
 from components.naming import k8s_labels
@@ -35,6 +36,7 @@ TYPE_TOKEN = "tf-serving-eks:ingress:Ingress"
 # (and, through its children's parent, the load balancer controller, certificate and web ACL)
 # where it is.
 OLD_TYPE_TOKEN = "tf-serving-eks:ingress:IngressTls"
+GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 CONTROLLER_NAMESPACE = "kube-system"
 CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
 EXTERNAL_DNS_SERVICE_ACCOUNT = "external-dns"
@@ -521,7 +523,6 @@ class Ingress(pulumi.ComponentResource):
         self._monitoring_ready = monitoring_ready
         child = pulumi.ResourceOptions(parent=self)
         k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
-        ns = serving.namespace
         labels = k8s_labels("ingress", serving.name)
 
         controller = self._controller(name, cluster, region, partition, child, k8s_child)
@@ -534,17 +535,24 @@ class Ingress(pulumi.ComponentResource):
         )
 
         def custom(
-            resource: str, api_version: str, kind: str, object_name: str, spec: Any, namespaced: bool = True
+            resource: str,
+            api_version: str,
+            kind: str,
+            object_name: str,
+            spec: Any,
+            opts: pulumi.ResourceOptions = after_controller,
+            cluster_scoped: bool = False,
         ) -> k8s.apiextensions.CustomResource:
-            return k8s.apiextensions.CustomResource(
+            return serving_custom_resource(
                 f"{name}-{resource}",
-                api_version=api_version,
-                kind=kind,
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=object_name, namespace=ns if namespaced else None, labels=labels
-                ),
-                spec=spec,
-                opts=after_controller,
+                serving,
+                api_version,
+                kind,
+                spec,
+                labels=labels,
+                opts=opts,
+                name=object_name,
+                cluster_scoped=cluster_scoped,
             )
 
         gateway_name = serving.name
@@ -570,18 +578,18 @@ class Ingress(pulumi.ComponentResource):
             )
         custom(
             "gateway-class",
-            "gateway.networking.k8s.io/v1",
+            GATEWAY_API_VERSION,
             "GatewayClass",
             GATEWAY_CLASS,
             {"controllerName": ALB_CONTROLLER_NAME},
-            namespaced=False,
+            cluster_scoped=True,
         )
-        gateway = k8s.apiextensions.CustomResource(
-            f"{name}-gateway",
-            api_version="gateway.networking.k8s.io/v1",
-            kind="Gateway",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=gateway_name, namespace=ns, labels=labels),
-            spec=gateway_spec(gateway_name, serving.name),
+        gateway = custom(
+            "gateway",
+            GATEWAY_API_VERSION,
+            "Gateway",
+            gateway_name,
+            gateway_spec(gateway_name, serving.name),
             opts=pulumi.ResourceOptions.merge(after_controller, pulumi.ResourceOptions(depends_on=[lb_config])),
         )
         after_gateway = pulumi.ResourceOptions.merge(after_controller, pulumi.ResourceOptions(depends_on=[gateway]))
@@ -590,14 +598,7 @@ class Ingress(pulumi.ComponentResource):
             ("rest-route", "HTTPRoute", f"{serving.name}-rest", rest_route_spec(gateway_name, cfg.rest_host, serving)),
             ("grpc-route", "GRPCRoute", grpc_route, grpc_route_spec(gateway_name, cfg.grpc_host, serving)),
         ):
-            k8s.apiextensions.CustomResource(
-                f"{name}-{resource}",
-                api_version="gateway.networking.k8s.io/v1",
-                kind=kind,
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=ns, labels=labels),
-                spec=spec,
-                opts=after_gateway,
-            )
+            custom(resource, GATEWAY_API_VERSION, kind, object_name, spec, opts=after_gateway)
 
         self.outputs = IngressOutputs(
             rest_url=f"https://{cfg.rest_host}",

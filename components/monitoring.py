@@ -26,6 +26,7 @@ from components.config import AlertThresholds, MonitoringConfig
 from components.gpu_node_pool import GPU_PRESENT_LABEL
 from components.helm import helm_release
 from components.cluster import POOL_LABEL
+from components.custom_resources import serving_custom_resource
 from components.naming import k8s_labels
 from components.promql import (
     BATCH_QUEUEING_BUCKETS,
@@ -637,22 +638,24 @@ class Monitoring(pulumi.ComponentResource):
         k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = k8s_labels("monitoring", serving.name, dict(cfg.rule_labels))
         after_crds = pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=ready))
-        k8s.apiextensions.CustomResource(
+        serving_custom_resource(
             f"{name}-service-monitor",
-            api_version="monitoring.coreos.com/v1",
-            kind="ServiceMonitor",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=serving.name, namespace=serving.namespace, labels=labels),
-            spec=service_monitor_spec(serving),
+            serving,
+            "monitoring.coreos.com/v1",
+            "ServiceMonitor",
+            service_monitor_spec(serving),
+            labels=labels,
             opts=after_crds,
         )
-        k8s.apiextensions.CustomResource(
+        serving_custom_resource(
             f"{name}-rules",
-            api_version="monitoring.coreos.com/v1",
-            kind="PrometheusRule",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=serving.name, namespace=serving.namespace, labels=labels),
-            spec=prometheus_rule_spec(
+            serving,
+            "monitoring.coreos.com/v1",
+            "PrometheusRule",
+            prometheus_rule_spec(
                 recording_rules(), alert_rules(serving, cfg.thresholds, scales_from_zero), cfg.runbook_base_url
             ),
+            labels=labels,
             opts=after_crds,
         )
         k8s.core.v1.ConfigMap(
