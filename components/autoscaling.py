@@ -1,4 +1,8 @@
-"""Autoscaling: serving pods follow load; GPU nodes follow pods (cluster-autoscaler).
+"""The `autoscaling` stack key: serving pods follow load, through the HPA (with
+prometheus-adapter or metrics-server) or KEDA, with the scaling behaviour per environment.
+
+It scales pods only: GPU nodes follow the pods through cluster-autoscaler (the
+`node_autoscaling` key, not this module), and it must not create the Prometheus it reads.
 
 One definition per metric (`CUSTOM_METRICS`) yields both the prometheus-adapter rule that
 exposes it and the HPA (or KEDA trigger) that reads it, so names and queries cannot drift.
@@ -14,9 +18,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import catalog
+from components.cluster import ClusterOutputs
 from components.config import AutoscalingConfig, MetricKind, ScalingPolicy
 from components.custom_resources import serving_custom_resource
 from components.helm import helm_release
+from components.monitoring import PrometheusStackOutputs
 from components.naming import k8s_labels
 from components.promql import (
     BATCH_QUEUEING_BUCKETS,
@@ -234,27 +240,35 @@ def scaled_object_spec(cfg: AutoscalingConfig, prometheus_url: str, namespace: s
     }
 
 
+@dataclass(frozen=True)
+class AutoscalingOutputs:
+    """Nothing downstream reads what Autoscaling makes; the empty outputs keep every component
+    read the same way."""
+
+
 class Autoscaling(pulumi.ComponentResource):
+    outputs: AutoscalingOutputs
+
     def __init__(
         self,
         name: str,
         cfg: AutoscalingConfig,
         *,
         serving: ServingOutputs,
-        system_node_selector: Mapping[str, str],
-        provider: k8s.Provider,
-        stack_prometheus_url: str | None = None,
+        cluster: ClusterOutputs,
+        prometheus: PrometheusStackOutputs | None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """`stack_prometheus_url`: the in-cluster URL of the stack's own Prometheus (from
-        monitoring.PrometheusStack), used unless `autoscaling.prometheus_url` names another."""
+        """`prometheus`: the stack's own Prometheus, read unless `autoscaling.prometheus_url`
+        names another."""
         super().__init__("tf-serving-eks:autoscaling:Autoscaling", name, None, opts)
-        k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
+        k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         labels = k8s_labels("autoscaling", serving.name)
         # Config refuses custom metrics with neither (StackConfig: autoscaling.prometheus_url).
-        prometheus_url = cfg.prometheus_url or stack_prometheus_url or ""
+        prometheus_url = cfg.prometheus_url or (prometheus.url if prometheus else "")
         kinds = sorted(cfg.metrics)
         ready: list[pulumi.Resource] = [serving.deployment]
+        node_selector = cluster.system_node_selector
 
         if "cpu" in cfg.metrics:
             ready.append(
@@ -262,7 +276,7 @@ class Autoscaling(pulumi.ComponentResource):
                     f"{name}-metrics-server",
                     catalog.CHARTS["metrics-server"],
                     METRICS_SERVER_NAMESPACE,
-                    {"replicas": 2, "nodeSelector": dict(system_node_selector)},
+                    {"replicas": 2, "nodeSelector": dict(node_selector)},
                     k8s_child,
                 )
             )
@@ -282,7 +296,7 @@ class Autoscaling(pulumi.ComponentResource):
                         f"{name}-prometheus-adapter",
                         catalog.CHARTS["prometheus-adapter"],
                         ADAPTER_NAMESPACE,
-                        adapter_values(prometheus_url, kinds, system_node_selector),
+                        adapter_values(prometheus_url, kinds, node_selector),
                         k8s_child,
                     )
                 )
@@ -301,7 +315,7 @@ class Autoscaling(pulumi.ComponentResource):
                 f"{name}-keda",
                 catalog.CHARTS["keda"],
                 KEDA_NAMESPACE,
-                {"nodeSelector": dict(system_node_selector)},
+                {"nodeSelector": dict(node_selector)},
                 pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=ready[1:])),
                 create_namespace=True,
             )
@@ -316,4 +330,5 @@ class Autoscaling(pulumi.ComponentResource):
                     k8s_child, pulumi.ResourceOptions(depends_on=[keda, serving.deployment])
                 ),
             )
+        self.outputs = AutoscalingOutputs()
         self.register_outputs({})

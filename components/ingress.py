@@ -1,5 +1,8 @@
-"""REST and gRPC endpoints: Gateway API on an ALB (AWS Load Balancer Controller), TLS with
-ACM, DNS with external-dns, and a WAF web ACL in front.
+"""The `ingress` stack key: REST and gRPC endpoints through Gateway API on an ALB (the AWS
+Load Balancer Controller), TLS with ACM, DNS with external-dns, and a WAF web ACL in front.
+
+It routes to the Services the serving component made and must not create or change serving
+objects itself; it exports nothing (components/stack.py owns the stack outputs).
 
 Why an ALB through Gateway API: it terminates TLS with ACM certificates, balances gRPC per
 request over HTTP/2 (an L4 balancer pins long-lived gRPC connections to one pod), and
@@ -13,9 +16,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import pulumi
@@ -28,6 +31,7 @@ from components.config import CANARY_LABEL, AccessConfig, IngressConfig
 from components.custom_resources import serving_custom_resource
 from components.helm import helm_release, service_monitor_values
 from components.iam import pod_identity_role, policy_document
+from components.monitoring import PrometheusStackOutputs
 from components.naming import k8s_labels
 from components.serving import ServingOutputs
 
@@ -508,7 +512,7 @@ class Ingress(pulumi.ComponentResource):
         region: str,
         partition: str,
         service_monitor: Mapping[str, str] | None,
-        monitoring_ready: list[pulumi.Resource],
+        prometheus: PrometheusStackOutputs | None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(
@@ -519,13 +523,13 @@ class Ingress(pulumi.ComponentResource):
                 opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=OLD_TYPE_TOKEN)])
             ),
         )
-        self._service_monitor = service_monitor
-        self._monitoring_ready = monitoring_ready
         child = pulumi.ResourceOptions(parent=self)
         k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         labels = k8s_labels("ingress", serving.name)
 
-        controller = self._controller(name, cluster, region, partition, child, k8s_child)
+        controller = self._controller(
+            name, cluster, region, service_monitor, prometheus, child, k8s_child
+        )
         self._external_dns(name, cfg, stack, cluster, region, partition, child, k8s_child, controller[0])
         certificate_arn = self._certificate(name, cfg, child)
         web_acl = self._web_acl(name, cfg, api_key, child)
@@ -613,7 +617,8 @@ class Ingress(pulumi.ComponentResource):
         name: str,
         cluster: ClusterOutputs,
         region: str,
-        partition: str,
+        service_monitor: Mapping[str, str] | None,
+        prometheus: PrometheusStackOutputs | None,
         child: pulumi.ResourceOptions,
         k8s_child: pulumi.ResourceOptions,
     ) -> list[pulumi.Resource]:
@@ -643,7 +648,7 @@ class Ingress(pulumi.ComponentResource):
         )
         values = pulumi.Output.all(cluster.name, cluster.vpc_id).apply(
             lambda a: controller_values(
-                a[0], region, a[1], cluster.system_node_selector, self._service_monitor
+                a[0], region, a[1], cluster.system_node_selector, service_monitor
             )
         )
         release = helm_release(
@@ -654,7 +659,13 @@ class Ingress(pulumi.ComponentResource):
             pulumi.ResourceOptions.merge(
                 k8s_child,
                 pulumi.ResourceOptions(
-                    depends_on=[gateway_crds, association, attachment, *self._monitoring_ready]
+                    # Its chart ships a ServiceMonitor: the operator's CRDs come first.
+                    depends_on=[
+                        gateway_crds,
+                        association,
+                        attachment,
+                        *(prometheus.crds_ready if prometheus else ()),
+                    ]
                 ),
             ),
         )
@@ -788,13 +799,4 @@ class Ingress(pulumi.ComponentResource):
             visibility_config=_visibility(f"{name}-web-acl"),
             opts=child,
         )
-
-
-def stack_outputs(outputs: IngressOutputs) -> dict[str, Any]:
-    return {
-        "rest_url": outputs.rest_url,
-        "grpc_url": outputs.grpc_url,
-        "certificate_arn": outputs.certificate_arn,
-        "web_acl_arn": outputs.web_acl_arn,
-    }
 

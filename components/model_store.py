@@ -9,7 +9,7 @@ in the bucket is components/model_layout.py.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import pulumi
@@ -26,8 +26,9 @@ OLD_TYPE_TOKEN = "tf-serving-eks:models:ModelStore"
 
 @dataclass(frozen=True)
 class ModelStoreOutputs:
+    """What serving and the stack outputs need of the store."""
+
     bucket_name: pulumi.Output[str]
-    bucket_arn: pulumi.Output[str]
     key_arn: pulumi.Output[str]
     prefix: str
     reader_role_arn: pulumi.Output[str]
@@ -36,7 +37,7 @@ class ModelStoreOutputs:
     identity: Literal["pod_identity", "irsa"]
     # What serving pods must not start before: their credentials are bound at pod creation
     # (the Pod Identity association, or the IRSA role) and must already read the bucket.
-    reader_ready: list[pulumi.Resource] = field(default_factory=list)
+    reader_ready: tuple[pulumi.Resource, ...]
 
 
 def deny_insecure_transport(bucket_arn: str) -> dict[str, object]:
@@ -254,14 +255,13 @@ class ModelStore(pulumi.ComponentResource):
 
         self.outputs = ModelStoreOutputs(
             bucket_name=bucket.bucket,
-            bucket_arn=bucket.arn,
             key_arn=key.arn,
             prefix=prefix,
             reader_role_arn=reader.arn,
             publisher_policy_arn=publisher.arn,
             publisher_role_arn=publisher_role_arn,
             identity=cfg.identity,
-            reader_ready=reader_ready,
+            reader_ready=tuple(reader_ready),
         )
         self.register_outputs({"bucket": bucket.bucket, "reader_role_arn": reader.arn})
 
