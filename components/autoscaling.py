@@ -1,4 +1,8 @@
-"""Autoscaling: serving pods follow load; GPU nodes follow pods (cluster-autoscaler).
+"""The `autoscaling` stack key: serving pods follow load, through the HPA (with
+prometheus-adapter or metrics-server) or KEDA, with the scaling behaviour per environment.
+
+It scales pods only: GPU nodes follow the pods through cluster-autoscaler (the
+`node_autoscaling` key, not this module), and it must not create the Prometheus it reads.
 
 One definition per metric (`CUSTOM_METRICS`) yields both the prometheus-adapter rule that
 exposes it and the HPA (or KEDA trigger) that reads it, so names and queries cannot drift.
@@ -14,10 +18,19 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import catalog
+from components.cluster import ClusterOutputs
 from components.config import AutoscalingConfig, MetricKind, ScalingPolicy
+from components.custom_resources import serving_custom_resource
 from components.helm import helm_release
+from components.monitoring import PrometheusStackOutputs
 from components.naming import k8s_labels
-from components.tf_serving import ServingOutputs, pod_name_regex
+from components.promql import (
+    BATCH_QUEUEING_BUCKETS,
+    PER_POD_WINDOW,
+    REQUEST_LATENCY_BUCKETS,
+    histogram_quantile_seconds,
+)
+from components.serving import ServingOutputs, pod_name_regex
 
 ADAPTER_NAMESPACE = "kube-system"
 KEDA_NAMESPACE = "keda"
@@ -56,18 +69,24 @@ class CustomMetric:
         }
 
 
-def _latency(q: str) -> CustomMetric:
+def _quantile(name: str, buckets: str, q: str) -> CustomMetric:
+    """A latency quantile per pod (adapter) or over the Deployment's pods (KEDA), in seconds."""
     return CustomMetric(
-        name=f"tfserving_request_latency_p{q}_seconds",
-        series=':tensorflow:serving:request_latency_bucket{namespace!="",pod!=""}',
-        query=f"histogram_quantile(0.{q}, sum(rate(<<.Series>>{{<<.LabelMatchers>>}}[2m])) by (le, <<.GroupBy>>)) / 1e6",
-        keda_query=(
-            f"histogram_quantile(0.{q}, sum by (le) (rate(:tensorflow:serving:request_latency_bucket"
-            "{namespace=\"{ns}\", pod=~\"{pods}\"}[2m]))) / 1e6"
+        name=name,
+        series=f'{buckets}{{namespace!="",pod!=""}}',
+        query=histogram_quantile_seconds(
+            q, "<<.Series>>{<<.LabelMatchers>>}", ("le", "<<.GroupBy>>"), PER_POD_WINDOW, grouping_last=True
+        ),
+        keda_query=histogram_quantile_seconds(
+            q, f'{buckets}{{namespace="{{ns}}", pod=~"{{pods}}"}}', ("le",), PER_POD_WINDOW
         ),
         keda_metric_type="Value",
         scale=0.001,
     )
+
+
+def _latency(q: str) -> CustomMetric:
+    return _quantile(f"tfserving_request_latency_p{q}_seconds", REQUEST_LATENCY_BUCKETS, q)
 
 
 CUSTOM_METRICS: dict[MetricKind, CustomMetric] = {
@@ -80,17 +99,7 @@ CUSTOM_METRICS: dict[MetricKind, CustomMetric] = {
     ),
     "latency_p95": _latency("95"),
     "latency_p99": _latency("99"),
-    "batch_queueing_p99": CustomMetric(
-        name="tfserving_batch_queueing_p99_seconds",
-        series=':tensorflow:serving:batching_session:queuing_latency_bucket{namespace!="",pod!=""}',
-        query="histogram_quantile(0.99, sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (le, <<.GroupBy>>)) / 1e6",
-        keda_query=(
-            "histogram_quantile(0.99, sum by (le) (rate(:tensorflow:serving:batching_session:queuing_latency_bucket"
-            '{namespace="{ns}", pod=~"{pods}"}[2m]))) / 1e6'
-        ),
-        keda_metric_type="Value",
-        scale=0.001,
-    ),
+    "batch_queueing_p99": _quantile("tfserving_batch_queueing_p99_seconds", BATCH_QUEUEING_BUCKETS, "99"),
     "gpu_utilisation": CustomMetric(
         name="tfserving_gpu_utilisation_percent",
         series='DCGM_FI_DEV_GPU_UTIL{exported_namespace!="",exported_pod!=""}',
@@ -231,27 +240,35 @@ def scaled_object_spec(cfg: AutoscalingConfig, prometheus_url: str, namespace: s
     }
 
 
+@dataclass(frozen=True)
+class AutoscalingOutputs:
+    """Nothing downstream reads what Autoscaling makes; the empty outputs keep every component
+    read the same way."""
+
+
 class Autoscaling(pulumi.ComponentResource):
+    outputs: AutoscalingOutputs
+
     def __init__(
         self,
         name: str,
         cfg: AutoscalingConfig,
         *,
         serving: ServingOutputs,
-        system_node_selector: Mapping[str, str],
-        provider: k8s.Provider,
-        stack_prometheus_url: str | None = None,
+        cluster: ClusterOutputs,
+        prometheus: PrometheusStackOutputs | None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """`stack_prometheus_url`: the in-cluster URL of the stack's own Prometheus (from
-        monitoring.PrometheusStack), used unless `autoscaling.prometheus_url` names another."""
+        """`prometheus`: the stack's own Prometheus, read unless `autoscaling.prometheus_url`
+        names another."""
         super().__init__("tf-serving-eks:autoscaling:Autoscaling", name, None, opts)
-        k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
+        k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         labels = k8s_labels("autoscaling", serving.name)
         # Config refuses custom metrics with neither (StackConfig: autoscaling.prometheus_url).
-        prometheus_url = cfg.prometheus_url or stack_prometheus_url or ""
+        prometheus_url = cfg.prometheus_url or (prometheus.url if prometheus else "")
         kinds = sorted(cfg.metrics)
         ready: list[pulumi.Resource] = [serving.deployment]
+        node_selector = cluster.system_node_selector
 
         if "cpu" in cfg.metrics:
             ready.append(
@@ -259,7 +276,7 @@ class Autoscaling(pulumi.ComponentResource):
                     f"{name}-metrics-server",
                     catalog.CHARTS["metrics-server"],
                     METRICS_SERVER_NAMESPACE,
-                    {"replicas": 2, "nodeSelector": dict(system_node_selector)},
+                    {"replicas": 2, "nodeSelector": dict(node_selector)},
                     k8s_child,
                 )
             )
@@ -279,18 +296,18 @@ class Autoscaling(pulumi.ComponentResource):
                         f"{name}-prometheus-adapter",
                         catalog.CHARTS["prometheus-adapter"],
                         ADAPTER_NAMESPACE,
-                        adapter_values(prometheus_url, kinds, system_node_selector),
+                        adapter_values(prometheus_url, kinds, node_selector),
                         k8s_child,
                     )
                 )
-            # A plain object (same engine path as the typed class): its spec is built as data,
-            # shared with KEDA's behaviour block, and schema-checked by the tests.
-            k8s.apiextensions.CustomResource(
+            # Its spec is built as data, shared with KEDA's behaviour block.
+            serving_custom_resource(
                 f"{name}-hpa",
-                api_version="autoscaling/v2",
-                kind="HorizontalPodAutoscaler",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=serving.name, namespace=serving.namespace, labels=labels),
-                spec=hpa_spec(cfg, serving.name),
+                serving,
+                "autoscaling/v2",
+                "HorizontalPodAutoscaler",
+                hpa_spec(cfg, serving.name),
+                labels=labels,
                 opts=pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=ready)),
             )
         else:
@@ -298,18 +315,20 @@ class Autoscaling(pulumi.ComponentResource):
                 f"{name}-keda",
                 catalog.CHARTS["keda"],
                 KEDA_NAMESPACE,
-                {"nodeSelector": dict(system_node_selector)},
+                {"nodeSelector": dict(node_selector)},
                 pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=ready[1:])),
                 create_namespace=True,
             )
-            k8s.apiextensions.CustomResource(
+            serving_custom_resource(
                 f"{name}-scaled-object",
-                api_version="keda.sh/v1alpha1",
-                kind="ScaledObject",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=serving.name, namespace=serving.namespace, labels=labels),
-                spec=scaled_object_spec(cfg, prometheus_url, serving.namespace, serving.name),
+                serving,
+                "keda.sh/v1alpha1",
+                "ScaledObject",
+                scaled_object_spec(cfg, prometheus_url, serving.namespace, serving.name),
+                labels=labels,
                 opts=pulumi.ResourceOptions.merge(
                     k8s_child, pulumi.ResourceOptions(depends_on=[keda, serving.deployment])
                 ),
             )
+        self.outputs = AutoscalingOutputs()
         self.register_outputs({})

@@ -1,6 +1,10 @@
-"""An ECR pull-through cache of Docker Hub, so a GPU scale-up pulls tensorflow/serving
-(~6 GB) from ECR in the cluster's region instead of from Docker Hub through NAT, and never
-meets Docker Hub's pull limits.
+"""The `serving.image_cache` key: an ECR pull-through cache of Docker Hub, so a GPU scale-up
+pulls tensorflow/serving (~6 GB) from ECR in the cluster's region instead of from Docker Hub
+through NAT, and never meets Docker Hub's pull limits.
+
+It owns the cache rule, its credentials secret and the nodes' pull permission; it must not
+choose the image (serving.py and images.py do) nor touch the node roles beyond attaching
+that permission.
 
 AWS docs, Amazon ECR user guide: "Creating a pull through cache rule" (Docker Hub rules need
 a Secrets Manager secret named `ecr-pullthroughcache/...` holding `username` and
@@ -57,10 +61,13 @@ def cache_pull_policy(partition: str, region: str, account_id: str, prefix: str)
 
 @dataclass(frozen=True)
 class ImageCacheOutputs:
+    """Where pods pull through the cache, and what such a pull must wait for."""
+
     # `<account>.dkr.ecr.<region>.amazonaws.com/<prefix>`: put before `tensorflow/serving:...`.
     mirror: pulumi.Output[str]
     node_policy_arn: pulumi.Output[str]
-    ready: list[pulumi.Resource]
+    # The cache rule and the nodes' permission to import through it.
+    pull_ready: tuple[pulumi.Resource, ...]
 
 
 class ImageCache(pulumi.ComponentResource):
@@ -120,5 +127,5 @@ class ImageCache(pulumi.ComponentResource):
         mirror = pulumi.Output.from_input(account_id).apply(
             lambda account: f"{account}.dkr.ecr.{region}.amazonaws.com/{prefix}"
         )
-        self.outputs = ImageCacheOutputs(mirror=mirror, node_policy_arn=policy.arn, ready=[rule, *attachments])
+        self.outputs = ImageCacheOutputs(mirror=mirror, node_policy_arn=policy.arn, pull_ready=(rule, *attachments))
         self.register_outputs({"mirror": mirror})

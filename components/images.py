@@ -1,6 +1,9 @@
 """Container images of our own workload: a pinned tag, and where the stack asks for it
 (prod by default) the digest of that tag, so every pod of a rollout runs the same bytes.
 
+It names and resolves images only: it must not decide which image a component runs (the
+components do) and creates no resource; third-party software comes from its chart instead.
+
 A digest comes from the catalogue `image-digests.json` when recorded there
 (`python -m tools.pin_images` writes it), else it is resolved from the registry when the
 program runs, over the OCI distribution API (distribution-spec `spec.md`: a HEAD of

@@ -1,5 +1,8 @@
 """Where models live in the model store: shared by the stack, the publisher and the sync.
 
+Names and paths only: it must not talk to S3 or create resources (the publisher, the sync
+script and model_store.py do), so the commands can use it without the Pulumi engine.
+
     s3://<bucket>/<prefix>/<model>/<version>/...            TF Serving's SavedModel layout
     s3://<bucket>/<prefix>/<model>/_complete/<version>.sha256
         written last by the publisher; its presence means the version is complete. Its

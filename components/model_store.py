@@ -1,74 +1,34 @@
-"""The model store: a versioned, KMS-encrypted S3 bucket, its identities, and model delivery.
+"""The model store: a versioned, KMS-encrypted S3 bucket (with its access-log bucket), the
+role serving pods read it with, and the policy (and role) publishers write it with.
 
-TF Serving images from 2.7 on cannot read `s3://` paths, so models reach the pods through
-a pod volume: an init container syncs the configured versions before TF Serving starts, and
-a sidecar keeps syncing. A version becomes visible only once complete: the publisher writes
-a checksum manifest last (see model_layout.py); the sync downloads into a staging folder,
-verifies every checksum and then renames the folder into place, which is atomic on one
-filesystem, so TF Serving never sees half a version.
+AWS only: it must not build pods or other Kubernetes objects. How models reach the pods
+(the sync containers and their scripts) is components/model_sync.py; where a version lives
+in the bucket is components/model_layout.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_kubernetes as k8s
 
-from components import catalog
 from components.cluster import ClusterOutputs
 from components.config import ModelStoreConfig
-from components.images import Image
 from components.iam import irsa_trust_policy, pod_identity_trust_policy, policy_document
-from components.model_layout import COMPLETE_DIR
-from components.podsecurity import restricted_container
 
-# AWS CLI v2 (Pod Identity credentials need >= 2.15), on ECR Public to avoid pull limits.
-SYNC_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.34.48"
-# Above 10000, like the server's (CIS 5.2.6; checkov CKV_K8S_40).
-SYNC_UID = 10001
-
-
-def sync_image() -> Image:
-    registry, _, rest = SYNC_IMAGE.partition("/")
-    repository, _, tag = rest.rpartition(":")
-    return Image(registry, repository, tag)
-SYNC_INTERVAL_SECONDS = 30
-MODELS_FILE = "/etc/model-sync/models.txt"
-SYNC_SCRIPT = "/etc/model-sync/sync.sh"
-READY_SCRIPT = "/etc/model-sync/ready.sh"
-# EKS Pod Identity agent, on every node (link-local).
-POD_IDENTITY_AGENT_CIDR = "169.254.170.23/32"
-
-SCRIPTS = Path(__file__).parent / "scripts"
-SYNC_SH = (SCRIPTS / "model-sync.sh").read_text().replace("__COMPLETE_DIR__", COMPLETE_DIR)
-
-
-@dataclass(frozen=True)
-class ModelSync:
-    """Which versions of one model the pods should hold."""
-
-    policy: Literal["latest", "specific"]
-    latest_count: int = 1
-    versions: tuple[int, ...] = ()
-
-    def line(self, model: str) -> str:
-        arg = str(self.latest_count) if self.policy == "latest" else ",".join(map(str, self.versions))
-        return f"{model} {self.policy} {arg}"
-
-
-def models_file(models: Mapping[str, ModelSync]) -> str:
-    return "".join(f"{spec.line(name)}\n" for name, spec in sorted(models.items()))
-
+TYPE_TOKEN = "tf-serving-eks:model_store:ModelStore"
+# The token before the module was named after its stack key: the alias keeps a deployed store
+# (and, through its children's parent, every bucket, key and role) where it is.
+OLD_TYPE_TOKEN = "tf-serving-eks:models:ModelStore"
 
 @dataclass(frozen=True)
 class ModelStoreOutputs:
+    """What serving and the stack outputs need of the store."""
+
     bucket_name: pulumi.Output[str]
-    bucket_arn: pulumi.Output[str]
     key_arn: pulumi.Output[str]
     prefix: str
     reader_role_arn: pulumi.Output[str]
@@ -77,22 +37,23 @@ class ModelStoreOutputs:
     identity: Literal["pod_identity", "irsa"]
     # What serving pods must not start before: their credentials are bound at pod creation
     # (the Pod Identity association, or the IRSA role) and must already read the bucket.
-    reader_ready: list[pulumi.Resource] = field(default_factory=list)
+    reader_ready: tuple[pulumi.Resource, ...]
+
+
+def deny_insecure_transport(bucket_arn: str) -> dict[str, object]:
+    """Refuse every request to the bucket and its objects that is not over TLS."""
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
 
 
 def tls_only_policy(bucket_arn: str) -> str:
-    return policy_document(
-        [
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            }
-        ]
-    )
+    return policy_document([deny_insecure_transport(bucket_arn)])
 
 
 def list_prefix_statement(bucket_arn: str, prefix: str) -> dict[str, object]:
@@ -164,92 +125,8 @@ def access_log_policy(log_bucket_arn: str, source_bucket_arn: str, account_id: s
                     "StringEquals": {"aws:SourceAccount": account_id},
                 },
             },
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [log_bucket_arn, f"{log_bucket_arn}/*"],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
+            deny_insecure_transport(log_bucket_arn),
         ]
-    )
-
-
-READY_SH = (SCRIPTS / "model-ready.sh").read_text()
-
-
-def sync_config_data(models: Mapping[str, ModelSync]) -> dict[str, str]:
-    """Contents of the ConfigMap mounted at /etc/model-sync."""
-    return {"sync.sh": SYNC_SH, "ready.sh": READY_SH, "models.txt": models_file(models)}
-
-
-def model_sync_containers(
-    *,
-    image: str,
-    bucket: pulumi.Input[str],
-    prefix: str,
-    region: str,
-    model_root: str,
-    model_volume: str,
-    config_volume: str,
-    tmp_volume: str,
-    rest_port: int,
-) -> tuple[k8s.core.v1.ContainerArgs, k8s.core.v1.ContainerArgs]:
-    """The init container (one pass before TF Serving starts) and the native sidecar (loops).
-
-    The sidecar is an init container with `restartPolicy: Always`: it starts before TF
-    Serving, runs beside it, and does not keep the pod alive on its own.
-    """
-
-    def container(name: str, args: list[str], sidecar: bool) -> k8s.core.v1.ContainerArgs:
-        return k8s.core.v1.ContainerArgs(
-            name=name,
-            image=image,
-            command=["/bin/bash"],
-            args=[SYNC_SCRIPT, *args],
-            restart_policy="Always" if sidecar else None,
-            env=[
-                k8s.core.v1.EnvVarArgs(name="MODEL_BUCKET", value=bucket),
-                k8s.core.v1.EnvVarArgs(name="MODEL_PREFIX", value=prefix),
-                k8s.core.v1.EnvVarArgs(name="MODEL_ROOT", value=model_root),
-                k8s.core.v1.EnvVarArgs(name="MODELS_FILE", value=MODELS_FILE),
-                k8s.core.v1.EnvVarArgs(name="SYNC_INTERVAL_SECONDS", value=str(SYNC_INTERVAL_SECONDS)),
-                # The region is given, never looked up: pods cannot reach IMDS (hop limit 1).
-                # CLI v2 reads AWS_REGION, v1 and older SDKs AWS_DEFAULT_REGION.
-                k8s.core.v1.EnvVarArgs(name="AWS_REGION", value=region),
-                k8s.core.v1.EnvVarArgs(name="AWS_DEFAULT_REGION", value=region),
-                # No pager: CLI v2 pipes output through `less` by default (AWS CLI v2 user
-                # guide, "Using AWS CLI pagination options": client-side pager).
-                k8s.core.v1.EnvVarArgs(name="AWS_PAGER", value=""),
-                # The image's root filesystem is read-only; the CLI keeps its state in /tmp.
-                k8s.core.v1.EnvVarArgs(name="HOME", value="/tmp"),
-                k8s.core.v1.EnvVarArgs(name="REST_PORT", value=str(rest_port)),
-            ],
-            # The sidecar gates pod readiness: every configured model must be AVAILABLE.
-            readiness_probe=k8s.core.v1.ProbeArgs(
-                exec_=k8s.core.v1.ExecActionArgs(command=["/bin/bash", READY_SCRIPT]),
-                period_seconds=10,
-                timeout_seconds=5,
-                failure_threshold=3,
-            )
-            if sidecar
-            else None,
-            volume_mounts=[
-                k8s.core.v1.VolumeMountArgs(name=model_volume, mount_path=model_root),
-                k8s.core.v1.VolumeMountArgs(name=config_volume, mount_path="/etc/model-sync", read_only=True),
-                k8s.core.v1.VolumeMountArgs(name=tmp_volume, mount_path="/tmp"),
-            ],
-            resources=k8s.core.v1.ResourceRequirementsArgs(
-                requests=dict(catalog.MODEL_SYNC_RESOURCES["requests"]),
-                limits=dict(catalog.MODEL_SYNC_RESOURCES["limits"]),
-            ),
-            security_context=restricted_container(SYNC_UID),
-        )
-
-    return (
-        container("model-sync-init", ["--once"], sidecar=False),
-        container("model-sync", [], sidecar=True),
     )
 
 
@@ -268,7 +145,14 @@ class ModelStore(pulumi.ComponentResource):
         account_id: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("tf-serving-eks:models:ModelStore", name, None, opts)
+        super().__init__(
+            TYPE_TOKEN,
+            name,
+            None,
+            pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=OLD_TYPE_TOKEN)])
+            ),
+        )
         child = pulumi.ResourceOptions(parent=self)
         # Models outlive stacks: a protected bucket and key survive `pulumi destroy`.
         keep = pulumi.ResourceOptions(parent=self, protect=cfg.protect, retain_on_delete=cfg.protect)
@@ -371,14 +255,13 @@ class ModelStore(pulumi.ComponentResource):
 
         self.outputs = ModelStoreOutputs(
             bucket_name=bucket.bucket,
-            bucket_arn=bucket.arn,
             key_arn=key.arn,
             prefix=prefix,
             reader_role_arn=reader.arn,
             publisher_policy_arn=publisher.arn,
             publisher_role_arn=publisher_role_arn,
             identity=cfg.identity,
-            reader_ready=reader_ready,
+            reader_ready=tuple(reader_ready),
         )
         self.register_outputs({"bucket": bucket.bucket, "reader_role_arn": reader.arn})
 

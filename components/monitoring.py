@@ -1,5 +1,9 @@
-"""Monitoring: kube-prometheus-stack (or an existing Prometheus Operator), scraping, recording
-and alert rules on the metrics the exporters really emit, and a Grafana dashboard.
+"""The `monitoring` stack key: kube-prometheus-stack (or an existing Prometheus Operator),
+scraping, recording and alert rules on the metrics the exporters really emit, and a Grafana
+dashboard.
+
+It observes and must not change what it watches: no serving, scaling or node objects are made
+here, and charts' own ServiceMonitors are switched on by their components.
 
 Metric sources:
 - TF Serving (`/monitoring/prometheus/metrics` on the REST port): `:tensorflow:serving:*`
@@ -25,9 +29,16 @@ from components import catalog
 from components.config import AlertThresholds, MonitoringConfig
 from components.gpu_pools import GPU_PRESENT_LABEL
 from components.helm import helm_release
-from components.cluster import POOL_LABEL
+from components.cluster import POOL_LABEL, ClusterOutputs
+from components.custom_resources import serving_custom_resource
 from components.naming import k8s_labels
-from components.tf_serving import ServingOutputs, pod_name_regex
+from components.promql import (
+    BATCH_QUEUEING_BUCKETS,
+    PER_POD_WINDOW,
+    REQUEST_LATENCY_BUCKETS,
+    histogram_quantile_seconds,
+)
+from components.serving import ServingOutputs, pod_name_regex
 
 
 # Every metric our rules and dashboard may read, by exporter (see the module docstring).
@@ -101,10 +112,12 @@ class Rule:
 
 
 def recording_rules() -> list[Rule]:
-    """The SLO figures the dashboard, the alerts and the autoscaler read."""
+    """The SLO figures the dashboard and the alerts read. The autoscalers compute the same
+    per-pod quantiles from the raw series themselves (an existing Prometheus may not hold
+    these rules), with the same builder (promql.py)."""
     request = ":tensorflow:serving:request_count"
-    latency = ":tensorflow:serving:request_latency_bucket"
-    queueing = ":tensorflow:serving:batching_session:queuing_latency_bucket"
+    latency = REQUEST_LATENCY_BUCKETS
+    queueing = BATCH_QUEUEING_BUCKETS
     rules = [
         Rule(record="tfserving:requests:rate1m", expr=f"sum by (namespace, model_name) (rate({request}[1m]))"),
         Rule(
@@ -121,23 +134,23 @@ def recording_rules() -> list[Rule]:
         rules.append(
             Rule(
                 record=f"tfserving:request_latency_seconds:p{q}",
-                expr=f"histogram_quantile(0.{q}, sum by (namespace, model_name, le) (rate({latency}[5m]))) / 1e6",
+                expr=histogram_quantile_seconds(q, latency, ("namespace", "model_name", "le"), "5m"),
             )
         )
         rules.append(
             Rule(
                 record=f"tfserving:pod_request_latency_seconds:p{q}",
-                expr=f"histogram_quantile(0.{q}, sum by (namespace, pod, le) (rate({latency}[2m]))) / 1e6",
+                expr=histogram_quantile_seconds(q, latency, ("namespace", "pod", "le"), PER_POD_WINDOW),
             )
         )
     rules += [
         Rule(
             record="tfserving:batch_queueing_seconds:p99",
-            expr=f"histogram_quantile(0.99, sum by (namespace, le) (rate({queueing}[5m]))) / 1e6",
+            expr=histogram_quantile_seconds("99", queueing, ("namespace", "le"), "5m"),
         ),
         Rule(
             record="tfserving:pod_batch_queueing_seconds:p99",
-            expr=f"histogram_quantile(0.99, sum by (namespace, pod, le) (rate({queueing}[2m]))) / 1e6",
+            expr=histogram_quantile_seconds("99", queueing, ("namespace", "pod", "le"), PER_POD_WINDOW),
         ),
         Rule(
             record="tfserving:gpu_memory_used:ratio",
@@ -543,12 +556,22 @@ def stack_prometheus_url(namespace: str) -> str:
     return f"http://{fullname}-prometheus.{namespace}.svc:{PROMETHEUS_PORT}"
 
 
+@dataclass(frozen=True)
+class PrometheusStackOutputs:
+    """What the rest of the stack needs of its own Prometheus."""
+
+    # Prometheus, for in-cluster clients (the autoscalers).
+    url: str
+    # What installs the Prometheus Operator's CRDs: a ServiceMonitor or rule (ours, or one a
+    # chart ships) is created only after it.
+    crds_ready: tuple[pulumi.Resource, ...]
+
+
 class PrometheusStack(pulumi.ComponentResource):
     """kube-prometheus-stack: created early, so charts that ship ServiceMonitors (DCGM, the
-    load balancer controller) can wait for its CRDs through `ready`."""
+    load balancer controller) can wait for its CRDs."""
 
-    ready: list[pulumi.Resource]
-    url: str  # Prometheus, for in-cluster clients (autoscaling)
+    outputs: PrometheusStackOutputs
 
     def __init__(
         self,
@@ -557,14 +580,11 @@ class PrometheusStack(pulumi.ComponentResource):
         *,
         grafana_admin_password: str | None,
         alerting_secrets: Mapping[str, str],
-        system_node_selector: Mapping[str, str],
-        provider: k8s.Provider,
-        storage_ready: Iterable[pulumi.Resource] = (),
-        storage_class: str,
+        cluster: ClusterOutputs,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:monitoring:PrometheusStack", name, None, opts)
-        k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
+        k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -593,7 +613,13 @@ class PrometheusStack(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[namespace])),
         )
         values = pulumi.Output.secret(
-            stack_values(cfg, "grafana-admin", alertmanager_config(cfg, alerting_secrets), system_node_selector, storage_class)
+            stack_values(
+                cfg,
+                "grafana-admin",
+                alertmanager_config(cfg, alerting_secrets),
+                cluster.system_node_selector,
+                cluster.storage_class,
+            )
         )
         release = helm_release(
             f"{name}-kube-prometheus-stack",
@@ -603,16 +629,23 @@ class PrometheusStack(pulumi.ComponentResource):
             # Prometheus, Alertmanager and Grafana claim gp3 volumes: the provisioner and the
             # class must exist, or the claims stay Pending and the release times out.
             pulumi.ResourceOptions.merge(
-                k8s_child, pulumi.ResourceOptions(depends_on=[namespace, admin, *storage_ready])
+                k8s_child, pulumi.ResourceOptions(depends_on=[namespace, admin, *cluster.storage_ready])
             ),
         )
-        self.ready = [release]
-        self.url = stack_prometheus_url(cfg.namespace)
+        self.outputs = PrometheusStackOutputs(url=stack_prometheus_url(cfg.namespace), crds_ready=(release,))
         self.register_outputs({})
+
+
+@dataclass(frozen=True)
+class MonitoringOutputs:
+    """Nothing downstream reads what Monitoring makes; the empty outputs keep every component
+    read the same way."""
 
 
 class Monitoring(pulumi.ComponentResource):
     """Our ServiceMonitor, rules and dashboard (for the stack's or an existing Prometheus)."""
+
+    outputs: MonitoringOutputs
 
     def __init__(
         self,
@@ -620,31 +653,36 @@ class Monitoring(pulumi.ComponentResource):
         cfg: MonitoringConfig,
         *,
         serving: ServingOutputs,
-        ready: list[pulumi.Resource],
-        provider: k8s.Provider,
+        cluster: ClusterOutputs,
+        prometheus: PrometheusStackOutputs | None,
         scales_from_zero: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:monitoring:Monitoring", name, None, opts)
-        k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
+        k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         labels = k8s_labels("monitoring", serving.name, dict(cfg.rule_labels))
-        after_crds = pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=ready))
-        k8s.apiextensions.CustomResource(
+        # With an existing operator its CRDs are there already.
+        after_crds = pulumi.ResourceOptions.merge(
+            k8s_child, pulumi.ResourceOptions(depends_on=list(prometheus.crds_ready if prometheus else ()))
+        )
+        serving_custom_resource(
             f"{name}-service-monitor",
-            api_version="monitoring.coreos.com/v1",
-            kind="ServiceMonitor",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=serving.name, namespace=serving.namespace, labels=labels),
-            spec=service_monitor_spec(serving),
+            serving,
+            "monitoring.coreos.com/v1",
+            "ServiceMonitor",
+            service_monitor_spec(serving),
+            labels=labels,
             opts=after_crds,
         )
-        k8s.apiextensions.CustomResource(
+        serving_custom_resource(
             f"{name}-rules",
-            api_version="monitoring.coreos.com/v1",
-            kind="PrometheusRule",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=serving.name, namespace=serving.namespace, labels=labels),
-            spec=prometheus_rule_spec(
+            serving,
+            "monitoring.coreos.com/v1",
+            "PrometheusRule",
+            prometheus_rule_spec(
                 recording_rules(), alert_rules(serving, cfg.thresholds, scales_from_zero), cfg.runbook_base_url
             ),
+            labels=labels,
             opts=after_crds,
         )
         k8s.core.v1.ConfigMap(
@@ -657,4 +695,5 @@ class Monitoring(pulumi.ComponentResource):
             data={"tf-serving.json": json.dumps(dashboard(serving), indent=1, sort_keys=True)},
             opts=after_crds,
         )
+        self.outputs = MonitoringOutputs()
         self.register_outputs({})

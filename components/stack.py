@@ -13,14 +13,14 @@ from components.cluster import Cluster, existing_cluster_needs
 from components.config import StackConfig, check_pool_zones, load_stack_config
 from components.gpu_pools import GpuPools
 from components.image_cache import ImageCache
-from components.ingress_tls import IngressTls, stack_outputs
+from components.ingress import Ingress, IngressOutputs
 from components.logs import ClusterLogs
 from components.model_layout import model_bucket_name
 from components.model_store import ModelStore
-from components.monitoring import Monitoring, PrometheusStack
+from components.monitoring import Monitoring, PrometheusStack, PrometheusStackOutputs
 from components.naming import base_tags
 from components.node_autoscaling import NodeAutoscaler
-from components.tf_serving import TfServing
+from components.serving import TfServing
 
 
 def build_stack(cfg: StackConfig) -> dict[str, Any]:
@@ -51,8 +51,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     # anything else is created.
     check_pool_zones(cfg, pulumi.get_stack(), list(cluster.private_subnet_ids_by_zone))
     # The Prometheus Operator's CRDs come first: several charts below ship ServiceMonitors.
-    monitoring_ready: list[pulumi.Resource] = []
-    prometheus_url: str | None = None
+    prometheus: PrometheusStackOutputs | None = None
     if cfg.monitoring.enabled and cfg.monitoring.mode == "kube-prometheus-stack":
         prometheus = PrometheusStack(
             "monitoring",
@@ -61,12 +60,9 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
                 cfg.grafana_admin_password.get_secret_value() if cfg.grafana_admin_password else None
             ),
             alerting_secrets={k: v.get_secret_value() for k, v in cfg.alerting_secrets.items()},
-            system_node_selector=cluster.system_node_selector,
-            provider=cluster.provider,
-            storage_ready=cluster.storage_ready,
-            storage_class=cluster.storage_class,
-        )
-        monitoring_ready, prometheus_url = prometheus.ready, prometheus.url
+            cluster=cluster,
+        ).outputs
+    monitoring_ready: list[pulumi.Resource] = list(prometheus.crds_ready) if prometheus else []
     gpu = GpuPools(
         "gpu",
         cfg.gpu_pools,
@@ -121,7 +117,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         "serving",
         cfg.serving,
         environment=cfg.environment,
-        gpu=gpu.scheduling.get(cfg.serving.gpu_pool) if cfg.serving.gpu_pool else None,
+        gpu_scheduling=gpu.scheduling,
         store=store,
         region=cfg.aws_region,
         load_balancer_cidrs=(
@@ -139,8 +135,8 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
 
     ingress: dict[str, Any] = {}
     if cfg.ingress and cfg.ingress.enabled:
-        ingress = stack_outputs(
-            IngressTls(
+        ingress = ingress_outputs(
+            Ingress(
                 "ingress",
                 cfg.ingress,
                 api_key=cfg.ingress_api_key.get_secret_value() if cfg.ingress_api_key else None,
@@ -150,19 +146,12 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
                 region=cfg.aws_region,
                 partition=partition,
                 service_monitor=chart_monitors,
-                monitoring_ready=monitoring_ready,
+                prometheus=prometheus,
                 opts=pulumi.ResourceOptions(providers=[aws_provider]),
             ).outputs
         )
     if cfg.autoscaling.enabled:
-        Autoscaling(
-            "autoscaling",
-            cfg.autoscaling,
-            serving=serving,
-            system_node_selector=cluster.system_node_selector,
-            provider=cluster.provider,
-            stack_prometheus_url=prometheus_url,
-        )
+        Autoscaling("autoscaling", cfg.autoscaling, serving=serving, cluster=cluster, prometheus=prometheus)
     if cfg.monitoring.logs.enabled:
         logs = ClusterLogs(
             "logs",
@@ -178,8 +167,8 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             "monitoring",
             cfg.monitoring,
             serving=serving,
-            ready=monitoring_ready,
-            provider=cluster.provider,
+            cluster=cluster,
+            prometheus=prometheus,
             scales_from_zero=cfg.autoscaling.enabled and cfg.autoscaling.min_replicas == 0,
         )
 
@@ -230,6 +219,16 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         "kubeconfig_command": cluster.name.apply(
             lambda name: f"aws eks update-kubeconfig --name {name} --region {cfg.aws_region}"
         ),
+    }
+
+
+def ingress_outputs(outputs: IngressOutputs) -> dict[str, Any]:
+    """The endpoints' stack outputs."""
+    return {
+        "rest_url": outputs.rest_url,
+        "grpc_url": outputs.grpc_url,
+        "certificate_arn": outputs.certificate_arn,
+        "web_acl_arn": outputs.web_acl_arn,
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.tf_serving import POD_NAME_ALPHABET, pod_name_regex
+from components.serving import POD_NAME_ALPHABET, pod_name_regex
 from tests.external_tools import promtool
 from tests.support import raw_stack, render_raw
 from tools.mock_engine import Rendering
@@ -66,7 +66,7 @@ def test_matcher_can_fail() -> None:
 
 def pod_names(deployment: str) -> list[str]:
     """Names Kubernetes gives a Deployment's pods: hashes of 1 to 10 characters of
-    apimachinery's rand alphabet, 5 random characters (see tf_serving.POD_NAME_ALPHABET)."""
+    apimachinery's rand alphabet, 5 random characters (see serving.POD_NAME_ALPHABET)."""
     a = POD_NAME_ALPHABET
     return [f"{deployment}-{a[:10]}-{a[-5:]}", f"{deployment}-{a[3]}-{a[5:10]}", f"{deployment}-7d9f8b6c4-x2v5q"]
 

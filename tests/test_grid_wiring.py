@@ -22,7 +22,7 @@ from tests.alb_rules import Request
 from tests.config_grid import GRID, rendered
 from tests.serving_pods import can_serve, parse_rest, served_by_service
 from tests.support import parse
-from tests.test_ingress_tls import PUBLIC_GRPC, rest_calls
+from tests.test_ingress import PUBLIC_GRPC, rest_calls
 from tools.mock_engine import Rendering
 
 Manifest = dict[str, Any]
@@ -143,7 +143,7 @@ def test_every_service_monitor_of_ours_selects_a_service_port(name: str) -> None
 def test_no_peer_means_no_rule_not_an_open_rule() -> None:
     """With no load balancer subnets and no monitoring, the policy admits nothing: an empty
     `from` would have admitted every source."""
-    from components.tf_serving import network_policy_spec
+    from components.serving import network_policy_spec
 
     spec = network_policy_spec(parse(GRID["dev"]).serving, [], None)
     assert spec.ingress == [] and "Ingress" in spec.policy_types

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from components import images
 from components.config import StackConfigError
-from components.model_store import sync_image
-from components.tf_serving import serving_image
+from components.model_sync import sync_image
+from components.serving import serving_image
 from tools.stackfile import list_stacks, load_stack_file
 
 

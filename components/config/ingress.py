@@ -140,8 +140,8 @@ class IngressConfig(Section):
 # Load Balancing, "Quotas for your Application Load Balancers"). The ingress routes take per
 # served model 4 listener rules (its paths and its 3 call verbs), 8 more per canaried model
 # (its canary label and canary version), 6 for the public gRPC methods (12 with a canary: the
-# header rules) and one HTTP-to-HTTPS redirect per host name. components/ingress_tls.py builds
-# them; tests/test_ingress_tls.py checks this count against the rendered routes.
+# header rules) and one HTTP-to-HTTPS redirect per host name. components/ingress.py builds
+# them; tests/test_ingress.py checks this count against the rendered routes.
 ALB_RULES_PER_LOAD_BALANCER = 100
 
 

@@ -243,7 +243,7 @@ class ServingConfig(Section):
 
     @model_validator(mode="after")
     def _pod_names_whole(self) -> ServingConfig:
-        # Queries pick the stable or the canary pods by pod name (tf_serving.pod_name_regex);
+        # Queries pick the stable or the canary pods by pod name (serving.pod_name_regex);
         # Kubernetes cuts a generated name's base to 58 characters, and the canary pods' base
         # is `<name>-canary-<hash of up to 10>-` (apiserver/pkg/storage/names/generate.go).
         if len(self.name) > SERVING_NAME_MAX:
@@ -273,7 +273,7 @@ class ServingConfig(Section):
     @property
     def pod_requests(self) -> catalog.Requests:
         """What one serving pod asks the scheduler for: TF Serving plus the model-sync init
-        container and the model-sync sidecar (tf_serving.pod_spec)."""
+        container and the model-sync sidecar (serving.pod_spec)."""
         sync = catalog.requests_of(catalog.MODEL_SYNC_RESOURCES)
         return catalog.pod_requests(
             [catalog.Requests(self.cpu_milli, self.memory_mib)], [(sync, False), (sync, True)]

@@ -15,7 +15,7 @@ import pytest
 
 from components import catalog
 from components.config import StackConfigError, alb_listener_rules
-from components.ingress_tls import model_call_path_regex, web_acl_rules
+from components.ingress import model_call_path_regex, web_acl_rules
 from tests import alb_rules, waf_rules
 from tests.alb_rules import Request
 from tests.waf_rules import WafRequest

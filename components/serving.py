@@ -1,5 +1,10 @@
-"""The TensorFlow Serving workload: namespace, config files, Deployment, Service, PDB,
-NetworkPolicy, with models delivered from the model store.
+"""The `serving` stack key: the TensorFlow Serving workload (namespace, config files,
+Deployment, Service, PDB, NetworkPolicy; a canary Deployment and Service beside them when a
+model has a canary), with models delivered by the model-sync containers (model_sync.py).
+
+It makes Kubernetes objects only: it must not create AWS resources (it reads the model
+store's and the image cache's outputs), and routes, scaling and monitoring of the pods belong
+to their own components.
 
 Every config file TF Serving reads is produced by a pure function from the stack config,
 in TF Serving's protobuf text format.
@@ -9,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pulumi
@@ -24,16 +29,16 @@ from components.config import (
     strict_zone_spread,
 )
 from components.gpu_pools import GPU_RESOURCE, GpuScheduling
-from components.model_store import (
-    POD_IDENTITY_AGENT_CIDR,
-    ModelStoreOutputs,
-    ModelSync,
-    model_sync_containers,
-    sync_image,
-    sync_config_data,
-)
 from components.image_cache import ImageCacheOutputs
 from components.images import Image, digest_for, pinned
+from components.model_store import ModelStoreOutputs
+from components.model_sync import (
+    POD_IDENTITY_AGENT_CIDR,
+    model_sync_containers,
+    model_sync_specs,
+    sync_config_data,
+    sync_image,
+)
 from components.naming import k8s_labels
 from components.podsecurity import restricted_container
 
@@ -81,13 +86,6 @@ def image(cfg: ServingConfig, mirror: pulumi.Input[str] | None = None) -> pulumi
     if mirror is None:
         return wanted.reference(digest)
     return pulumi.Output.from_input(mirror).apply(lambda m: wanted.reference(digest, mirror=m))
-
-
-def model_sync_specs(models: Mapping[str, ModelConfig]) -> dict[str, ModelSync]:
-    return {
-        name: ModelSync(m.version_policy, m.latest_count, tuple(sorted(m.versions)))
-        for name, m in models.items()
-    }
 
 
 def _quote(text: str) -> str:
@@ -348,25 +346,40 @@ def topology_spread(workload: str, strict_zones: bool) -> list[k8s.core.v1.Topol
     ]
 
 
+@dataclass(frozen=True)
+class PodPlacement:
+    """What the stable and the canary pods share beyond their config: where they may run,
+    the store they sync from, and their identity and priority."""
+
+    gpu_scheduling: Mapping[str, GpuScheduling]
+    store: ModelStoreOutputs
+    region: str
+    service_account: str
+    priority_class: str
+    strict_zones: bool
+    image_mirror: pulumi.Input[str] | None = None
+
+
+def gpu_scheduling_for(cfg: ServingConfig, pools: Mapping[str, GpuScheduling]) -> GpuScheduling | None:
+    """The scheduling contract of `serving.gpu_pool`, None when serving runs on CPU: like every
+    other GPU decision of the pods, it follows that one setting."""
+    return pools[cfg.gpu_pool] if cfg.gpu_pool else None
+
+
 def pod_spec(
     cfg: ServingConfig,
+    placement: PodPlacement,
     *,
     workload: str,
-    gpu: GpuScheduling | None,
-    store: ModelStoreOutputs,
-    region: str,
-    service_account: str,
-    priority_class: str,
-    strict_zones: bool,
-    image_mirror: pulumi.Input[str] | None = None,
     config_map: str,
     sync_config_map: str,
 ) -> k8s.core.v1.PodSpecArgs:
+    gpu = gpu_scheduling_for(cfg, placement.gpu_scheduling)
     sync_init, sync_sidecar = model_sync_containers(
         image=pinned(sync_image(), by_digest=cfg.pin_image_digests),
-        bucket=store.bucket_name,
-        prefix=store.prefix,
-        region=region,
+        bucket=placement.store.bucket_name,
+        prefix=placement.store.prefix,
+        region=placement.region,
         model_root=MODEL_ROOT,
         model_volume="models",
         config_volume="model-sync",
@@ -374,10 +387,10 @@ def pod_spec(
         rest_port=REST_PORT,
     )
     return k8s.core.v1.PodSpecArgs(
-        service_account_name=service_account,
+        service_account_name=placement.service_account,
         # Pod Identity and IRSA mount their own projected token; nothing else needs the API.
         automount_service_account_token=False,
-        priority_class_name=priority_class,
+        priority_class_name=placement.priority_class,
         termination_grace_period_seconds=cfg.termination_grace_seconds,
         security_context=k8s.core.v1.PodSecurityContextArgs(
             run_as_non_root=True,
@@ -395,9 +408,9 @@ def pod_spec(
         ]
         if gpu
         else None,
-        topology_spread_constraints=topology_spread(workload, strict_zones),
+        topology_spread_constraints=topology_spread(workload, placement.strict_zones),
         init_containers=[sync_init, sync_sidecar],
-        containers=[serving_container(cfg, image_mirror)],
+        containers=[serving_container(cfg, placement.image_mirror)],
         volumes=[
             k8s.core.v1.VolumeArgs(name="models", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
             k8s.core.v1.VolumeArgs(
@@ -497,6 +510,13 @@ def network_policy_spec(
     )
 
 
+def _meta(
+    cfg: ServingConfig, labels: Mapping[str, str], name: str, annotations: Mapping[str, pulumi.Input[str]] | None = None
+) -> k8s.meta.v1.ObjectMetaArgs:
+    """Metadata of a namespaced serving object."""
+    return k8s.meta.v1.ObjectMetaArgs(name=name, namespace=cfg.namespace, labels=labels, annotations=annotations)
+
+
 class TfServing(pulumi.ComponentResource):
     outputs: ServingOutputs
 
@@ -506,7 +526,7 @@ class TfServing(pulumi.ComponentResource):
         cfg: ServingConfig,
         *,
         environment: str,
-        gpu: GpuScheduling | None,
+        gpu_scheduling: Mapping[str, GpuScheduling],
         store: ModelStoreOutputs,
         region: str,
         load_balancer_cidrs: pulumi.Input[list[str]],
@@ -516,13 +536,12 @@ class TfServing(pulumi.ComponentResource):
         image_cache: ImageCacheOutputs | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`gpu_scheduling`: every GPU pool's scheduling contract, by pool name; the pods
+        follow the one of `serving.gpu_pool`."""
         super().__init__("tf-serving-eks:serving:TfServing", name, None, opts)
         k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = k8s_labels("serving", cfg.name)
         ns = cfg.namespace
-
-        def meta(object_name: str, **extra: object) -> k8s.meta.v1.ObjectMetaArgs:
-            return k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=ns, labels=labels, **extra)  # type: ignore[arg-type]
 
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
@@ -543,7 +562,7 @@ class TfServing(pulumi.ComponentResource):
         )
         service_account = k8s.core.v1.ServiceAccount(
             f"{name}-service-account",
-            metadata=meta(cfg.name, annotations=annotations),
+            metadata=_meta(cfg, labels, cfg.name, annotations),
             automount_service_account_token=False,
             opts=in_ns,
         )
@@ -556,6 +575,23 @@ class TfServing(pulumi.ComponentResource):
             description="TF Serving pods: placed before batch and best-effort work.",
             opts=k8s_child,
         )
+        placement = PodPlacement(
+            gpu_scheduling=gpu_scheduling,
+            store=store,
+            region=region,
+            service_account=cfg.name,
+            priority_class=f"{cfg.name}-{ns}",
+            strict_zones=strict_zone_spread(environment),
+            image_mirror=image_cache.mirror if image_cache else None,
+        )
+        # Pods pull through the cache only once its rule and node permissions exist, and reach
+        # S3 only once their identity does.
+        pods_wait_for: list[pulumi.Resource] = [
+            service_account,
+            priority_class,
+            *store.reader_ready,
+            *(image_cache.pull_ready if image_cache else ()),
+        ]
         weights = canary_weights(cfg.models)
         workloads: list[tuple[str, str, Mapping[str, ModelConfig], int | None]] = [
             ("", cfg.name, cfg.models, replicas)
@@ -563,46 +599,24 @@ class TfServing(pulumi.ComponentResource):
         if weights:
             # One replica is enough for a share of the traffic; the HPA scales the stable pods.
             workloads.append(("-canary", canary_workload(cfg.name), canary_models(cfg.models), 1))
-        deployments = []
-        for suffix, workload, models, count in workloads:
-            deployments.append(
-                self._workload(
-                    f"{name}{suffix}",
-                    workload,
-                    cfg,
-                    models,
-                    replicas=count,
-                    meta=meta,
-                    labels=labels,
-                    pod=lambda w, config_map, sync_config_map: pod_spec(
-                        cfg,
-                        workload=w,
-                        config_map=config_map,
-                        sync_config_map=sync_config_map,
-                        image_mirror=image_cache.mirror if image_cache else None,
-                        gpu=gpu,
-                        store=store,
-                        region=region,
-                        service_account=cfg.name,
-                        priority_class=f"{cfg.name}-{ns}",
-                        strict_zones=strict_zone_spread(environment),
-                    ),
-                    opts=in_ns,
-                    # Pods pull through the cache only once its rule and node permissions exist,
-                    # and reach S3 only once their identity does.
-                    depends_on=[
-                        service_account,
-                        priority_class,
-                        *store.reader_ready,
-                        *(image_cache.ready if image_cache else []),
-                    ],
-                )
+        deployments = [
+            self._workload(
+                f"{name}{suffix}",
+                workload,
+                cfg,
+                models,
+                replicas=count,
+                labels=labels,
+                placement=placement,
+                opts=in_ns,
+                depends_on=pods_wait_for,
             )
-        deployment = deployments[0]
+            for suffix, workload, models, count in workloads
+        ]
         selector = selector_labels(cfg.name)
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
-            metadata=meta(cfg.name),
+            metadata=_meta(cfg, labels, cfg.name),
             spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
                 max_unavailable=1,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
@@ -612,7 +626,7 @@ class TfServing(pulumi.ComponentResource):
         )
         k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy",
-            metadata=meta(cfg.name),
+            metadata=_meta(cfg, labels, cfg.name),
             spec=pulumi.Output.from_input(load_balancer_cidrs).apply(
                 lambda cidrs: network_policy_spec(cfg, cidrs, monitoring_namespace)
             ),
@@ -626,7 +640,7 @@ class TfServing(pulumi.ComponentResource):
             grpc_port=GRPC_PORT,
             rest_port=REST_PORT,
             metrics_path=METRICS_PATH,
-            deployment=deployment,
+            deployment=deployments[0],
             model_names=sorted(cfg.models),
             canary_service=canary_workload(cfg.name) if weights else None,
             canary_weights=weights,
@@ -642,9 +656,8 @@ class TfServing(pulumi.ComponentResource):
         models: Mapping[str, ModelConfig],
         *,
         replicas: int | None,
-        meta: Callable[..., k8s.meta.v1.ObjectMetaArgs],
         labels: Mapping[str, str],
-        pod: Callable[[str, str, str], k8s.core.v1.PodSpecArgs],
+        placement: PodPlacement,
         opts: pulumi.ResourceOptions,
         depends_on: list[pulumi.Resource],
     ) -> k8s.apps.v1.Deployment:
@@ -654,16 +667,16 @@ class TfServing(pulumi.ComponentResource):
         config_name = content_name(f"{workload}-config", server_files)
         sync_name = content_name(f"{workload}-model-sync", sync_files)
         config = k8s.core.v1.ConfigMap(
-            f"{name}-config", metadata=meta(config_name), data=server_files, immutable=True, opts=opts
+            f"{name}-config", metadata=_meta(cfg, labels, config_name), data=server_files, immutable=True, opts=opts
         )
         sync_config = k8s.core.v1.ConfigMap(
-            f"{name}-model-sync", metadata=meta(sync_name), data=sync_files, immutable=True, opts=opts
+            f"{name}-model-sync", metadata=_meta(cfg, labels, sync_name), data=sync_files, immutable=True, opts=opts
         )
         selector = selector_labels(workload)
         pod_labels = {**labels, **selector}
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=meta(workload, annotations={**SKIP_AWAIT, **scanner_exceptions(cfg)}),
+            metadata=_meta(cfg, labels, workload, {**SKIP_AWAIT, **scanner_exceptions(cfg)}),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=replicas,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
@@ -673,7 +686,9 @@ class TfServing(pulumi.ComponentResource):
                 ),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels),
-                    spec=pod(workload, config_name, sync_name),
+                    spec=pod_spec(
+                        cfg, placement, workload=workload, config_map=config_name, sync_config_map=sync_name
+                    ),
                 ),
             ),
             opts=pulumi.ResourceOptions.merge(
@@ -682,7 +697,7 @@ class TfServing(pulumi.ComponentResource):
         )
         k8s.core.v1.Service(
             f"{name}-service",
-            metadata=meta(workload, annotations=SKIP_AWAIT),
+            metadata=_meta(cfg, labels, workload, SKIP_AWAIT),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
                 selector=selector,

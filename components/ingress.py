@@ -1,5 +1,8 @@
-"""REST and gRPC endpoints: Gateway API on an ALB (AWS Load Balancer Controller), TLS with
-ACM, DNS with external-dns, and a WAF web ACL in front.
+"""The `ingress` stack key: REST and gRPC endpoints through Gateway API on an ALB (the AWS
+Load Balancer Controller), TLS with ACM, DNS with external-dns, and a WAF web ACL in front.
+
+It routes to the Services the serving component made and must not create or change serving
+objects itself; it exports nothing (components/stack.py owns the stack outputs).
 
 Why an ALB through Gateway API: it terminates TLS with ACM certificates, balances gRPC per
 request over HTTP/2 (an L4 balancer pins long-lived gRPC connections to one pod), and
@@ -13,9 +16,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import pulumi
@@ -25,11 +28,19 @@ import pulumi_kubernetes as k8s
 from components import catalog
 from components.cluster import ClusterOutputs
 from components.config import CANARY_LABEL, AccessConfig, IngressConfig
+from components.custom_resources import serving_custom_resource
 from components.helm import helm_release, service_monitor_values
 from components.iam import pod_identity_role, policy_document
+from components.monitoring import PrometheusStackOutputs
 from components.naming import k8s_labels
-from components.tf_serving import ServingOutputs
+from components.serving import ServingOutputs
 
+TYPE_TOKEN = "tf-serving-eks:ingress:Ingress"
+# The token of the component's former name (IngressTls): the alias keeps a deployed ingress
+# (and, through its children's parent, the load balancer controller, certificate and web ACL)
+# where it is.
+OLD_TYPE_TOKEN = "tf-serving-eks:ingress:IngressTls"
+GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 CONTROLLER_NAMESPACE = "kube-system"
 CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
 EXTERNAL_DNS_SERVICE_ACCOUNT = "external-dns"
@@ -486,7 +497,7 @@ def _validation_option(
     return next(o for o in options if o.domain_name == domain)
 
 
-class IngressTls(pulumi.ComponentResource):
+class Ingress(pulumi.ComponentResource):
     outputs: IngressOutputs
 
     def __init__(
@@ -501,18 +512,24 @@ class IngressTls(pulumi.ComponentResource):
         region: str,
         partition: str,
         service_monitor: Mapping[str, str] | None,
-        monitoring_ready: list[pulumi.Resource],
+        prometheus: PrometheusStackOutputs | None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("tf-serving-eks:ingress:IngressTls", name, None, opts)
-        self._service_monitor = service_monitor
-        self._monitoring_ready = monitoring_ready
+        super().__init__(
+            TYPE_TOKEN,
+            name,
+            None,
+            pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=OLD_TYPE_TOKEN)])
+            ),
+        )
         child = pulumi.ResourceOptions(parent=self)
         k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
-        ns = serving.namespace
         labels = k8s_labels("ingress", serving.name)
 
-        controller = self._controller(name, cluster, region, partition, child, k8s_child)
+        controller = self._controller(
+            name, cluster, region, service_monitor, prometheus, child, k8s_child
+        )
         self._external_dns(name, cfg, stack, cluster, region, partition, child, k8s_child, controller[0])
         certificate_arn = self._certificate(name, cfg, child)
         web_acl = self._web_acl(name, cfg, api_key, child)
@@ -522,17 +539,24 @@ class IngressTls(pulumi.ComponentResource):
         )
 
         def custom(
-            resource: str, api_version: str, kind: str, object_name: str, spec: Any, namespaced: bool = True
+            resource: str,
+            api_version: str,
+            kind: str,
+            object_name: str,
+            spec: Any,
+            opts: pulumi.ResourceOptions = after_controller,
+            cluster_scoped: bool = False,
         ) -> k8s.apiextensions.CustomResource:
-            return k8s.apiextensions.CustomResource(
+            return serving_custom_resource(
                 f"{name}-{resource}",
-                api_version=api_version,
-                kind=kind,
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=object_name, namespace=ns if namespaced else None, labels=labels
-                ),
-                spec=spec,
-                opts=after_controller,
+                serving,
+                api_version,
+                kind,
+                spec,
+                labels=labels,
+                opts=opts,
+                name=object_name,
+                cluster_scoped=cluster_scoped,
             )
 
         gateway_name = serving.name
@@ -558,18 +582,18 @@ class IngressTls(pulumi.ComponentResource):
             )
         custom(
             "gateway-class",
-            "gateway.networking.k8s.io/v1",
+            GATEWAY_API_VERSION,
             "GatewayClass",
             GATEWAY_CLASS,
             {"controllerName": ALB_CONTROLLER_NAME},
-            namespaced=False,
+            cluster_scoped=True,
         )
-        gateway = k8s.apiextensions.CustomResource(
-            f"{name}-gateway",
-            api_version="gateway.networking.k8s.io/v1",
-            kind="Gateway",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=gateway_name, namespace=ns, labels=labels),
-            spec=gateway_spec(gateway_name, serving.name),
+        gateway = custom(
+            "gateway",
+            GATEWAY_API_VERSION,
+            "Gateway",
+            gateway_name,
+            gateway_spec(gateway_name, serving.name),
             opts=pulumi.ResourceOptions.merge(after_controller, pulumi.ResourceOptions(depends_on=[lb_config])),
         )
         after_gateway = pulumi.ResourceOptions.merge(after_controller, pulumi.ResourceOptions(depends_on=[gateway]))
@@ -578,14 +602,7 @@ class IngressTls(pulumi.ComponentResource):
             ("rest-route", "HTTPRoute", f"{serving.name}-rest", rest_route_spec(gateway_name, cfg.rest_host, serving)),
             ("grpc-route", "GRPCRoute", grpc_route, grpc_route_spec(gateway_name, cfg.grpc_host, serving)),
         ):
-            k8s.apiextensions.CustomResource(
-                f"{name}-{resource}",
-                api_version="gateway.networking.k8s.io/v1",
-                kind=kind,
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=ns, labels=labels),
-                spec=spec,
-                opts=after_gateway,
-            )
+            custom(resource, GATEWAY_API_VERSION, kind, object_name, spec, opts=after_gateway)
 
         self.outputs = IngressOutputs(
             rest_url=f"https://{cfg.rest_host}",
@@ -600,7 +617,8 @@ class IngressTls(pulumi.ComponentResource):
         name: str,
         cluster: ClusterOutputs,
         region: str,
-        partition: str,
+        service_monitor: Mapping[str, str] | None,
+        prometheus: PrometheusStackOutputs | None,
         child: pulumi.ResourceOptions,
         k8s_child: pulumi.ResourceOptions,
     ) -> list[pulumi.Resource]:
@@ -630,7 +648,7 @@ class IngressTls(pulumi.ComponentResource):
         )
         values = pulumi.Output.all(cluster.name, cluster.vpc_id).apply(
             lambda a: controller_values(
-                a[0], region, a[1], cluster.system_node_selector, self._service_monitor
+                a[0], region, a[1], cluster.system_node_selector, service_monitor
             )
         )
         release = helm_release(
@@ -641,7 +659,13 @@ class IngressTls(pulumi.ComponentResource):
             pulumi.ResourceOptions.merge(
                 k8s_child,
                 pulumi.ResourceOptions(
-                    depends_on=[gateway_crds, association, attachment, *self._monitoring_ready]
+                    # Its chart ships a ServiceMonitor: the operator's CRDs come first.
+                    depends_on=[
+                        gateway_crds,
+                        association,
+                        attachment,
+                        *(prometheus.crds_ready if prometheus else ()),
+                    ]
                 ),
             ),
         )
@@ -775,13 +799,4 @@ class IngressTls(pulumi.ComponentResource):
             visibility_config=_visibility(f"{name}-web-acl"),
             opts=child,
         )
-
-
-def stack_outputs(outputs: IngressOutputs) -> dict[str, Any]:
-    return {
-        "rest_url": outputs.rest_url,
-        "grpc_url": outputs.grpc_url,
-        "certificate_arn": outputs.certificate_arn,
-        "web_acl_arn": outputs.web_acl_arn,
-    }
 

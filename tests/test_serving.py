@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import text_format
 
 from components.config import StackConfigError
-from components.tf_serving import batching_parameters_text, model_config_text
+from components.serving import batching_parameters_text, model_config_text
 from tests.support import mounted_config_map, parse, raw_stack, render_raw
 from tools import tfs_proto
 from tools.mock_engine import Rendering
