@@ -10,8 +10,8 @@ import pytest
 from components.autoscaling import CUSTOM_METRICS, adapter_rules, keda_query, quantity
 from components.config import StackConfigError
 from tests.support import parse, raw_stack, render_raw
-from tools import conformance
-from tools.mock_engine import Rendering
+from tests.support import conformance
+from tools.lib.mock_engine import Rendering
 
 
 def obj(r: Rendering, kind: str) -> dict[str, Any]:

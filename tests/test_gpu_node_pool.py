@@ -13,8 +13,8 @@ from components.config import StackConfigError
 from components.config import zone_share
 from components.gpu_node_pool import monthly_cost_range
 from tests.support import parse, raw_stack, render_raw
-from tools import conformance
-from tools.mock_engine import EXISTING_SUBNETS, Registered, Rendering, existing_subnet_zone
+from tests.support import conformance
+from tools.lib.mock_engine import EXISTING_SUBNETS, Registered, Rendering, existing_subnet_zone
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 # Charts whose default values are not in the reference data; tests/test_logs.py checks the

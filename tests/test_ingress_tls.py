@@ -16,13 +16,13 @@ import pytest
 from components import catalog
 from components.config import StackConfigError, alb_listener_rules
 from components.ingress_tls import model_call_path_regex, web_acl_rules
-from tests import alb_rules, waf_rules
-from tests.alb_rules import Request
-from tests.waf_rules import WafRequest
-from tests.serving_pods import ServedModel, can_serve, parse_rest, served_by_service
+from tests.support import alb_rules, waf_rules
+from tests.support.alb_rules import Request
+from tests.support.waf_rules import WafRequest
+from tests.support.serving_pods import ServedModel, can_serve, parse_rest, served_by_service
 from tests.support import parse, raw_stack, render_raw, secret_keys_for, settings_for
-from tools import conformance
-from tools.mock_engine import Rendering, render
+from tests.support import conformance
+from tools.lib.mock_engine import Rendering, render
 
 API_KEY = "k3y-for-tests-0123456789abcdef"
 
@@ -303,7 +303,7 @@ def test_bad_ingress_config_is_refused(change: tuple[str, Any], key: str, fragme
 
 
 # --- Where requests go: the routes as the AWS Load Balancer Controller builds them into ALB
-# listener rules, evaluated the way the ALB does (tests/alb_rules.py cites the sources). ---
+# listener rules, evaluated the way the ALB does (tests/support/alb_rules.py cites the sources). ---
 
 # TF Serving's gRPC services and methods (tensorflow/serving tensorflow_serving/apis/
 # prediction_service.proto, model_service.proto, session_service.proto), and the services
@@ -573,7 +573,7 @@ def test_more_models_than_one_load_balancer_takes_are_refused() -> None:
 
 
 # --- What the WAF lets through: the rendered web ACL evaluated the way AWS WAF does
-# (tests/waf_rules.py cites the sources). ---
+# (tests/support/waf_rules.py cites the sources). ---
 
 
 def _varint(n: int) -> bytes:

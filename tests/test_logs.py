@@ -13,7 +13,7 @@ import pytest
 
 from components import catalog
 from components.logs import ClusterLogs, fluent_bit_policy, fluent_bit_values
-from tools.mock_engine import Registered, Rendering, render
+from tools.lib.mock_engine import Registered, Rendering, render
 
 CLUSTER = "tfs-test"
 REGION = "us-east-1"

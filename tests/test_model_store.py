@@ -25,7 +25,7 @@ import pytest
 from components.model_layout import marker_key, version_prefix
 from components.model_store import SYNC_IMAGE, READY_SH, SYNC_SH, ModelSync, models_file, reader_policy
 from tests.support import raw_stack, render_raw
-from tools.mock_engine import Rendering
+from tools.lib.mock_engine import Rendering
 
 
 def inputs(r: Rendering, type_token: str, name: str) -> dict:

@@ -1,4 +1,4 @@
-"""Promoting model versions between stacks and moving canaries (tools/promote.py): the
+"""Promoting model versions between stacks and moving canaries (tools/promote/): the
 stack file edited in place, every refusal, and round trips, against moto's S3 and STS.
 
 The repo's stack files are copied into a temporary root. The tests take prod's `resnet`
@@ -23,10 +23,10 @@ from moto import mock_aws
 from components.config import PROJECT, StackConfig
 from components.model_layout import model_bucket_name, version_prefix
 from tools import promote, publish_model
-from tools.model_repository import publish
+from tools.lib.model_repository import publish
 from tools.promote import Refused, main, read_config, write_atomically
-from tools.stackfile import ROOT, read_settings, stack_file
-from tests.aws_fixtures import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
+from tools.lib.stackfile import ROOT, read_settings, stack_file
+from tests.support.aws import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 
 MODEL = "resnet"
 SERVING = f"{PROJECT}:serving"

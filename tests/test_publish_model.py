@@ -1,4 +1,4 @@
-"""Publishing models to the S3 model store (tools/model_repository.py, tools/publish_model.py),
+"""Publishing models to the S3 model store (tools/lib/model_repository.py, tools/publish_model.py),
 against moto: validation, marker last, refusals, --force, listing, and the CLI."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from moto import mock_aws
 from components.config import config_from_pulumi_settings, parse_stack_config
 from components.model_layout import marker_key, model_bucket_name, version_prefix
 from tools import publish_model
-from tools.model_repository import (
+from tools.lib.model_repository import (
     PublishError,
     VersionInfo,
     list_versions,
@@ -27,8 +27,8 @@ from tools.model_repository import (
     validate_saved_model,
     version_is_complete,
 )
-from tools.stackfile import ROOT, read_settings, stack_file
-from tests.aws_fixtures import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
+from tools.lib.stackfile import ROOT, read_settings, stack_file
+from tests.support.aws import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 
 BUCKET = "models-test-bucket"
 PREFIX = "models"

@@ -9,7 +9,7 @@ import pytest
 from components.config import parse_stack_config
 from tests.conftest import rendered_stack
 from tests.support import raw_stack
-from tools import conformance
+from tests.support import conformance
 
 
 def test_stack_renders_with_outputs(stack_name: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from tools.stackfile import stack_file
+from tools.lib.stackfile import stack_file
 
 MODEL_COUNTS = (1, 10, 50)
 

@@ -55,8 +55,8 @@ from components.config import (
 )
 from components.model_layout import version_prefix
 from tools import publish_model
-from tools.model_repository import MODEL_NAME, list_versions, version_is_complete
-from tools.stackfile import ROOT, parse_document, read_settings, settings_from_document, stack_file
+from tools.lib.model_repository import MODEL_NAME, list_versions, version_is_complete
+from tools.lib.stackfile import ROOT, parse_document, read_settings, settings_from_document, stack_file
 
 SERVING_KEY = f"{PROJECT}:serving"
 STABLE = "stable"

@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from components.config import StackConfig, StackConfigError, parse_pulumi_settings
 from components.model_layout import model_bucket_name, model_prefix, version_prefix
-from tools.model_repository import (
+from tools.lib.model_repository import (
     MODEL_NAME,
     PublishError,
     VersionInfo,
@@ -38,7 +38,7 @@ from tools.model_repository import (
     publish,
     validate_saved_model,
 )
-from tools.stackfile import ROOT, read_settings, stack_file
+from tools.lib.stackfile import ROOT, read_settings, stack_file
 
 StackOutputs: TypeAlias = Callable[[str], dict[str, Any] | None]
 

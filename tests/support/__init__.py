@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from components.config import PROJECT, StackConfig, parse_stack_config
-from tools.mock_engine import Rendering, render
-from tools.stackfile import stack_file, strip_secure
+from tools.lib.mock_engine import Rendering, render
+from tools.lib.stackfile import stack_file, strip_secure
 
 
 def raw_stack(stack: str) -> dict[str, Any]:

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tools import tfs_proto
-from tools.mock_engine import Rendering
+from tests.support import tfs_proto
+from tools.lib.mock_engine import Rendering
 
 PREDICTION_API = re.compile(
     r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)"

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tools.conformance import REFERENCE_DIR
+from tests.support.conformance import REFERENCE_DIR
 
-TOOLS_BIN = Path(__file__).resolve().parent.parent / ".tools" / "bin"
+TOOLS_BIN = Path(__file__).resolve().parents[2] / ".tools" / "bin"
 CHARTS_DIR = REFERENCE_DIR / "charts"
 
 

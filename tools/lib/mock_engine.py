@@ -20,7 +20,7 @@ from pulumi.runtime.stack import run_pulumi_func
 
 from components import images
 from components.config import PROJECT
-from tools.stackfile import open_envelopes
+from tools.lib.stackfile import open_envelopes
 
 ACCOUNT_ID = "123456789012"
 # Fixture of an existing cluster, returned for `aws.eks.get_cluster` (mode: existing).

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_DIR = Path(os.environ.get("TFS_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
 CRD_DIR = REFERENCE_DIR / "crds-pinned"
 

@@ -11,7 +11,7 @@ import yaml
 
 from components.config import StackConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Offline, encrypted values can't be decrypted; the program sees this marker instead.
 OFFLINE_SECRET = "offline-preview-secret"
 
