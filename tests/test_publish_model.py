@@ -19,6 +19,7 @@ from moto import mock_aws
 from components.config import config_from_pulumi_settings, parse_stack_config
 from components.model_layout import marker_key, model_bucket_name, version_prefix
 from tools import publish_model
+from tools.lib import stack_store
 from tools.lib.model_repository import (
     PublishError,
     VersionInfo,
@@ -566,7 +567,7 @@ def test_cli_usage_errors_exit_2(model: Path) -> None:
 
 # --- where the bucket comes from --------------------------------------------------------
 
-REAL_STACK_OUTPUTS = publish_model.pulumi_stack_outputs  # before no_deployed_stack stubs it
+REAL_STACK_OUTPUTS = stack_store.pulumi_stack_outputs  # before no_deployed_stack stubs it
 
 
 def test_cli_takes_the_bucket_and_prefix_from_the_deployed_stack(

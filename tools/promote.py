@@ -54,8 +54,9 @@ from components.config import (
     parse_pulumi_settings,
 )
 from components.model_layout import version_prefix
-from tools import publish_model
+from tools.lib import stack_store
 from tools.lib.model_repository import MODEL_NAME, list_versions, version_is_complete
+from tools.lib.stack_store import StackOutputs, resolve_store
 from tools.lib.stackfile import ROOT, parse_document, read_settings, settings_from_document, stack_file
 
 SERVING_KEY = f"{PROJECT}:serving"
@@ -488,9 +489,6 @@ def finish(entry: CommentedMap) -> str:
 # --- stores, sources and validation --------------------------------------------------
 
 
-Outputs = Callable[[str], dict[str, Any] | None]
-
-
 @dataclass
 class Context:
     """What actions need from outside: the repo root, AWS clients and stack outputs."""
@@ -498,15 +496,15 @@ class Context:
     root: Path
     s3: Any = None
     sts: Any = None
-    stack_outputs: Outputs | None = None
+    stack_outputs: StackOutputs | None = None
     _outputs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict)
 
     def outputs(self, stack: str) -> dict[str, Any] | None:
         """The deployed stack's outputs (once per stack), or None without a Pulumi CLI."""
         if stack not in self._outputs:
-            # Looked up at call time, so tests can stub the publisher's helper.
-            fetch = self.stack_outputs or publish_model.pulumi_stack_outputs
+            # Looked up at call time, so a test can stub the lookup for every command at once.
+            fetch = self.stack_outputs or stack_store.pulumi_stack_outputs
             self._outputs[stack] = fetch(stack)
         return self._outputs[stack]
 
@@ -518,9 +516,8 @@ class Context:
         return self._clients[cfg.aws_region]
 
     def store(self, stack: str, cfg: StackConfig) -> tuple[str, str]:
-        """The stack's bucket and prefix, resolved as the publisher does."""
-        args = argparse.Namespace(stack=stack, bucket=None, prefix=None)
-        return publish_model.resolve_store(args, cfg, self.sts, self.outputs)
+        """The stack's bucket and prefix, resolved as the publisher resolves them."""
+        return resolve_store(stack, cfg, sts=self.sts, stack_outputs=self.outputs)
 
 
 def stack_path(root: Path, stack: str) -> Path:
@@ -825,7 +822,7 @@ def main(
     argv: list[str] | None = None,
     s3: Any = None,
     sts: Any = None,
-    stack_outputs: Outputs | None = None,
+    stack_outputs: StackOutputs | None = None,
 ) -> int:
     try:
         args = _parser().parse_args(argv)
