@@ -17,7 +17,6 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from moto import mock_aws
 
 from components.config import PROJECT, StackConfig
@@ -25,21 +24,15 @@ from components.model_layout import model_bucket_name, version_prefix
 from tools import promote, publish_model
 from tools.lib.model_repository import publish
 from tools.promote import Refused, main, read_config, write_atomically
-from tools.lib.stackfile import ROOT, read_settings, stack_file
+from tools.lib.stackfile import ROOT, load_stack_file, read_settings
 from tests.support.aws import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 
 MODEL = "resnet"
 SERVING = f"{PROJECT}:serving"
-
-
-def _prod_resnet() -> dict[str, Any]:
-    document = yaml.safe_load(stack_file("prod").read_text())
-    entry: dict[str, Any] = document["config"][SERVING]["models"][MODEL]
-    return entry
-
-
-STABLE: int = _prod_resnet()["labels"]["stable"]
-NEW = max(_prod_resnet()["versions"]) + 1  # the version dev has and prod canaries
+# prod's resnet as the program reads it.
+PROD_RESNET = load_stack_file("prod").serving.models[MODEL]
+STABLE: int = PROD_RESNET.labels["stable"]
+NEW = max(PROD_RESNET.versions) + 1  # the version dev has and prod canaries
 FILES = {
     "saved_model.pb": b"graph-def",
     "variables/variables.index": b"index",

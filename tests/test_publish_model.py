@@ -16,7 +16,6 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from components.config import config_from_pulumi_settings, parse_stack_config
 from components.model_layout import marker_key, model_bucket_name, version_prefix
 from tools import publish_model
 from tools.lib import stack_store
@@ -28,7 +27,7 @@ from tools.lib.model_repository import (
     validate_saved_model,
     version_is_complete,
 )
-from tools.lib.stackfile import ROOT, read_settings, stack_file
+from tools.lib.stackfile import ROOT, load_stack_file
 from tests.support.aws import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 
 BUCKET = "models-test-bucket"
@@ -436,8 +435,7 @@ def sts(s3: Any) -> Any:
 
 def dev_store(sts: Any) -> tuple[str, str]:
     """The dev stack's model bucket and prefix, derived as the stack derives them."""
-    settings, _ = read_settings(stack_file("dev"))
-    cfg = parse_stack_config(config_from_pulumi_settings(settings), "dev")
+    cfg = load_stack_file("dev")
     return model_bucket_name(cfg, sts.get_caller_identity()["Account"]), cfg.model_store.prefix
 
 

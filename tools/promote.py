@@ -28,7 +28,6 @@ import difflib
 import io
 import json
 import os
-import re
 import stat
 import sys
 import tempfile
@@ -51,13 +50,12 @@ from components.config import (
     ServingConfig,
     StackConfig,
     StackConfigError,
-    parse_pulumi_settings,
 )
 from components.model_layout import version_prefix
 from tools.lib import stack_store
 from tools.lib.model_repository import MODEL_NAME, list_versions, version_is_complete
 from tools.lib.stack_store import StackOutputs, resolve_store
-from tools.lib.stackfile import ROOT, parse_document, read_settings, settings_from_document, stack_file
+from tools.lib.stackfile import ROOT, STACK_NAME, load_stack_file, load_stack_text, stack_file
 
 SERVING_KEY = f"{PROJECT}:serving"
 STABLE = "stable"
@@ -66,8 +64,6 @@ DEFAULT_WEIGHT: int = CanaryConfig.model_fields["weight"].default
 DEFAULT_POLICY: str = ModelConfig.model_fields["version_policy"].default
 DEFAULT_IMAGE: str = ServingConfig.model_fields["image_version"].default
 HAND_EDITED = "changed by hand in a way the tool cannot merge"
-# Pulumi stack names; no path separators, so a stack file is always directly in the root.
-STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Indentation styles tried, in order, until one reproduces the file byte for byte:
 # (mapping, sequence, offset).
 _INDENTS = ((2, 4, 2), (2, 2, 0), (4, 4, 2), (4, 6, 4), (4, 4, 0), (2, 4, 0), (4, 2, 0))
@@ -532,15 +528,7 @@ def stack_path(root: Path, stack: str) -> Path:
 def read_config(path: Path, stack: str) -> StackConfig:
     if not path.is_file():
         raise UsageError(f"no stack file {path.name} in {path.parent}")
-    settings, secret_keys = read_settings(path, stack)
-    return parse_pulumi_settings(settings, stack, source=path.name, secret_keys=secret_keys)
-
-
-def validate_text(text: str, stack: str, source: str) -> StackConfig:
-    """Validate a stack file's text exactly as the program reads it (YAML as Pulumi reads
-    it, then Pulumi's flat settings); raises StackConfigError with the program's own message."""
-    settings, secret_keys = settings_from_document(parse_document(text, source, stack))
-    return parse_pulumi_settings(settings, stack, source=source, secret_keys=secret_keys)
+    return load_stack_file(stack, path=path)
 
 
 def store_problem(
@@ -598,7 +586,7 @@ class Plan:
 
 def _validated(document: StackDocument, stack: str, after: str) -> StackConfig:
     try:
-        return validate_text(after, stack, document.name)
+        return load_stack_text(after, stack, document.name)
     except StackConfigError as exc:
         raise Refused(
             [(document.name, None, f"the result would not be a valid stack file:\n{exc}")]

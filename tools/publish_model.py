@@ -8,12 +8,15 @@ The bucket is --bucket if given; else the deployed stack's `model_bucket` output
 AWS account of the current credentials. The prefix is --prefix, else the `model_prefix`
 output that came with the bucket, else the stack file's. Exit status: 0 done, 1 publishing
 refused or failed (S3 errors such as access denied included), 2 usage or configuration error.
+
+This module is the command line only (arguments, messages, exit statuses, the progress bar);
+publishing and listing are tools/lib/model_repository.py, the bucket lookup is
+tools/lib/stack_store.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import threading
 from pathlib import Path
@@ -23,7 +26,7 @@ import boto3
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from components.config import StackConfigError, parse_pulumi_settings
+from components.config import StackConfigError
 from components.model_layout import model_prefix, version_prefix
 from tools.lib.model_repository import (
     MODEL_NAME,
@@ -35,10 +38,8 @@ from tools.lib.model_repository import (
     validate_saved_model,
 )
 from tools.lib.stack_store import StackOutputs, resolve_store
-from tools.lib.stackfile import read_settings, stack_file
+from tools.lib.stackfile import STACK_NAME, load_stack_file, stack_file
 
-# Pulumi stack names: letters, digits, '_', '.' and '-' (and never a path).
-STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Error codes S3 answers with when the credentials may not do what was asked.
 _DENIED = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
 
@@ -164,8 +165,7 @@ def main(
     if not source.is_file():
         return _error(2, f"no stack file {source.name}")
     try:
-        settings, secret_keys = read_settings(source, args.stack)
-        cfg = parse_pulumi_settings(settings, args.stack, source.name, secret_keys)
+        cfg = load_stack_file(args.stack, path=source)
     except StackConfigError as exc:
         return _error(2, str(exc))
     if args.path is not None and args.version is not None and args.version >= 1:
