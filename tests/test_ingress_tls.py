@@ -58,10 +58,9 @@ def test_controller_is_pinned_with_gateway_api_on(prod: Rendering) -> None:
     assert (assoc["namespace"], assoc["serviceAccount"]) == ("kube-system", "aws-load-balancer-controller")
 
 
-@pytest.mark.skipif(not (conformance.REFERENCE_DIR / "iam").is_dir(), reason="reference IAM policies not present")
 def test_controller_policy_is_the_published_one(prod: Rendering) -> None:
     ours = json.loads(prod.one("aws:iam/policy:Policy", "ingress-lb-controller-policy").inputs["policy"])
-    published = json.loads((conformance.REFERENCE_DIR / "iam" / "aws-load-balancer-controller-v3.5.0.json").read_text())
+    published = json.loads(conformance.reference("iam", "aws-load-balancer-controller-v3.5.0.json").read_text())
     assert ours == published
 
 
