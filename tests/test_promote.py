@@ -21,10 +21,12 @@ from moto import mock_aws
 
 from components.config import PROJECT, StackConfig
 from components.model_layout import model_bucket_name, version_prefix
-from tools import promote, publish_model
 from tools.lib.model_repository import publish
-from tools.promote import Refused, main, read_config, write_atomically
 from tools.lib.stackfile import ROOT, load_stack_file, read_settings
+from tools.promote import __main__ as promote
+from tools.promote.__main__ import main
+from tools.promote.errors import Refused
+from tools.promote.plan import read_config, write_atomically
 from tests.support.aws import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 
 MODEL = "resnet"
