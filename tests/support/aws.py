@@ -1,4 +1,8 @@
-"""Fixtures for tests that talk to AWS through moto: fake credentials, no real Pulumi CLI."""
+"""Fixtures for tests that talk to AWS through moto: fake credentials, no real Pulumi CLI.
+
+They only isolate a test from the developer's environment; they must not create AWS
+resources (each test makes what it needs inside its own moto context).
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ monitoring and ingress on and off, custom namespaces, dev and prod.
 
 `GRID` maps a name to a raw config (keys without the project prefix, as tests/support/__init__.py
 uses them); `rendered(name)` renders it once per test session.
+
+It holds valid configs only (refusals belong to the validation tests) and asserts nothing.
 """
 
 from __future__ import annotations

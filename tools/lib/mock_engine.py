@@ -3,6 +3,9 @@
 One harness for the tests and the offline preview: no cloud account, no Pulumi CLI, no
 network. Mocks answer with plausible computed values (ARNs, endpoints, IDs) so wiring can
 be followed end to end; they prove wiring, not what AWS would accept.
+
+It owns the mocks and the record of registrations; it must not judge a rendering beyond what
+the engine itself refuses (two resources with one URN): the tests and the preview do that.
 """
 
 from __future__ import annotations
