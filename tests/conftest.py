@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from tools.mock_engine import Rendering, render
-from tools.stackfile import list_stacks, read_settings, stack_file
+from tools.lib.mock_engine import Rendering, render
+from tools.lib.stackfile import list_stacks, read_settings, stack_file
 
 _cache: dict[str, Rendering] = {}
 

@@ -5,7 +5,7 @@ a change of code layout changed no behaviour and renames nothing a deployed stac
     python -m tests.snapshot write build/snapshot-after       # after it
     python -m tests.snapshot compare build/snapshot-before build/snapshot-after
 
-The stacks are the repo's stack files, every config of the test grid (tests/config_grid.py)
+The stacks are the repo's stack files, every config of the test grid (tests/support/config_grid.py)
 and the stack the README's "To add a stack" recipe makes. `compare` exits 1 and lists every
 difference: a resource whose inputs or options changed, one that appeared or went, and a URN
 that changed without a Pulumi alias carrying the old one. A URN reached through an alias is
@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tools.mock_engine import Registered, Rendering, render
-from tools.stackfile import list_stacks, read_settings, stack_file
+from tools.lib.mock_engine import Registered, Rendering, render
+from tools.lib.stackfile import list_stacks, read_settings, stack_file
 
 # Fields of a registration that are compared (the rest are derived: outputs come from mocks).
 COMPARED = (
@@ -38,7 +38,7 @@ COMPARED = (
 
 def renderings() -> Iterator[tuple[str, Rendering]]:
     """Every stack the snapshot covers, rendered."""
-    from tests.config_grid import GRID, rendered
+    from tests.support.config_grid import GRID, rendered
     from tests.test_new_stack import staging_by_recipe
 
     for stack in list_stacks():

@@ -34,9 +34,9 @@ import yaml
 
 from components.monitoring import EKS_UNSCRAPABLE_COMPONENTS
 from tests.conftest import rendered_stack
-from tests.external_tools import chart_dir, helm_template, promtool
+from tests.support.external_tools import chart_dir, helm_template, promtool
 from tests.support import parse, raw_stack, render_raw
-from tools.mock_engine import Rendering
+from tools.lib.mock_engine import Rendering
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from components.config import StackConfigError
-from tests import alb_rules
-from tests.alb_rules import Request
+from tests.support import alb_rules
+from tests.support.alb_rules import Request
 from tests.support import mounted_config_map, parse, raw_stack, secret_keys_for, settings_for
-from tools import tfs_proto
-from tools.mock_engine import Rendering, render
+from tests.support import tfs_proto
+from tools.lib.mock_engine import Rendering, render
 
 
 def canary_stack(weight: int = 10) -> dict[str, Any]:

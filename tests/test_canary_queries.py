@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from components.serving import POD_NAME_ALPHABET, pod_name_regex
-from tests.external_tools import promtool
+from tests.support.external_tools import promtool
 from tests.support import raw_stack, render_raw
-from tools.mock_engine import Rendering
+from tools.lib.mock_engine import Rendering
 
 # --- a small PromQL selector matcher (Prometheus docs, "Querying basics": =, !=, =~, !~; regex
 # matches are fully anchored RE2) ---

@@ -9,7 +9,7 @@ import pytest
 from components import catalog
 from components.cluster import kubeconfig
 from tests.support import raw_stack, render_raw
-from tools.mock_engine import EXISTING_SUBNETS, EXISTING_VPC_ID, Registered, Rendering
+from tools.lib.mock_engine import EXISTING_SUBNETS, EXISTING_VPC_ID, Registered, Rendering
 
 EKS = "aws:eks/cluster:Cluster"
 ADDON = "aws:eks/addon:Addon"
@@ -238,7 +238,7 @@ def test_invalid_config_registers_nothing() -> None:
 
     rendering_resources: list[object] = []
     with pytest.raises(StackConfigError, match="cluster.vpc.cidr"):
-        from tools.mock_engine import render
+        from tools.lib.mock_engine import render
         from tests.support import settings_for
 
         rendering_resources.append(render("test", settings_for(raw)))
@@ -301,7 +301,7 @@ IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 def generated_stacks() -> list[tuple[str, Rendering]]:
     """The repo stacks and variants that change who calls AWS and how."""
     from tests.conftest import rendered_stack
-    from tools.stackfile import list_stacks
+    from tools.lib.stackfile import list_stacks
 
     out = [(s, rendered_stack(s)) for s in list_stacks()]
     irsa = raw_stack("prod")

@@ -73,7 +73,9 @@ def documented_status(project: Path, module: str, meaning: str) -> int:
 
 
 def _docstring(project: Path, module: str) -> str:
-    source = (project / (module.replace(".", "/") + ".py")).read_text()
+    """The docstring of what `python -m module` runs: module.py, or a package's __main__.py."""
+    path = project / module.replace(".", "/")
+    source = (path / "__main__.py" if path.is_dir() else path.with_suffix(".py")).read_text()
     return source.split('"""')[1]
 
 

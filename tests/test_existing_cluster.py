@@ -14,8 +14,8 @@ from components import catalog
 from components.cluster import EXISTING_CLUSTER_PREREQUISITES
 from components.config import StackConfigError
 from tests.support import dependencies, raw_stack, render_raw
-from tools import mock_engine
-from tools.mock_engine import Rendering
+from tools.lib import mock_engine
+from tools.lib.mock_engine import Rendering
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 STORAGE_CLASS = "kubernetes:storage.k8s.io/v1:StorageClass"

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.support import mounted_config_map, raw_stack, render_raw
-from tools import tfs_proto
-from tools.mock_engine import Rendering
+from tests.support import tfs_proto
+from tools.lib.mock_engine import Rendering
 
 Manifest = dict[str, Any]
 SERVING = {"app.kubernetes.io/component": "serving", "app.kubernetes.io/part-of": "tf-serving-eks"}

@@ -12,8 +12,8 @@ from components.config import StackConfigError
 from components.config import zone_share
 from components.catalog import monthly_cost_range
 from tests.support import parse, raw_stack, render_raw
-from tools import conformance
-from tools.mock_engine import EXISTING_SUBNETS, Rendering, existing_subnet_zone
+from tests.support import conformance
+from tools.lib.mock_engine import EXISTING_SUBNETS, Rendering, existing_subnet_zone
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 # Charts whose default values are not in the reference data; tests/test_logs.py checks the
@@ -278,7 +278,6 @@ def test_no_pools_means_no_nvidia_stack() -> None:
     assert not gpu_groups(rendering)
 
 
-@pytest.mark.skipif(not conformance.HELM_VALUES_DIR.is_dir(), reason="reference chart values not present")
 def test_helm_values_use_only_keys_the_pinned_charts_have(stack_name: str) -> None:
     from tests.conftest import rendered_stack
 
@@ -292,8 +291,6 @@ def test_helm_values_use_only_keys_the_pinned_charts_have(stack_name: str) -> No
 
 
 def test_helm_values_check_can_fail() -> None:
-    if not conformance.HELM_VALUES_DIR.is_dir():
-        pytest.skip("reference chart values not present")
     problems = conformance.helm_values_problems("dcgm-exporter", "4.8.2", {"serviceMonitr": {"enabled": True}})
     assert problems == ["dcgm-exporter 4.8.2: unknown value 'serviceMonitr'"]
 

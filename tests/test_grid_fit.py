@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from components import catalog
-from tests.config_grid import GRID, rendered
-from tools.mock_engine import Rendering
+from tests.support.config_grid import GRID, rendered
+from tools.lib.mock_engine import Rendering
 
 CHARTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "charts"
 if not CHARTS.is_dir():

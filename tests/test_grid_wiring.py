@@ -1,7 +1,7 @@
-"""The routing and wiring checks, run on every configuration of the grid (tests/config_grid.py).
+"""The routing and wiring checks, run on every configuration of the grid (tests/support/config_grid.py).
 
 Each check follows what the consuming software does with the rendered objects:
-- the ALB (tests/alb_rules.py evaluates routes the way the AWS Load Balancer Controller
+- the ALB (tests/support/alb_rules.py evaluates routes the way the AWS Load Balancer Controller
   builds listener rules): every REST call some pod serves reaches only pods that serve it,
   every public gRPC method reaches the gRPC port, the admin RPC is refused;
 - Kubernetes: a Service, PDB, HPA, ScaledObject or NetworkPolicy selects or targets pods and
@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests import alb_rules
-from tests.alb_rules import Request
-from tests.config_grid import GRID, rendered
-from tests.serving_pods import can_serve, parse_rest, served_by_service
+from tests.support import alb_rules
+from tests.support.alb_rules import Request
+from tests.support.config_grid import GRID, rendered
+from tests.support.serving_pods import can_serve, parse_rest, served_by_service
 from tests.support import parse
 from tests.test_ingress import PUBLIC_GRPC, rest_calls
-from tools.mock_engine import Rendering
+from tools.lib.mock_engine import Rendering
 
 Manifest = dict[str, Any]
 NAMES = sorted(GRID)
@@ -154,7 +154,7 @@ def test_an_existing_prometheus_sees_every_service_monitor_the_stack_makes(tmp_p
     those carrying the labels the stack is told about (monitoring.rule_labels): ours and the
     charts' alike, as the real chart renders them (helm template of the pinned sources)."""
     from components import catalog
-    from tests.external_tools import chart_dir, helm_template
+    from tests.support.external_tools import chart_dir, helm_template
     from tests.support import render_raw
 
     raw = {**GRID["dev"], "monitoring": {"enabled": True, "mode": "existing-operator", "namespace": "prom",

@@ -21,7 +21,7 @@ import pytest
 
 from components.config import StackConfigError
 from tests.support import cpu_serving, parse, raw_stack, render_raw
-from tools.mock_engine import ACCOUNT_ID, Registered, Rendering
+from tools.lib.mock_engine import ACCOUNT_ID, Registered, Rendering
 
 PULL_ONLY = "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly"
 PULL_ACTIONS = {"ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:GetAuthorizationToken"}

@@ -16,13 +16,13 @@ import pytest
 from components import catalog
 from components.config import StackConfigError, alb_listener_rules
 from components.ingress import model_call_path_regex, web_acl_rules
-from tests import alb_rules, waf_rules
-from tests.alb_rules import Request
-from tests.waf_rules import WafRequest
-from tests.serving_pods import ServedModel, can_serve, parse_rest, served_by_service
+from tests.support import alb_rules, waf_rules
+from tests.support.alb_rules import Request
+from tests.support.waf_rules import WafRequest
+from tests.support.serving_pods import ServedModel, can_serve, parse_rest, served_by_service
 from tests.support import parse, raw_stack, render_raw, secret_keys_for, settings_for
-from tools import conformance
-from tools.mock_engine import Rendering, render
+from tests.support import conformance
+from tools.lib.mock_engine import Rendering, render
 
 API_KEY = "k3y-for-tests-0123456789abcdef"
 
@@ -58,10 +58,9 @@ def test_controller_is_pinned_with_gateway_api_on(prod: Rendering) -> None:
     assert (assoc["namespace"], assoc["serviceAccount"]) == ("kube-system", "aws-load-balancer-controller")
 
 
-@pytest.mark.skipif(not (conformance.REFERENCE_DIR / "iam").is_dir(), reason="reference IAM policies not present")
 def test_controller_policy_is_the_published_one(prod: Rendering) -> None:
     ours = json.loads(prod.one("aws:iam/policy:Policy", "ingress-lb-controller-policy").inputs["policy"])
-    published = json.loads((conformance.REFERENCE_DIR / "iam" / "aws-load-balancer-controller-v3.5.0.json").read_text())
+    published = json.loads(conformance.reference("iam", "aws-load-balancer-controller-v3.5.0.json").read_text())
     assert ours == published
 
 
@@ -303,7 +302,7 @@ def test_bad_ingress_config_is_refused(change: tuple[str, Any], key: str, fragme
 
 
 # --- Where requests go: the routes as the AWS Load Balancer Controller builds them into ALB
-# listener rules, evaluated the way the ALB does (tests/alb_rules.py cites the sources). ---
+# listener rules, evaluated the way the ALB does (tests/support/alb_rules.py cites the sources). ---
 
 # TF Serving's gRPC services and methods (tensorflow/serving tensorflow_serving/apis/
 # prediction_service.proto, model_service.proto, session_service.proto), and the services
@@ -573,7 +572,7 @@ def test_more_models_than_one_load_balancer_takes_are_refused() -> None:
 
 
 # --- What the WAF lets through: the rendered web ACL evaluated the way AWS WAF does
-# (tests/waf_rules.py cites the sources). ---
+# (tests/support/waf_rules.py cites the sources). ---
 
 
 def _varint(n: int) -> bytes:

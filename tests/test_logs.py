@@ -16,7 +16,7 @@ from components.cluster import ClusterOutputs
 from components.config import LogsConfig
 from components.gpu_pools import GpuPoolsOutputs, GpuScheduling
 from components.logs import ClusterLogs, fluent_bit_policy, fluent_bit_values
-from tools.mock_engine import Registered, Rendering, render
+from tools.lib.mock_engine import Registered, Rendering, render
 
 CLUSTER = "tfs-test"
 REGION = "us-east-1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.support import raw_stack, render_raw
-from tools.mock_engine import Rendering
+from tools.lib.mock_engine import Rendering
 
 
 def inputs(r: Rendering, type_token: str, name: str) -> dict:

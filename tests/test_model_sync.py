@@ -26,7 +26,7 @@ import pytest
 from components.model_layout import marker_key, version_prefix
 from components.model_store import reader_policy
 from components.model_sync import SYNC_IMAGE, READY_SH, SYNC_SH, ModelSync, models_file
-from tools.mock_engine import Rendering
+from tools.lib.mock_engine import Rendering
 
 
 def test_sync_containers_are_pinned_non_root_and_credential_free(dev: Rendering) -> None:

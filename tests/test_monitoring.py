@@ -13,7 +13,7 @@ import pytest
 from components.config import StackConfigError
 from components.monitoring import EXPORTED_METRICS, GPU_PRESENT_METRIC_LABEL, POOL_METRIC_LABEL
 from tests.support import parse, raw_stack, render_raw, secret_keys_for, settings_for
-from tools.mock_engine import Rendering, render
+from tools.lib.mock_engine import Rendering, render
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from components.config import StackConfigError
 from tests.support import parse, raw_stack, render_raw
-from tools.mock_engine import DuplicateUrnError, render
+from tools.lib.mock_engine import DuplicateUrnError, render
 
 
 def test_mock_engine_refuses_a_duplicate_urn() -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 
 from components.config import PROJECT
-from tools.mock_engine import Rendering, render
-from tools.stackfile import ROOT, read_settings, shared_claims
+from tools.lib.mock_engine import Rendering, render
+from tools.lib.stackfile import ROOT, read_settings, shared_claims
 
 README = ROOT / "README.md"
 

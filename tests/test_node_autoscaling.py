@@ -16,7 +16,7 @@ from tests.test_gpu_pools import (
     renderings_with_pools,
     subnet_zones,
 )
-from tools.mock_engine import Registered, Rendering
+from tools.lib.mock_engine import Registered, Rendering
 
 
 def test_cluster_autoscaler_is_pinned_discovers_by_tags_and_uses_env_timings(dev: Rendering, prod: Rendering) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools import preview, stackfile
+from tools import preview
+from tools.lib import stackfile
 
 
 def test_preview_writes_objects_inventory_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

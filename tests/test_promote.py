@@ -1,4 +1,4 @@
-"""Promoting model versions between stacks and moving canaries (tools/promote.py): the
+"""Promoting model versions between stacks and moving canaries (tools/promote/): the
 stack file edited in place, every refusal, and round trips, against moto's S3 and STS.
 
 The repo's stack files are copied into a temporary root. The tests take prod's `resnet`
@@ -17,29 +17,24 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from moto import mock_aws
 
 from components.config import PROJECT, StackConfig
 from components.model_layout import model_bucket_name, version_prefix
-from tools import promote, publish_model
-from tools.model_repository import publish
-from tools.promote import Refused, main, read_config, write_atomically
-from tools.stackfile import ROOT, read_settings, stack_file
-from tests.aws_fixtures import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
+from tools.lib.model_repository import publish
+from tools.lib.stackfile import ROOT, load_stack_file, read_settings
+from tools.promote import __main__ as promote
+from tools.promote.__main__ import main
+from tools.promote.errors import Refused
+from tools.promote.plan import read_config, write_atomically
+from tests.support.aws import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 
 MODEL = "resnet"
 SERVING = f"{PROJECT}:serving"
-
-
-def _prod_resnet() -> dict[str, Any]:
-    document = yaml.safe_load(stack_file("prod").read_text())
-    entry: dict[str, Any] = document["config"][SERVING]["models"][MODEL]
-    return entry
-
-
-STABLE: int = _prod_resnet()["labels"]["stable"]
-NEW = max(_prod_resnet()["versions"]) + 1  # the version dev has and prod canaries
+# prod's resnet as the program reads it.
+PROD_RESNET = load_stack_file("prod").serving.models[MODEL]
+STABLE: int = PROD_RESNET.labels["stable"]
+NEW = max(PROD_RESNET.versions) + 1  # the version dev has and prod canaries
 FILES = {
     "saved_model.pb": b"graph-def",
     "variables/variables.index": b"index",

@@ -1,4 +1,4 @@
-"""Publishing models to the S3 model store (tools/model_repository.py, tools/publish_model.py),
+"""Publishing models to the S3 model store (tools/lib/model_repository.py, tools/publish_model.py),
 against moto: validation, marker last, refusals, --force, listing, and the CLI."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from components.config import config_from_pulumi_settings, parse_stack_config
 from components.model_layout import marker_key, model_bucket_name, version_prefix
 from tools import publish_model
-from tools.model_repository import (
+from tools.lib import stack_store
+from tools.lib.model_repository import (
     PublishError,
     VersionInfo,
     list_versions,
@@ -27,8 +27,8 @@ from tools.model_repository import (
     validate_saved_model,
     version_is_complete,
 )
-from tools.stackfile import ROOT, read_settings, stack_file
-from tests.aws_fixtures import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
+from tools.lib.stackfile import ROOT, load_stack_file
+from tests.support.aws import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 
 BUCKET = "models-test-bucket"
 PREFIX = "models"
@@ -435,8 +435,7 @@ def sts(s3: Any) -> Any:
 
 def dev_store(sts: Any) -> tuple[str, str]:
     """The dev stack's model bucket and prefix, derived as the stack derives them."""
-    settings, _ = read_settings(stack_file("dev"))
-    cfg = parse_stack_config(config_from_pulumi_settings(settings), "dev")
+    cfg = load_stack_file("dev")
     return model_bucket_name(cfg, sts.get_caller_identity()["Account"]), cfg.model_store.prefix
 
 
@@ -566,7 +565,7 @@ def test_cli_usage_errors_exit_2(model: Path) -> None:
 
 # --- where the bucket comes from --------------------------------------------------------
 
-REAL_STACK_OUTPUTS = publish_model.pulumi_stack_outputs  # before no_deployed_stack stubs it
+REAL_STACK_OUTPUTS = stack_store.pulumi_stack_outputs  # before no_deployed_stack stubs it
 
 
 def test_cli_takes_the_bucket_and_prefix_from_the_deployed_stack(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.external_tools import tool
+from tests.support.external_tools import tool
 from tests.support import cpu_serving, raw_stack, render_raw
 
 

@@ -12,8 +12,8 @@ from google.protobuf import text_format
 from components.config import StackConfigError
 from components.serving import batching_parameters_text, model_config_text
 from tests.support import mounted_config_map, parse, raw_stack, render_raw
-from tools import tfs_proto
-from tools.mock_engine import Rendering
+from tests.support import tfs_proto
+from tools.lib.mock_engine import Rendering
 
 Manifest = dict[str, Any]
 

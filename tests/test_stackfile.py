@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from components.config import PROJECT, StackConfigError, secret_settings
-from tools.stackfile import StackFileError, list_stacks, load_stack_file, stack_file
+from tools.lib.stackfile import StackFileError, list_stacks, load_stack_file, stack_file
 
 STACKS = list_stacks()
 

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from components.config import StackConfigError
-from tests.external_tools import chart_dir, helm_template
+from tests.support.external_tools import chart_dir, helm_template
 from tests.support import parse, raw_stack, render_raw
-from tools.mock_engine import Rendering
+from tools.lib.mock_engine import Rendering
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 

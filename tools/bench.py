@@ -8,7 +8,6 @@ and 50 models, so the cost of growth is visible. Prints figures; asserts nothing
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -18,15 +17,15 @@ from pathlib import Path
 
 import yaml
 
-from tools.stackfile import stack_file
+from tools.lib.stackfile import parse_document, stack_file
 
 MODEL_COUNTS = (1, 10, 50)
 
 
 def generated_stack(models: int) -> dict[str, object]:
     """The dev stack file with `models` models."""
-    document = yaml.safe_load(stack_file("dev").read_text())
-    document = copy.deepcopy(document)
+    path = stack_file("dev")
+    document = parse_document(path.read_text(), path.name, "dev") or {}
     serving = document["config"]["tf-serving-eks:serving"]
     serving["models"] = {f"model-{i:03d}": {"version_policy": "latest"} for i in range(models)}
     return document

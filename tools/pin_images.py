@@ -20,7 +20,7 @@ from components import images
 from components.config import StackConfigError
 from components.model_sync import sync_image
 from components.serving import serving_image
-from tools.stackfile import list_stacks, load_stack_file
+from tools.lib.stackfile import list_stacks, load_stack_file
 
 
 def stack_images() -> dict[str, list[images.Image]]:

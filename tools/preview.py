@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from components.config import StackConfigError
-from tools.mock_engine import Registered, Rendering, render
-from tools.stackfile import read_settings, stack_file
+from tools.lib.mock_engine import Registered, Rendering, render
+from tools.lib.stackfile import read_settings, stack_file
 
 # Inputs worth showing in the inventory, per resource type (the rest stay in the YAML).
 KEY_SETTINGS: dict[str, tuple[str, ...]] = {

@@ -8,28 +8,27 @@ The bucket is --bucket if given; else the deployed stack's `model_bucket` output
 AWS account of the current credentials. The prefix is --prefix, else the `model_prefix`
 output that came with the bucket, else the stack file's. Exit status: 0 done, 1 publishing
 refused or failed (S3 errors such as access denied included), 2 usage or configuration error.
+
+This module is the command line only (arguments, messages, exit statuses, the progress bar);
+publishing and listing are tools/lib/model_repository.py, the bucket lookup is
+tools/lib/stack_store.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import shutil
-import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO, TypeAlias
+from typing import Any, TextIO
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from components.config import StackConfig, StackConfigError, parse_pulumi_settings
-from components.model_layout import model_bucket_name, model_prefix, version_prefix
-from tools.model_repository import (
+from components.config import StackConfigError
+from components.model_layout import model_prefix, version_prefix
+from tools.lib.model_repository import (
     MODEL_NAME,
     PublishError,
     VersionInfo,
@@ -38,13 +37,9 @@ from tools.model_repository import (
     publish,
     validate_saved_model,
 )
-from tools.stackfile import ROOT, read_settings, stack_file
+from tools.lib.stack_store import StackOutputs, resolve_store
+from tools.lib.stackfile import STACK_NAME, load_stack_file, stack_file
 
-StackOutputs: TypeAlias = Callable[[str], dict[str, Any] | None]
-
-# Pulumi stack names: letters, digits, '_', '.' and '-' (and never a path).
-STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-PULUMI_TIMEOUT = 60  # seconds; the fallback is always there, so don't wait long on a backend
 # Error codes S3 answers with when the credentials may not do what was asked.
 _DENIED = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
 
@@ -126,53 +121,6 @@ def _error(status: int, message: str) -> int:
     return status
 
 
-def pulumi_stack_outputs(stack: str) -> dict[str, Any] | None:
-    """The stack's outputs from `pulumi stack output --json`, or None when they can't be had:
-    no CLI on PATH, not logged in, stack not deployed, a timeout, or output that isn't JSON."""
-    pulumi = shutil.which("pulumi")
-    if pulumi is None:
-        return None
-    try:
-        done = subprocess.run(
-            [pulumi, "stack", "output", "--json", "--stack", stack],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,  # a passphrase prompt fails at once instead of hanging
-            capture_output=True,
-            text=True,
-            timeout=PULUMI_TIMEOUT,
-            check=False,
-        )
-        outputs = json.loads(done.stdout) if done.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        return None
-    return outputs if isinstance(outputs, dict) else None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def resolve_store(
-    args: argparse.Namespace, cfg: StackConfig, sts: Any, stack_outputs: StackOutputs
-) -> tuple[str, str]:
-    """The bucket and prefix, from the flags, the deployed stack, or the stack file."""
-    if args.bucket:
-        return args.bucket, args.prefix or cfg.model_store.prefix
-    outputs = stack_outputs(args.stack) or {}
-    bucket = _text(outputs.get("model_bucket"))
-    if bucket:
-        print(f"bucket from stack outputs: {bucket}", file=sys.stderr)
-        return bucket, args.prefix or _text(outputs.get("model_prefix")) or cfg.model_store.prefix
-    sts = sts or boto3.client("sts", region_name=cfg.aws_region)
-    account = sts.get_caller_identity()["Account"]
-    bucket = model_bucket_name(cfg, account)
-    print(
-        f"bucket derived from Pulumi.{args.stack}.yaml and account {account}: {bucket}",
-        file=sys.stderr,
-    )
-    return bucket, args.prefix or cfg.model_store.prefix
-
-
 def _s3_failure(exc: Exception, doing: str, bucket: str, key: str) -> str:
     """One line naming what was being done, where, and S3's reason."""
     target = f"s3://{bucket}/{key}"
@@ -217,8 +165,7 @@ def main(
     if not source.is_file():
         return _error(2, f"no stack file {source.name}")
     try:
-        settings, secret_keys = read_settings(source, args.stack)
-        cfg = parse_pulumi_settings(settings, args.stack, source.name, secret_keys)
+        cfg = load_stack_file(args.stack, path=source)
     except StackConfigError as exc:
         return _error(2, str(exc))
     if args.path is not None and args.version is not None and args.version >= 1:
@@ -232,7 +179,10 @@ def main(
             return _error(1, f"--path {args.path}: not a SavedModel version: " + "; ".join(problems))
 
     try:
-        bucket, prefix = resolve_store(args, cfg, sts, stack_outputs or pulumi_stack_outputs)
+        bucket, prefix = resolve_store(
+            args.stack, cfg, bucket=args.bucket, prefix=args.prefix, sts=sts,
+            stack_outputs=stack_outputs,
+        )
     except (BotoCoreError, ClientError) as exc:
         return _error(1, f"could not get the AWS account to derive the bucket name: {exc}")
 

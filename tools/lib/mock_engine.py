@@ -3,6 +3,9 @@
 One harness for the tests and the offline preview: no cloud account, no Pulumi CLI, no
 network. Mocks answer with plausible computed values (ARNs, endpoints, IDs) so wiring can
 be followed end to end; they prove wiring, not what AWS would accept.
+
+It owns the mocks and the record of registrations; it must not judge a rendering beyond what
+the engine itself refuses (two resources with one URN): the tests and the preview do that.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pulumi.runtime.stack import run_pulumi_func
 
 from components import images
 from components.config import PROJECT
-from tools.stackfile import open_envelopes
+from tools.lib.stackfile import open_envelopes
 
 ACCOUNT_ID = "123456789012"
 # Fixture of an existing cluster, returned for `aws.eks.get_cluster` (mode: existing).

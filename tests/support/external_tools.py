@@ -1,6 +1,10 @@
 """Real programs the behaviour tests run: helm and promtool, installed by `make tools` into
-`.tools/bin` (pinned and checksummed in the Makefile). Missing: a failure under CI=true, a
-skip with the reason otherwise."""
+`.tools/bin` (pinned and checksummed in the Makefile), and the pinned chart sources helm
+renders. A missing program: a failure under CI=true, a skip with the reason otherwise; missing
+chart sources: always a failure.
+
+It owns finding and running those programs; it must not install or download anything.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tools.conformance import REFERENCE_DIR
+from tests.support.reference import REFERENCE_DIR, reference
 
-TOOLS_BIN = Path(__file__).resolve().parent.parent / ".tools" / "bin"
+TOOLS_BIN = Path(__file__).resolve().parents[2] / ".tools" / "bin"
 CHARTS_DIR = REFERENCE_DIR / "charts"
 
 
@@ -30,7 +34,7 @@ def tool(name: str) -> Path:
 
 
 def chart_dir(chart: str, version: str) -> Path:
-    path = CHARTS_DIR / f"{chart}-{version}"
+    path = reference(CHARTS_DIR.name) / f"{chart}-{version}"
     if not (path / "Chart.yaml").is_file():
         pytest.fail(f"chart sources missing: {path} (see {CHARTS_DIR / 'SOURCES.md'})")
     return path

@@ -23,6 +23,9 @@ ALB matching (Elastic Load Balancing docs, "Condition types for listener rules" 
 PathPatternConditionConfig): path patterns are case-sensitive, compared with the path only
 (no query string), `*` matches 0 or more characters and `?` exactly one; host names and HTTP
 header values are compared case-insensitively with the same wildcards.
+
+It models the controller and the ALB only, from the rendered routes; it must not import the
+code under test.
 """
 
 from __future__ import annotations

@@ -1,17 +1,27 @@
-"""Read `Pulumi.<stack>.yaml` into the flat settings Pulumi hands a program."""
+"""Stack files: `Pulumi.<stack>.yaml` read as Pulumi reads it, into the flat settings Pulumi
+hands the program, and through the program's own validation into a StackConfig
+(`load_stack_file`, the one way every command and test gets a stack's config from a file).
+
+It must not hold rules of its own about what a valid config is (the config model has them),
+nor talk to AWS or the Pulumi CLI.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from components.config import StackConfigError
+from components.config import StackConfig, StackConfigError, parse_pulumi_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+# Pulumi stack names: letters, digits, '_', '.' and '-'; no path separator, so a stack file
+# is always directly in the root.
+STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Offline, encrypted values can't be decrypted; the program sees this marker instead.
 OFFLINE_SECRET = "offline-preview-secret"
 
@@ -107,24 +117,33 @@ def settings_from_document(document: dict[str, Any] | None) -> tuple[dict[str, s
     return settings, secret_keys
 
 
+def _read_text(path: Path, stack: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise StackFileError(f"stack '{stack}': cannot read {path}: {exc.strerror}") from None
+
+
 def read_settings(path: Path, stack: str | None = None) -> tuple[dict[str, str], list[str]]:
     """A stack file's settings; StackFileError (no traceback) for a file Pulumi would refuse."""
     name = stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml")
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise StackFileError(f"stack '{name}': cannot read {path}: {exc.strerror}") from None
-    return settings_from_document(parse_document(text, path.name, name))
+    return settings_from_document(parse_document(_read_text(path, name), path.name, name))
 
 
-def load_stack_file(stack: str, root: Path = ROOT) -> Any:
-    """A repo stack file, validated exactly as the program validates it (a StackConfig);
-    raises StackConfigError naming the stack, the key, the value and the rule."""
-    from components.config import parse_pulumi_settings
+def load_stack_text(text: str, stack: str, source: str) -> StackConfig:
+    """A stack file's text validated exactly as the program validates it (YAML as Pulumi reads
+    it, then Pulumi's flat settings, then the config model); raises StackConfigError naming
+    the stack, the key, the value and the rule."""
+    settings, secret_keys = settings_from_document(parse_document(text, source, stack))
+    return parse_pulumi_settings(settings, stack, source=source, secret_keys=secret_keys)
 
-    path = stack_file(stack, root)
-    settings, secret_keys = read_settings(path, stack)
-    return parse_pulumi_settings(settings, stack, source=path.name, secret_keys=secret_keys)
+
+def load_stack_file(stack: str, root: Path = ROOT, *, path: Path | None = None) -> StackConfig:
+    """`Pulumi.<stack>.yaml` in `root` (or the file at `path`), validated as the program
+    validates it: a StackConfig, or StackConfigError naming the stack, the key, the value
+    and the rule."""
+    path = path or stack_file(stack, root)
+    return load_stack_text(_read_text(path, stack), stack, path.name)
 
 
 def claimed_names(stack: str, cfg: Any) -> dict[str, set[str]]:

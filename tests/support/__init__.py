@@ -1,26 +1,26 @@
-"""Helpers the tests share: stack files as dicts, and rendering a config under mocks."""
+"""Test-only support: stack files as raw config dicts, rendering a config under the mock
+engine, and following what a rendering wires together; the modules beside it hold the
+evaluators and fixtures (AWS, reference data, external programs, the config grid).
+
+Nothing here is used by a command (that is tools/lib/), and nothing here asserts what the
+program should do: the tests do.
+"""
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
-import yaml
-
-from components.config import PROJECT, StackConfig, parse_stack_config
-from tools.mock_engine import Rendering, render
-from tools.stackfile import stack_file, strip_secure
+from components.config import PROJECT, StackConfig, config_from_pulumi_settings, parse_stack_config
+from tools.lib.mock_engine import Rendering, render
+from tools.lib.stackfile import read_settings, stack_file
 
 
 def raw_stack(stack: str) -> dict[str, Any]:
-    """A repo stack file's config as the model's raw dict (keys without the project prefix)."""
-    document = yaml.safe_load(stack_file(stack).read_text())
-    raw: dict[str, Any] = {}
-    for key, value in document["config"].items():
-        value, _ = strip_secure(value)
-        raw[key if key.startswith("aws:") else key.removeprefix(f"{PROJECT}:")] = value
-    return copy.deepcopy(raw)
+    """A repo stack file's config as the model's raw dict (keys without the project prefix),
+    read as the program reads it, before validation: a fresh copy for each call."""
+    settings, _ = read_settings(stack_file(stack), stack)
+    return config_from_pulumi_settings(settings)
 
 
 def settings_for(raw: dict[str, Any]) -> dict[str, str]:

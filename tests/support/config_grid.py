@@ -2,11 +2,13 @@
 space: with and without GPU pools, canary, KEDA / HPA / no autoscaling, existing cluster,
 monitoring and ingress on and off, custom namespaces, dev and prod.
 
-    from tests.config_grid import GRID, rendered
-    for name in GRID: r = rendered(name)   # a tools.mock_engine.Rendering, cached
+    from tests.support.config_grid import GRID, rendered
+    for name in GRID: r = rendered(name)   # a tools.lib.mock_engine.Rendering, cached
 
-`GRID` maps a name to a raw config (keys without the project prefix, as tests/support.py
+`GRID` maps a name to a raw config (keys without the project prefix, as tests/support/__init__.py
 uses them); `rendered(name)` renders it once per test session.
+
+It holds valid configs only (refusals belong to the validation tests) and asserts nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.support import cpu_serving, raw_stack, render_raw
-from tools.mock_engine import Rendering
+from tools.lib.mock_engine import Rendering
 
 Raw = dict[str, Any]
 

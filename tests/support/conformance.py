@@ -3,23 +3,26 @@
 - built-in kinds: strict schema validation with `kubernetes-validate` against the stack's
   Kubernetes version (unknown fields rejected);
 - custom resources: JSON Schema validation against the upstream CRD schemas in
-  `../shared/reference/crds-pinned` (the versions of the charts we pin), when present.
+  `../shared/reference/crds-pinned` (the versions of the charts we pin);
+- Helm values: every key we set exists in the pinned chart's default values
+  (`../shared/reference/helm-values`).
+
+It owns these checks for the tests; it must not import the code under test, and a check
+whose reference data is missing fails the test (tests/support/reference.py), never passes.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 
-ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_DIR = Path(os.environ.get("TFS_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
+from tests.support.reference import REFERENCE_DIR, reference
+
 CRD_DIR = REFERENCE_DIR / "crds-pinned"
 
 
@@ -35,7 +38,7 @@ def crd_schema(api_version: str, kind: str) -> dict[str, Any] | None:
     if "/" not in api_version:
         return None
     group, version = api_version.split("/", 1)
-    path = CRD_DIR / group / f"{kind.lower()}_{version}.json"
+    path = reference(CRD_DIR.name) / group / f"{kind.lower()}_{version}.json"
     if not path.is_file():
         return None
     schema: dict[str, Any] = json.loads(path.read_text())
@@ -52,8 +55,6 @@ def validate_object(manifest: dict[str, Any], kubernetes_version: str) -> list[s
         return [f"{object_id(manifest)}: {exc.message} at '{path}'"]
     except kubernetes_validate.SchemaNotFoundError:
         pass
-    if not CRD_DIR.is_dir():
-        return []
     schema = crd_schema(str(manifest.get("apiVersion")), str(manifest.get("kind")))
     if schema is None:
         return [
@@ -111,7 +112,7 @@ FREE_FORM_PATHS = frozenset(
 def chart_defaults(chart: str, version: str) -> dict[str, Any] | None:
     import yaml
 
-    path = HELM_VALUES_DIR / f"{chart}-{version}.yaml"
+    path = reference(HELM_VALUES_DIR.name) / f"{chart}-{version}.yaml"
     if not path.is_file():
         return None
     loaded: dict[str, Any] = yaml.safe_load(path.read_text())

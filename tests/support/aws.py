@@ -1,4 +1,8 @@
-"""Fixtures for tests that talk to AWS through moto: fake credentials, no real Pulumi CLI."""
+"""Fixtures for tests that talk to AWS through moto: fake credentials, no real Pulumi CLI.
+
+They only isolate a test from the developer's environment; they must not create AWS
+resources (each test makes what it needs inside its own moto context).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tools import publish_model
+from tools.lib import stack_store
 
 
 @pytest.fixture(autouse=True)
 def no_deployed_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stack-outputs lookup is never the developer's real `pulumi` and its stacks."""
-    monkeypatch.setattr(publish_model, "pulumi_stack_outputs", lambda stack: None)
+    monkeypatch.setattr(stack_store, "pulumi_stack_outputs", lambda stack: None)
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,8 @@ TF Serving's REST paths (tensorflow/serving, model_servers/http_rest_api_util.cc
 kPredictionApiGegex for POST, kModelStatusApiRegex for GET, both matched in full and
 case-insensitively; anything else under `/v1/` is a malformed request, and nothing outside
 `/v1/` is the REST API (http_rest_api_util.h: kHTTPRestApiHandlerPathRegex).
+
+It reads only rendered objects and TF Serving's rules; it must not import the code under test.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tools import tfs_proto
-from tools.mock_engine import Rendering
+from tests.support import tfs_proto
+from tools.lib.mock_engine import Rendering
 
 PREDICTION_API = re.compile(
     r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)"

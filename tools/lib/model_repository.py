@@ -3,6 +3,9 @@
 A version's files are uploaded under `<prefix>/<model>/<version>/` and its completion
 marker is written last (components/model_layout.py): readers treat a version without a
 marker as absent, so an upload that is running or died half-way is never served.
+
+It owns what a version is in the store and how it gets there; it must not decide which bucket
+(tools/lib/stack_store.py), parse arguments or print (the commands).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ AWS does not publish the managed rules' signatures. The core rule set below is a
 each documented rule is a predicate that matches the kind of content the rule is described as
 inspecting (`<script` for cross-site scripting, `../` for local file inclusion, ...), enough to
 ask what *our* rules do once a managed rule has matched.
+
+It models AWS WAF only, from the rendered web ACL; it must not import the code under test.
 """
 
 from __future__ import annotations

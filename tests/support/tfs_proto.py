@@ -13,6 +13,9 @@ package, names, numbers and types as upstream:
 
 `text_format.Parse` rejects unknown fields, wrong types and bad nesting, so a file that
 parses here has the shape TF Serving expects.
+
+It must declare no more than upstream does, with upstream's numbers and types, so that it
+never accepts a file TF Serving would refuse.
 """
 
 from __future__ import annotations
