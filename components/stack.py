@@ -1,4 +1,8 @@
-"""The whole stack: components in dependency order, and the stack outputs."""
+"""The whole stack: components in dependency order, and the stack outputs.
+
+The one place that exports stack outputs and wires one component's outputs into another; it must
+not build resources itself beyond the AWS provider.
+"""
 
 from __future__ import annotations
 

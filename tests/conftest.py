@@ -1,3 +1,6 @@
+"""Session fixtures: every repo stack rendered once (`rendered_stack`) and the stack-name
+parameter; fixtures only, no assertions of their own."""
+
 from __future__ import annotations
 
 import pytest

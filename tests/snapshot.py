@@ -109,7 +109,8 @@ def alias_urns(resources: list[dict[str, Any]]) -> dict[str, set[str]]:
                 stack = alias.get("stack", head.split("::")[0].removeprefix("urn:pulumi:"))
                 project = alias.get("project", head.split("::")[1])
                 stack_head = f"urn:pulumi:{stack}::{project}"
-            alias_parent = None if alias.get("noParent") else alias.get("parentUrn", parent)
+            # An empty parentUrn is how the SDK says "the resource's own parent".
+            alias_parent = None if alias.get("noParent") else (alias.get("parentUrn") or parent)
             variants.append((alias.get("type", r["type"]), alias.get("name", r["name"]), alias_parent, True))
             found.add(_urn(stack_head, alias_parent, alias.get("type", r["type"]), alias.get("name", r["name"])))
         for type_, name, p, _ in variants:

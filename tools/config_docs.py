@@ -4,6 +4,7 @@
     python -m tools.config_docs --write-readme   # refresh README.md between the markers
 
 A test checks the README holds exactly this table, so the docs cannot drift from the model.
+It reads the model only; it must not describe a key the model does not have.
 """
 
 from __future__ import annotations

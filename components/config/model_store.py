@@ -1,7 +1,7 @@
 """The `model_store` key: the S3 model repository and who may read and write it.
 
 The bucket name derived from the cluster name needs two keys: that rule is on the root
-model (components/config/stack.py).
+model (components/config/stack.py); this module must not reach into other sections.
 """
 
 from __future__ import annotations
