@@ -311,7 +311,7 @@ class StackCharts:
     rendering: Rendering
     kube_version: str
     releases: list[StackRelease]
-    # group/version -> kinds the cluster serves beyond Helm's offline defaults.
+    # group/version -> kinds the cluster serves that Helm's offline defaults may lack.
     served: dict[str, set[str]]
     # What --api-versions says for those (charts that consult them are rendered with it).
     api_versions: tuple[str, ...]
@@ -405,10 +405,9 @@ def stack_charts(name: str) -> StackCharts:
             )
             for group_version, kinds in GATEWAY_API_STANDARD_INSTALL[catalog.GATEWAY_API_VERSION].items():
                 served.setdefault(group_version, set()).update(kinds)
+    # Discovery lists every kind the server serves, built-in ones too (harmless to repeat).
     for manifest in r.k8s_objects():
-        group = str(manifest.get("apiVersion")).rpartition("/")[0]
-        if "." in group and not group.endswith(".k8s.io"):
-            served.setdefault(str(manifest["apiVersion"]), set()).add(str(manifest["kind"]))
+        served.setdefault(str(manifest["apiVersion"]), set()).add(str(manifest["kind"]))
     flag = api_versions_flag(served)
     consulting = [replace(b, api_versions=flag) for b in bare if traits[b][1]]
     second = dict(zip((c for c in bare if traits[c][1]), render_all(consulting)))
@@ -686,11 +685,42 @@ def gpu_daemonset_problems(charts: StackCharts) -> list[str]:
                     for taint in g.taints:
                         if taint[2] in ("NoSchedule", "NoExecute") and not tolerates(spec.get("tolerations") or [], taint):
                             problems.append(f"{sr.release.chart}: DaemonSet {name} does not tolerate {g.name}'s taint {taint}")
+    problems += device_plugin_config_problems(plugin, gpu_groups) if plugin else []
     for g in gpu_groups:
         if plugin is not None and len(plugins_on[g.name]) != 1:
             problems.append(f"{g.name}: {len(plugins_on[g.name])} NVIDIA device plugins ({plugins_on[g.name]}), not 1")
         if dcgm is not None and len(exporters_on[g.name]) != 1:
             problems.append(f"{g.name}: {len(exporters_on[g.name])} DCGM exporters ({exporters_on[g.name]}), not 1")
+    return problems
+
+
+# The label the chart's config-manager reads to pick a node's device plugin config
+# (nvidia-device-plugin 0.20.0 templates/daemonset-device-plugin.yml, NODE_LABEL).
+DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
+
+
+def device_plugin_config_problems(plugin: StackRelease, gpu_groups: Sequence[NodeGroup]) -> list[str]:
+    """A node group that asks for a device plugin config (time slicing) gets one the chart's
+    plugin can read: named in the ConfigMap its pods mount as available-configs, and not on
+    Bottlerocket, whose host plugin never reads the chart's configs."""
+    problems = []
+    available: set[str] = set()
+    for ds in plugin.render.of_kind("DaemonSet"):
+        if not runs_device_plugin(ds):
+            continue
+        spec = pod_template(ds) or {}
+        names = {v["configMap"]["name"] for v in spec.get("volumes") or [] if v.get("name") == "available-configs" and v.get("configMap")}
+        for cm in plugin.render.of_kind("ConfigMap"):
+            if cm["metadata"]["name"] in names:
+                available.update((cm.get("data") or {}).keys())
+    for g in gpu_groups:
+        wanted = g.labels.get(DEVICE_PLUGIN_CONFIG_LABEL)
+        if wanted is None:
+            continue
+        if g.bottlerocket:
+            problems.append(f"{g.name}: asks for device plugin config {wanted!r}, which Bottlerocket's host plugin does not read")
+        elif wanted not in available:
+            problems.append(f"{g.name}: asks for device plugin config {wanted!r}; the chart's plugin has {sorted(available)}")
     return problems
 
 
@@ -853,6 +883,36 @@ def service_monitor_problems(charts: StackCharts) -> list[str]:
                         problems.append(f"{where}: Service {s.namespace}/{s.name} selects no pod")
                     elif not any(str(target) in ports or target in ports.values() for _, _, ports in backing):
                         problems.append(f"{where}: Service {s.namespace}/{s.name} port {port} targets {target!r}, which no selected pod exposes")
+    return problems
+
+
+def gpu_metric_label_problems(charts: StackCharts, rules: Sequence[Any]) -> list[str]:
+    """A rule or query that reads the DCGM exporter's series by `exported_pod` / `exported_namespace`
+    holds only if the exporter labels each GPU's series with the pod using it
+    (DCGM_EXPORTER_KUBERNETES=true, reading the kubelet's pod-resources socket) and its
+    ServiceMonitor leaves honorLabels off, so Prometheus renames those labels, which clash
+    with the target's own pod / namespace, to exported_* (Prometheus docs, scrape_config
+    honor_labels)."""
+    if not any("exported_pod" in json.dumps(r) for r in rules):
+        return []
+    dcgm = charts.release("dcgm-exporter")
+    if dcgm is None:
+        return ["a rule reads DCGM series, but no DCGM exporter is installed"]
+    problems = []
+    for ds in dcgm.render.of_kind("DaemonSet"):
+        spec = pod_template(ds) or {}
+        if container_env(ds).get("DCGM_EXPORTER_KUBERNETES") != "true":
+            problems.append("the DCGM exporter does not map GPUs to pods (DCGM_EXPORTER_KUBERNETES)")
+        mounts = {m["mountPath"] for c in spec.get("containers") or [] for m in c.get("volumeMounts") or []}
+        if "/var/lib/kubelet/pod-resources" not in mounts:
+            problems.append("the DCGM exporter does not mount the kubelet's pod-resources socket")
+    monitors = dcgm.render.of_kind("ServiceMonitor")
+    if not monitors:
+        problems.append("the DCGM exporter has no ServiceMonitor: nothing scrapes the GPU series")
+    for sm in monitors:
+        for endpoint in sm["spec"].get("endpoints") or []:
+            if endpoint.get("honorLabels"):
+                problems.append(f"ServiceMonitor {sm['metadata']['name']} honours labels: the series keep pod / namespace")
     return problems
 
 

@@ -187,6 +187,26 @@ def test_prometheus_adapter_serves_exactly_the_rules_we_generate(name: str, ever
     assert f"--prometheus-url={prometheus['url']}:{prometheus['port']}" in args
 
 
+@pytest.mark.parametrize("name", cr.STACKS)
+def test_gpu_utilisation_queries_find_the_serving_pods_in_the_exporter_series(
+    name: str, every_stack: dict[str, cr.StackCharts]
+) -> None:
+    """Our adapter rules and KEDA triggers pick a serving pod's GPU series by exported_pod /
+    exported_namespace: that holds only as the DCGM exporter and its ServiceMonitor render."""
+    charts = every_stack[name]
+    readers: list[Any] = [
+        t["metadata"].get("query", "")
+        for m in charts.rendering.k8s_objects() if m["kind"] == "ScaledObject"
+        for t in m["spec"]["triggers"] if t["type"] == "prometheus"
+    ]
+    adapter = charts.release("prometheus-adapter")
+    if adapter is not None:
+        readers += adapter.release.values["rules"]["custom"]
+    if not any("exported_pod" in json.dumps(r) for r in readers):
+        pytest.skip(f"{name}: nothing reads GPU utilisation per pod")
+    assert cr.gpu_metric_label_problems(charts, readers) == []
+
+
 # Charts whose images the prod stack runs by digest (the rest run the chart version's tag).
 # Digests are resolved and recorded for our own workload (components/images.py); the
 # charts get none, so this is empty; CKV_K8S_43 below is accepted for that reason.
@@ -508,6 +528,31 @@ def test_a_device_plugin_on_bottlerocket_or_a_missing_toleration_is_found(every_
                 o["spec"]["template"]["spec"]["tolerations"] = []
 
     assert any("0 DCGM exporters" in p for p in cr.gpu_daemonset_problems(_with_objects(prod, "dcgm-exporter", no_tolerations)))
+
+
+def test_a_time_slicing_config_the_plugin_lacks_is_found(every_stack: dict[str, cr.StackCharts]) -> None:
+    dev = every_stack["dev"]
+    assert any(g.labels.get(cr.DEVICE_PLUGIN_CONFIG_LABEL) for g in cr.node_groups(dev.rendering))
+
+    def drop_config(objects: list[dict[str, Any]]) -> None:
+        for o in objects:
+            if o["kind"] == "ConfigMap":
+                o["data"].pop("time-sliced-2", None)
+
+    assert any("time-sliced-2" in p for p in cr.gpu_daemonset_problems(_with_objects(dev, "nvidia-device-plugin", drop_config)))
+
+
+def test_gpu_series_that_keep_the_exporter_pod_labels_are_found(every_stack: dict[str, cr.StackCharts]) -> None:
+    prod = every_stack["prod"]
+    rules = prod.release("prometheus-adapter").release.values["rules"]["custom"]  # type: ignore[union-attr]
+    assert cr.gpu_metric_label_problems(prod, rules) == []
+
+    def honour(objects: list[dict[str, Any]]) -> None:
+        for o in objects:
+            if o["kind"] == "ServiceMonitor":
+                o["spec"]["endpoints"][0]["honorLabels"] = True
+
+    assert any("honours labels" in p for p in cr.gpu_metric_label_problems(_with_objects(prod, "dcgm-exporter", honour), rules))
 
 
 def test_a_service_monitor_on_a_missing_port_is_found(every_stack: dict[str, cr.StackCharts]) -> None:
