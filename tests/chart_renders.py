@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate
 import kubernetes_validate.utils
 import yaml
 
@@ -490,6 +491,28 @@ def conformance_problems(charts: StackCharts) -> list[str]:
                 with _lock:
                     _validated[key] = cached
             problems += [f"{sr.release.chart}: {p}" for p in cached]
+    return problems
+
+
+def unserved_kind_problems(charts: StackCharts) -> list[str]:
+    """Kinds a chart renders that the stack's cluster does not serve (neither built into its
+    Kubernetes version nor from a CRD the stack installs): Helm's install would stop at them
+    ("no matches for kind"), e.g. a ServiceMonitor where no Prometheus Operator runs."""
+    problems = []
+    with _schemas_read_once():
+        for sr in charts.releases:
+            for manifest in sr.render.objects:
+                api_version, kind = str(manifest.get("apiVersion")), str(manifest.get("kind"))
+                if kind in charts.served.get(api_version, set()):
+                    continue
+                try:
+                    kubernetes_validate.validate(
+                        {"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}}, charts.kube_version
+                    )
+                except kubernetes_validate.SchemaNotFoundError:
+                    problems.append(f"{sr.release.chart}: {api_version} {kind} is not served on this cluster")
+                except kubernetes_validate.ValidationError:
+                    pass  # built in: the stub is merely incomplete
     return problems
 
 

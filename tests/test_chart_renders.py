@@ -83,6 +83,7 @@ def test_every_chart_object_conforms(name: str, every_stack: dict[str, cr.StackC
     charts = every_stack[name]
     assert charts.releases, f"{name}: no Helm release"
     assert cr.conformance_problems(charts) == []
+    assert cr.unserved_kind_problems(charts) == []
 
 
 @pytest.mark.parametrize("name", cr.STACKS)
@@ -499,15 +500,18 @@ def test_every_value_we_pass_is_read_by_the_chart(chart: str, every_stack: dict[
 
 
 def _with_objects(charts: cr.StackCharts, chart: str, change: Any) -> cr.StackCharts:
-    """A copy of `charts` whose `chart` render has its objects passed through `change`."""
+    """A copy of `charts` whose `chart` render has its objects (copies) passed through
+    `change`, which may edit, add or drop them; the session's renders stay as they are."""
     out = copy.copy(charts)
     out.releases = []
     for sr in charts.releases:
         if sr.release.chart == chart:
-            objects = [cr.Rendered(r.source, copy.deepcopy(r.manifest)) for r in sr.render.rendered]
-            change([o.manifest for o in objects])
-            sr = cr.StackRelease(sr.registered, sr.release, cr.ChartRender(sr.release, objects, sr.render.crds))
+            manifests = [copy.deepcopy(r.manifest) for r in sr.render.rendered]
+            change(manifests)
+            changed = cr.ChartRender(sr.release, [cr.Rendered("changed", m) for m in manifests], sr.render.crds)
+            sr = cr.StackRelease(sr.registered, sr.release, changed)
         out.releases.append(sr)
+    assert any(sr.release.chart == chart for sr in out.releases), f"{charts.name} has no {chart}"
     return out
 
 
@@ -617,6 +621,17 @@ def test_a_custom_resource_outside_the_reference_is_checked_against_its_installe
 
     problems = cr.conformance_problems(_with_objects(prod, "kube-prometheus-stack", typo))
     assert any("Prometheus" in p and "retentionTime" in p for p in problems), problems
+
+
+def test_a_kind_the_cluster_does_not_serve_is_found(every_stack: dict[str, cr.StackCharts]) -> None:
+    charts = every_stack["grid-dev-no-monitoring"]
+    assert "monitoring.coreos.com/v1" not in charts.served
+
+    def add_monitor(objects: list[dict[str, Any]]) -> None:
+        objects.append({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "m"}})
+
+    changed = _with_objects(charts, "dcgm-exporter", add_monitor)
+    assert any("ServiceMonitor is not served" in p for p in cr.unserved_kind_problems(changed))
 
 
 def test_an_unread_value_is_found_by_rendering(every_stack: dict[str, cr.StackCharts]) -> None:
