@@ -12,6 +12,7 @@ build`, or learn a stack's settings other than from what the program registered.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
 import contextlib
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -29,7 +31,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -150,7 +151,9 @@ def release_of(registered: Registered, kube_version: str) -> Release:
 
 # --- helm template ----------------------------------------------------------------------------
 
+# Helm's own cache and config for these runs, so that none lands in the user's home.
 _HELM_HOME = tempfile.mkdtemp(prefix="chart-renders-helm-")
+atexit.register(shutil.rmtree, _HELM_HOME, True)
 _lock = threading.Lock()
 _texts: dict[tuple[Release, bool, bool], subprocess.CompletedProcess[str]] = {}
 _renders: dict[Release, ChartRender] = {}
@@ -164,7 +167,11 @@ class _Loader(yaml.CSafeLoader):
     CRDs list `=` in an enum), not PyYAML's YAML 1.1 `value` tag."""
 
 
-_Loader.add_constructor("tag:yaml.org,2002:value", yaml.constructor.SafeConstructor.construct_yaml_str)
+def _plain_string(loader: _Loader, node: yaml.Node) -> str:
+    return str(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+_Loader.add_constructor("tag:yaml.org,2002:value", _plain_string)
 
 
 def helm_text(
@@ -826,7 +833,7 @@ def operator_pods(charts: StackCharts, sr: StackRelease) -> list[tuple[str, Mapp
     chart renders (pkg/apis/monitoring/v1 prometheus_types.go / alertmanager_types.go,
     podMetadata: the labels it always sets; the server's port is named spec.portName,
     default "web"; the config reloader's "reloader-web", 8080: pkg/operator/config_reloader.go)."""
-    out = []
+    out: list[tuple[str, Mapping[str, str], dict[str, int]]] = []
     for manifest in sr.render.objects:
         kind, name = manifest.get("kind"), str((manifest.get("metadata") or {}).get("name"))
         if not str(manifest.get("apiVersion", "")).startswith("monitoring.coreos.com/") or kind not in ("Prometheus", "Alertmanager"):

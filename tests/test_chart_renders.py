@@ -3,9 +3,10 @@ rendered by the real chart: `helm template` of the pinned sources with exactly t
 version, release name, namespace and values the program registers, at the stack's
 Kubernetes version and with the API versions its cluster serves (tests/chart_renders.py).
 
-This module owns the rules the rendered objects must meet and the written exceptions to them
-(the scanner findings accepted, the value keys allowed to go unread); it must not render
-charts or judge objects itself beyond stating those rules.
+This module owns the rules the rendered objects must meet, the written exceptions to them
+(scanner findings accepted, value keys allowed to go unread) and the scanner run; rendering
+and judging live in tests/chart_renders.py, and the tests here must not edit the session's
+renders (the tests of the checks work on copies).
 
 What is checked, per stack: every object strictly valid; GPU daemons on exactly the GPU
 nodes they serve; chart ServiceMonitors select a Service and port the chart renders; chart
