@@ -1,11 +1,11 @@
-"""Every Helm release of every stack (the repo's stack files and the grid, tests/config_grid.py)
+"""Every Helm release of every stack (the repo's stack files and the grid, tests/support/config_grid.py)
 rendered by the real chart: `helm template` of the pinned sources with exactly the chart,
 version, release name, namespace and values the program registers, at the stack's
-Kubernetes version and with the API versions its cluster serves (tests/chart_renders.py).
+Kubernetes version and with the API versions its cluster serves (tests/support/chart_renders.py).
 
 This module owns the rules the rendered objects must meet, the written exceptions to them
 (scanner findings accepted, value keys allowed to go unread) and the scanner run; rendering
-and judging live in tests/chart_renders.py, and the tests here must not edit the session's
+and judging live in tests/support/chart_renders.py, and the tests here must not edit the session's
 renders (the tests of the checks work on copies).
 
 What is checked, per stack: every object strictly valid; GPU daemons on exactly the GPU
@@ -36,8 +36,8 @@ import yaml
 
 from components import catalog
 from components.autoscaling import adapter_rules
-from tests import chart_renders as cr
-from tests.external_tools import chart_dir, tool
+from tests.support import chart_renders as cr
+from tests.support.external_tools import chart_dir, tool
 from tests.support import dependencies
 
 # Seconds each group took, printed at the end of the session.

@@ -40,12 +40,12 @@ import yaml
 
 from components import catalog
 from components.config import StackConfig
-from tests.config_grid import GRID, rendered
+from tests.support.config_grid import GRID, rendered
 from tests.conftest import rendered_stack
-from tests.external_tools import chart_dir, tool
+from tests.support.external_tools import chart_dir, tool
 from tests.support import parse, raw_stack
-from tools import conformance
-from tools.mock_engine import Registered, Rendering
+from tests.support import conformance
+from tools.lib.mock_engine import Registered, Rendering
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
