@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from components.config import PROJECT, Section, StackConfig
+from tools.lib.readme_section import write_between
 
 BEGIN = "<!-- config-reference:begin -->"
 END = "<!-- config-reference:end -->"
@@ -97,11 +98,8 @@ def table() -> str:
 
 
 def update_readme(path: Path) -> None:
-    """Replace the table between the README markers with the current one."""
-    text = path.read_text()
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(f"{head}{BEGIN}\n{table()}\n{END}{tail}")
+    """Replace the section between the README markers with the current one."""
+    write_between(path, BEGIN, END, table())
 
 
 if __name__ == "__main__":

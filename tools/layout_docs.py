@@ -4,7 +4,7 @@
     python -m tools.layout_docs --write-readme   # refresh README.md between the markers
 
 A test checks the README holds exactly this, so the layout cannot drift from the code. It reads
-files only; it must not import the modules it describes.
+files only; apart from the README helper it must not import the modules it describes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import ast
 import re
 import sys
 from pathlib import Path
+
+from tools.lib.readme_section import write_between
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- layout:begin -->"
@@ -57,10 +59,8 @@ def table() -> str:
 
 
 def update_readme(path: Path) -> None:
-    text = path.read_text()
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(f"{head}{BEGIN}\n{table()}\n{END}{tail}")
+    """Replace the section between the README markers with the current one."""
+    write_between(path, BEGIN, END, table())
 
 
 if __name__ == "__main__":
