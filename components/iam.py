@@ -121,12 +121,33 @@ def pod_identity_role(
         description=f"{description} (EKS Pod Identity)",
         opts=opts,
     )
-    association = aws.eks.PodIdentityAssociation(
+    association = pod_identity_association(
         f"{name}-identity",
+        role,
+        cluster_name=cluster_name,
+        namespace=namespace,
+        service_account=service_account,
+        opts=opts,
+    )
+    return role, association
+
+
+def pod_identity_association(
+    resource_name: str,
+    role: aws.iam.Role,
+    *,
+    cluster_name: pulumi.Input[str],
+    namespace: str,
+    service_account: str,
+    opts: pulumi.ResourceOptions,
+) -> aws.eks.PodIdentityAssociation:
+    """The EKS Pod Identity binding of `role` (trusting `pod_identity_trust_policy`) to one
+    Kubernetes service account."""
+    return aws.eks.PodIdentityAssociation(
+        resource_name,
         cluster_name=cluster_name,
         namespace=namespace,
         service_account=service_account,
         role_arn=role.arn,
         opts=opts,
     )
-    return role, association

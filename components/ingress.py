@@ -29,8 +29,8 @@ from components import catalog
 from components.cluster import ClusterOutputs
 from components.config import CANARY_LABEL, AccessConfig, IngressConfig
 from components.custom_resources import serving_custom_resource
-from components.helm import helm_release, service_monitor_values
-from components.iam import pod_identity_role, policy_document
+from components.helm import controller, service_monitor_values
+from components.iam import policy_document
 from components.monitoring import PrometheusStackOutputs
 from components.naming import k8s_labels
 from components.serving import ServingOutputs
@@ -527,15 +527,15 @@ class Ingress(pulumi.ComponentResource):
         k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         labels = k8s_labels("ingress", serving.name)
 
-        controller = self._controller(
-            name, cluster, region, service_monitor, prometheus, child, k8s_child
+        gateway_crds, lb_controller = self._controller(
+            name, cluster, region, service_monitor, prometheus, k8s_child
         )
-        self._external_dns(name, cfg, stack, cluster, region, partition, child, k8s_child, controller[0])
+        self._external_dns(name, cfg, stack, cluster, region, partition, gateway_crds)
         certificate_arn = self._certificate(name, cfg, child)
         web_acl = self._web_acl(name, cfg, api_key, child)
 
         after_controller = pulumi.ResourceOptions.merge(
-            k8s_child, pulumi.ResourceOptions(depends_on=controller)
+            k8s_child, pulumi.ResourceOptions(depends_on=[gateway_crds, lb_controller])
         )
 
         def custom(
@@ -619,28 +619,9 @@ class Ingress(pulumi.ComponentResource):
         region: str,
         service_monitor: Mapping[str, str] | None,
         prometheus: PrometheusStackOutputs | None,
-        child: pulumi.ResourceOptions,
         k8s_child: pulumi.ResourceOptions,
-    ) -> list[pulumi.Resource]:
+    ) -> tuple[pulumi.Resource, pulumi.Resource]:
         """The controller, its identity, and every CRD a Gateway object needs, in order."""
-        n = f"{name}-lb-controller"
-        role, association = pod_identity_role(
-            n,
-            cluster_name=cluster.name,
-            namespace=CONTROLLER_NAMESPACE,
-            service_account=CONTROLLER_SERVICE_ACCOUNT,
-            description="AWS Load Balancer Controller",
-            parent=self,
-        )
-        policy = aws.iam.Policy(
-            f"{n}-policy",
-            description="AWS Load Balancer Controller v3.5.0 (published policy)",
-            policy=lbc_policy(),
-            opts=child,
-        )
-        attachment = aws.iam.RolePolicyAttachment(
-            f"{n}-policy-attachment", role=role.name, policy_arn=policy.arn, opts=child
-        )
         # Gateway API CRDs (standard channel) at the version the controller is built for; the
         # controller's own gateway.k8s.aws CRDs come with its chart.
         gateway_crds = k8s.yaml.v2.ConfigFile(
@@ -651,25 +632,22 @@ class Ingress(pulumi.ComponentResource):
                 a[0], region, a[1], cluster.system_node_selector, service_monitor
             )
         )
-        release = helm_release(
-            n,
+        release = controller(
+            f"{name}-lb-controller",
             catalog.CHARTS["aws-load-balancer-controller"],
-            CONTROLLER_NAMESPACE,
-            values,
-            pulumi.ResourceOptions.merge(
-                k8s_child,
-                pulumi.ResourceOptions(
-                    # Its chart ships a ServiceMonitor: the operator's CRDs come first.
-                    depends_on=[
-                        gateway_crds,
-                        association,
-                        attachment,
-                        *(prometheus.crds_ready if prometheus else ()),
-                    ]
-                ),
-            ),
-        )
-        return [gateway_crds, release]
+            namespace=CONTROLLER_NAMESPACE,
+            service_account=CONTROLLER_SERVICE_ACCOUNT,
+            description="AWS Load Balancer Controller",
+            cluster_name=cluster.name,
+            policy=lbc_policy(),
+            managed_policy_description="AWS Load Balancer Controller v3.5.0 (published policy)",
+            values=values,
+            parent=self,
+            provider=cluster.provider,
+            # Its chart ships a ServiceMonitor: the operator's CRDs come first.
+            depends_on=[gateway_crds, *(prometheus.crds_ready if prometheus else ())],
+        ).release
+        return gateway_crds, release
 
     def _external_dns(
         self,
@@ -679,36 +657,28 @@ class Ingress(pulumi.ComponentResource):
         cluster: ClusterOutputs,
         region: str,
         partition: str,
-        child: pulumi.ResourceOptions,
-        k8s_child: pulumi.ResourceOptions,
         gateway_crds: pulumi.Resource,
     ) -> None:
-        n = f"{name}-external-dns"
-        role, association = pod_identity_role(
-            n,
-            cluster_name=cluster.name,
-            namespace=CONTROLLER_NAMESPACE,
-            service_account=EXTERNAL_DNS_SERVICE_ACCOUNT,
-            description=f"external-dns for {cfg.domain}",
-            parent=self,
-        )
-        aws.iam.RolePolicy(
-            f"{n}-policy", role=role.id, policy=external_dns_policy(partition, cfg.hosted_zone_id), opts=child
-        )
         values = cluster.name.apply(
             lambda cluster_name: external_dns_values(
                 cfg, f"{cluster_name}-{stack}", region, cluster.system_node_selector
             )
         )
-        helm_release(
-            n,
+        controller(
+            f"{name}-external-dns",
             catalog.CHARTS["external-dns"],
-            CONTROLLER_NAMESPACE,
-            values,
+            namespace=CONTROLLER_NAMESPACE,
+            service_account=EXTERNAL_DNS_SERVICE_ACCOUNT,
+            description=f"external-dns for {cfg.domain}",
+            cluster_name=cluster.name,
+            policy=external_dns_policy(partition, cfg.hosted_zone_id),
+            values=values,
+            parent=self,
+            provider=cluster.provider,
             # Its gateway-* sources watch the Gateway API kinds.
-            pulumi.ResourceOptions.merge(
-                k8s_child, pulumi.ResourceOptions(depends_on=[association, gateway_crds])
-            ),
+            depends_on=[gateway_crds],
+            # Kept as deployed stacks have it: the release waits for the binding, not the policy.
+            wait_for_policy=False,
         )
 
     def _certificate(

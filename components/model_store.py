@@ -17,7 +17,12 @@ import pulumi_aws as aws
 
 from components.cluster import ClusterOutputs
 from components.config import ModelStoreConfig
-from components.iam import irsa_trust_policy, pod_identity_trust_policy, policy_document
+from components.iam import (
+    irsa_trust_policy,
+    pod_identity_association,
+    pod_identity_trust_policy,
+    policy_document,
+)
 
 TYPE_TOKEN = "tf-serving-eks:model_store:ModelStore"
 # The token before the module was named after its stack key: the alias keeps a deployed store
@@ -223,12 +228,12 @@ class ModelStore(pulumi.ComponentResource):
             # The EKS Pod Identity webhook gives a pod credentials when the pod is created,
             # from the associations that exist then (EKS user guide, "Assign an IAM role to
             # a Kubernetes service account"): pods started earlier get none until restarted.
-            reader_ready.append(aws.eks.PodIdentityAssociation(
+            reader_ready.append(pod_identity_association(
                 f"{name}-reader-identity",
+                reader,
                 cluster_name=cluster.name,
                 namespace=serving_namespace,
                 service_account=serving_service_account,
-                role_arn=reader.arn,
                 opts=child,
             ))
 

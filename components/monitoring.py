@@ -31,6 +31,7 @@ from components.gpu_pools import GPU_PRESENT_LABEL
 from components.helm import helm_release
 from components.cluster import POOL_LABEL, ClusterOutputs
 from components.custom_resources import serving_custom_resource
+from components import podsecurity
 from components.naming import k8s_labels
 from components.promql import (
     BATCH_QUEUEING_BUCKETS,
@@ -585,16 +586,12 @@ class PrometheusStack(pulumi.ComponentResource):
     ) -> None:
         super().__init__("tf-serving-eks:monitoring:PrometheusStack", name, None, opts)
         k8s_child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
-        namespace = k8s.core.v1.Namespace(
+        namespace = podsecurity.namespace(
             f"{name}-namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=cfg.namespace,
-                labels={
-                    **k8s_labels("monitoring", cfg.namespace),
-                    # node-exporter reads the host (hostPID, hostNetwork, host paths).
-                    "pod-security.kubernetes.io/enforce": "privileged",
-                },
-            ),
+            cfg.namespace,
+            component="monitoring",
+            # node-exporter reads the host (hostPID, hostNetwork, host paths).
+            level="privileged",
             opts=k8s_child,
         )
         password: pulumi.Input[str]

@@ -40,6 +40,7 @@ from components.model_sync import (
     sync_image,
 )
 from components.naming import k8s_labels
+from components import podsecurity
 from components.podsecurity import restricted_container
 
 GRPC_PORT = 8500
@@ -543,18 +544,9 @@ class TfServing(pulumi.ComponentResource):
         labels = k8s_labels("serving", cfg.name)
         ns = cfg.namespace
 
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=ns,
-                labels={
-                    **k8s_labels("serving", ns),
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/audit": "restricted",
-                    "pod-security.kubernetes.io/warn": "restricted",
-                },
-            ),
-            opts=k8s_child,
+        # Every container of ours runs under restricted_container: the strictest standard holds.
+        namespace = podsecurity.namespace(
+            f"{name}-namespace", ns, component="serving", level="restricted", opts=k8s_child
         )
         in_ns = pulumi.ResourceOptions.merge(k8s_child, pulumi.ResourceOptions(depends_on=[namespace]))
         annotations = (

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.config import StackConfigError
-from tests.support import parse, raw_stack
+from components.config import StackConfigError, parse_stack_config
+from tests.support import SECRET_SETTINGS, parse, raw_stack, secret_keys_for
 
 Raw = dict[str, Any]
 PROFILE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -323,6 +323,59 @@ def test_tags_aws_accepts(tags: dict[str, str]) -> None:
 )
 def test_tags_aws_refuses(tags: dict[str, str], key: str, fragment: str) -> None:
     assert_refused(with_value("dev", "tags", tags), key, None, fragment)
+
+
+def test_tag_rules_name_the_key_and_count_exactly() -> None:
+    """The whole line, byte for byte: the count rule names `tags` itself (no trailing dot,
+    no pool of nested keys), the override rule names the tag."""
+    head = "stack 'test': invalid configuration in Pulumi.test.yaml:\n"
+    too_many = {f"t{i}": "x" for i in range(47)}
+    assert error_of(with_value("dev", "tags", too_many)) == head + (
+        "  - tf-serving-eks:tags: AWS takes 50 tags per resource and the stack sets 4 itself: "
+        'at most 46 (got "47 tags")'
+    )
+    # A base tag is not counted as room taken: it is refused for what it is.
+    assert "tags.project: is one of the tags" in str(
+        error_of(with_value("dev", "tags", {**{f"t{i}": "x" for i in range(46)}, "project": "p"}))
+    )
+    assert error_of(with_value("dev", "tags", {"stack": "s", "environment": "e"})) == head + (
+        "  - tf-serving-eks:tags.environment: is one of the tags the stack sets itself "
+        '(project, stack, environment, managed-by) (got "e")'
+    )
+
+
+# --- Secrets ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length, ok", [(0, False), (19, False), (20, True), (64, True)])
+def test_api_key_is_at_least_20_characters_and_never_shown(length: int, ok: bool) -> None:
+    raw = with_value("dev", "ingress_api_key", "k" * length)
+    if ok:
+        assert_accepted(raw, f"an API key of {length} characters")
+        return
+    assert error_of(raw) == (
+        "stack 'test': invalid configuration in Pulumi.test.yaml:\n"
+        '  - tf-serving-eks:ingress_api_key: must be at least 20 characters (got "(hidden)")'
+    )
+
+
+@pytest.mark.parametrize("key", SECRET_SETTINGS)
+def test_a_secret_in_clear_is_refused_before_its_other_rules(key: str) -> None:
+    value: Any = {"oncall": "u"} if key == "alerting_secrets" else "short"
+    raw = with_value("dev", key, value)
+    marked = secret_keys_for(raw)
+    # Marked as a secret, the value is judged on its own rules only.
+    try:
+        parse_stack_config(raw, "test", secret_keys=marked)
+    except StackConfigError as exc:
+        assert key == "ingress_api_key" and "at least 20 characters" in str(exc), exc
+    with pytest.raises(StackConfigError) as info:
+        parse_stack_config(raw, "test", secret_keys=secret_keys_for(raw, clear=(key,)))
+    assert str(info.value) == (
+        "stack 'test': invalid configuration in Pulumi.test.yaml:\n"
+        f"  - tf-serving-eks:{key}: is in the stack file in clear; set it with "
+        '`pulumi config set --secret` (got "(hidden)")'
+    )
 
 
 # --- Host names and ACM -----------------------------------------------------------------

@@ -34,6 +34,9 @@ from components.config.base import (
     RuleError,
     Section,
     SwitchedOffIsAbsent,
+    TagKey,
+    Tags,
+    TagValue,
     section,
 )
 from components.config.cluster import (
@@ -110,8 +113,6 @@ from components.config.stack import (
     GPU_CONTEXT_HEADROOM_PERCENT,
     AwsRegion,
     StackConfig,
-    TagKey,
-    TagValue,
 )
 
 __all__ = [
@@ -128,6 +129,9 @@ __all__ = [
     "RuleError",
     "Section",
     "SwitchedOffIsAbsent",
+    "TagKey",
+    "TagValue",
+    "Tags",
     "section",
     # cluster
     "ALL_LOG_TYPES",
@@ -199,8 +203,6 @@ __all__ = [
     "GPU_CONTEXT_HEADROOM_PERCENT",
     "AwsRegion",
     "StackConfig",
-    "TagKey",
-    "TagValue",
     # errors
     "StackConfigError",
     "format_errors",

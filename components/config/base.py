@@ -1,8 +1,9 @@
 """What every config section shares: the `Section` base, per-environment defaults, rule
 errors, and the value types more than one stack key uses.
 
-It knows no stack key of its own: a section's model and rules live in the module named
-after its key, never here.
+It knows no section of its own: a section's model and rules live in the module named
+after its key, never here. The exception is a top-level key that has no section (`tags`):
+its type, rules included, is here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -48,7 +50,8 @@ LogRetentionDays = Literal[
 
 
 class RuleError(ValueError):
-    """A rule that spans fields failed; `key` is relative to the model that raised it."""
+    """A rule that spans fields failed; `key` is relative to the model or the field that
+    raised it ("" for the field's value as a whole)."""
 
     def __init__(self, key: str, value: Any, message: str) -> None:
         super().__init__(f"{key}: {message}")
@@ -170,3 +173,32 @@ class NodeGroupSizing(Section):
 
 LabelValue = Annotated[str, checked(validation.label_value)]
 QualifiedName = Annotated[str, checked(validation.qualified_name)]
+
+
+TagKey = Annotated[str, checked(validation.tag_key)]
+TagValue = Annotated[str, checked(validation.tag_value)]
+# The tags every AWS resource gets from the stack itself (components/naming.py base_tags).
+BASE_TAG_KEYS = frozenset({"project", "stack", "environment", "managed-by"})
+
+
+def _tags_fit_beside_the_base_tags(tags: dict[str, str]) -> dict[str, str]:
+    # AWS takes at most 50 tags per resource, the base tags included.
+    room = validation.MAX_TAGS_PER_RESOURCE - len(BASE_TAG_KEYS)
+    if len(set(tags) - BASE_TAG_KEYS) > room:
+        raise RuleError(
+            "",
+            f"{len(tags)} tags",
+            f"AWS takes 50 tags per resource and the stack sets {len(BASE_TAG_KEYS)} itself: at most {room}",
+        )
+    overridden = sorted(BASE_TAG_KEYS & set(tags))
+    if overridden:
+        raise RuleError(
+            overridden[0],
+            tags[overridden[0]],
+            "is one of the tags the stack sets itself (project, stack, environment, managed-by)",
+        )
+    return tags
+
+
+# The `tags` key: extra tags on every AWS resource, beside the base tags.
+Tags = Annotated[dict[TagKey, TagValue], AfterValidator(_tags_fit_beside_the_base_tags)]

@@ -80,7 +80,7 @@ def format_errors(
         if isinstance(rule, RuleError):
             if not loc and rule.key.split(".")[0] in named_elsewhere:
                 continue
-            key = _dotted(loc + tuple(rule.key.split(".")))
+            key = _dotted(loc + (tuple(rule.key.split(".")) if rule.key else ()))
             message, value = rule.message, rule.value
         elif isinstance(rule, ValueError):
             # A field rule of components/validation.py: its words, without pydantic's prefix.

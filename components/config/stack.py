@@ -7,9 +7,9 @@ after its key; this module must not grow single-section rules.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationInfo, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from components import catalog, validation
 from components.config.autoscaling import AutoscalingConfig
@@ -20,6 +20,7 @@ from components.config.base import (
     RuleError,
     Section,
     SwitchedOffIsAbsent,
+    Tags,
     section,
 )
 from components.config.cluster import ClusterConfig
@@ -29,15 +30,12 @@ from components.config.model_store import ModelStoreConfig
 from components.config.monitoring import MonitoringConfig
 from components.config.node_autoscaling import NodeAutoscalingConfig
 from components.config.serving import ServingConfig
-from components.validation import checked, worded
+from components.validation import worded
 
 AwsRegion = Annotated[str, worded(
     r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d",
     "must be an AWS region code such as eu-west-1 or us-gov-west-1",
 )]
-
-TagKey = Annotated[str, checked(validation.tag_key)]
-TagValue = Annotated[str, checked(validation.tag_value)]
 
 # Framebuffer a CUDA context takes besides TF Serving's up-front allocation, in % of a GPU.
 GPU_CONTEXT_HEADROOM_PERCENT = 3
@@ -46,9 +44,9 @@ GPU_CONTEXT_HEADROOM_PERCENT = 3
 class StackConfig(Section):
     """The whole stack: a section per key, and the rules that need two keys or more.
 
-    A section's own rules, production ones included, are on its model; the ones here are
-    those of the top-level values that have no section (tags, secrets) and those that
-    read several sections.
+    A section's own rules, production ones included, are on its model; a top-level value
+    without a section has its rules on its type (tags) or in a field validator here
+    (secrets); the model validators here are those that read several keys.
     """
 
     environment: Environment = Field(
@@ -57,7 +55,7 @@ class StackConfig(Section):
     aws_region: AwsRegion = Field(
         alias="aws:region", description="AWS region (the AWS provider's own key)."
     )
-    tags: dict[TagKey, TagValue] = Field(
+    tags: Tags = Field(
         default_factory=dict, description="Extra tags on every AWS resource."
     )
     cluster: ClusterConfig = Field(description="The EKS cluster, created or existing.")
@@ -87,8 +85,31 @@ class StackConfig(Section):
     )
     monitoring: MonitoringConfig = section("Monitoring.")
 
+    @field_validator(
+        "ingress_api_key", "grafana_admin_password", "alerting_secrets", "docker_hub_access_token"
+    )
+    @classmethod
+    def _secret_not_in_clear(cls, value: Any, info: ValidationInfo) -> Any:
+        # parse_stack_config passes the keys Pulumi holds as secrets, when it knows them.
+        secret_keys = (info.context or {}).get("secret_keys")
+        is_set = bool(value) if info.field_name == "alerting_secrets" else value is not None
+        if secret_keys is not None and is_set and f"{PROJECT}:{info.field_name}" not in secret_keys:
+            raise RuleError(
+                "",
+                "(hidden)",
+                "is in the stack file in clear; set it with `pulumi config set --secret`",
+            )
+        return value
+
+    @field_validator("ingress_api_key")
+    @classmethod
+    def _api_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 20:
+            raise RuleError("", "(hidden)", "must be at least 20 characters")
+        return value
+
     @model_validator(mode="after")
-    def _api_key_is_secret(self, info: ValidationInfo) -> StackConfig:
+    def _sections_have_their_secrets(self) -> StackConfig:
         access = self.ingress.access if self.ingress else None
         if access and access.require_api_key and self.ingress_api_key is None:
             raise RuleError(
@@ -104,23 +125,6 @@ class StackConfig(Section):
                 "serving.image_cache needs it: pulumi config set --secret "
                 "tf-serving-eks:docker_hub_access_token <token>",
             )
-        secret_keys = (info.context or {}).get("secret_keys")
-        if secret_keys is not None:
-            present = {
-                "ingress_api_key": self.ingress_api_key is not None,
-                "grafana_admin_password": self.grafana_admin_password is not None,
-                "alerting_secrets": bool(self.alerting_secrets),
-                "docker_hub_access_token": self.docker_hub_access_token is not None,
-            }
-            for key, is_set in present.items():
-                if is_set and f"{PROJECT}:{key}" not in secret_keys:
-                    raise RuleError(
-                        key,
-                        "(hidden)",
-                        "is in the stack file in clear; set it with `pulumi config set --secret`",
-                    )
-        if self.ingress_api_key is not None and len(self.ingress_api_key.get_secret_value()) < 20:
-            raise RuleError("ingress_api_key", "(hidden)", "must be at least 20 characters")
         return self
 
     @model_validator(mode="after")
@@ -349,22 +353,6 @@ class StackConfig(Section):
                 self.monitoring.namespace,
                 "must differ from serving.namespace: the stack creates each, with its own "
                 "pod security level",
-            )
-        # Base tags (components/naming.py base_tags) plus these, at most 50 per resource.
-        base = {"project", "stack", "environment", "managed-by"}
-        room = validation.MAX_TAGS_PER_RESOURCE - len(base)
-        if len(set(self.tags) - base) > room:
-            raise RuleError(
-                "tags",
-                f"{len(self.tags)} tags",
-                f"AWS takes 50 tags per resource and the stack sets {len(base)} itself: at most {room}",
-            )
-        overridden = sorted(base & set(self.tags))
-        if overridden:
-            raise RuleError(
-                f"tags.{overridden[0]}",
-                self.tags[overridden[0]],
-                "is one of the tags the stack sets itself (project, stack, environment, managed-by)",
             )
         if self.model_store.bucket_name is None:
             # The derived name (components/model_layout.py) must obey S3's rules too.
