@@ -27,7 +27,7 @@ import re
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ import pytest
 import yaml
 
 from components import catalog
+from components.config import StackConfig
 from components.autoscaling import adapter_rules
 from tests.support import chart_renders as cr
 from tests.support.external_tools import chart_dir, tool
@@ -125,7 +126,46 @@ def test_cluster_autoscaler_discovers_exactly_our_node_groups(name: str, every_s
     assert cr.container_env(deployment).get("AWS_REGION") == charts.rendering.outputs["region"]
 
 
+# --- checks of one release: generated only for the stacks whose config installs it; the test
+# after them proves the config and the rendering agree on which stacks those are ---
+
+
+def has_load_balancer_controller(cfg: StackConfig) -> bool:
+    return cfg.ingress is not None and cfg.ingress.enabled
+
+
+def has_prometheus_adapter(cfg: StackConfig) -> bool:
+    """The HPA on a custom metric (anything but CPU, which metrics-server serves)."""
+    scaling = cfg.autoscaling
+    return scaling is not None and scaling.enabled and scaling.engine == "hpa" and any(k != "cpu" for k in scaling.metrics)
+
+
+def reads_gpu_per_pod(cfg: StackConfig) -> bool:
+    return cfg.autoscaling is not None and cfg.autoscaling.enabled and "gpu_utilisation" in cfg.autoscaling.metrics
+
+
+def stacks_where(predicate: Callable[[StackConfig], bool]) -> list[str]:
+    return [name for name in cr.STACKS if predicate(cr.stack_config(name))]
+
+
 @pytest.mark.parametrize("name", cr.STACKS)
+def test_the_release_checks_run_on_exactly_the_stacks_that_have_the_release(
+    name: str, every_stack: dict[str, cr.StackCharts]
+) -> None:
+    charts = every_stack[name]
+    cfg = cr.stack_config(name)
+    assert (charts.release("aws-load-balancer-controller") is not None) == has_load_balancer_controller(cfg)
+    if not has_load_balancer_controller(cfg):
+        assert not [m for m in charts.rendering.k8s_objects() if m["kind"] == "GatewayClass"], "GatewayClasses, no controller"
+    assert (charts.release("prometheus-adapter") is not None) == has_prometheus_adapter(cfg)
+    readers = json.dumps(
+        [m for m in charts.rendering.k8s_objects() if m["kind"] == "ScaledObject"]
+        + [r.release.values["rules"]["custom"] for r in [charts.release("prometheus-adapter")] if r is not None]
+    )
+    assert ("exported_pod" in readers) == reads_gpu_per_pod(cfg)
+
+
+@pytest.mark.parametrize("name", stacks_where(has_load_balancer_controller))
 def test_load_balancer_controller_runs_the_gateway_controllers_our_gateway_classes_name(
     name: str, every_stack: dict[str, cr.StackCharts]
 ) -> None:
@@ -135,9 +175,7 @@ def test_load_balancer_controller_runs_the_gateway_controllers_our_gateway_class
     charts = every_stack[name]
     classes = [m for m in charts.rendering.k8s_objects() if m["kind"] == "GatewayClass"]
     sr = charts.release("aws-load-balancer-controller")
-    if sr is None:
-        assert not classes, f"{name}: GatewayClasses but no controller"
-        pytest.skip(f"{name}: no load balancer controller (ingress off)")
+    assert sr is not None
     (deployment,) = sr.render.of_kind("Deployment")
     args = cr.container_args(deployment, "aws-load-balancer-controller")
     gates = cr.lbc_feature_gates(args, charts.served)
@@ -156,15 +194,14 @@ def cr_dependencies(charts: cr.StackCharts, sr: cr.StackRelease) -> set[str]:
     return dependencies(charts.rendering, sr.registered.urn)
 
 
-@pytest.mark.parametrize("name", cr.STACKS)
+@pytest.mark.parametrize("name", stacks_where(has_prometheus_adapter))
 def test_prometheus_adapter_serves_exactly_the_rules_we_generate(name: str, every_stack: dict[str, cr.StackCharts]) -> None:
     """The adapter's config file (the ConfigMap its pods mount, followed through the pod
     template) holds exactly our rules and nothing else; every custom metric our HPA reads
     is one of them; the adapter asks the Prometheus we give it."""
     charts = every_stack[name]
     sr = charts.release("prometheus-adapter")
-    if sr is None:
-        pytest.skip(f"{name}: no prometheus-adapter (no custom-metric HPA)")
+    assert sr is not None
     cfg = cr.stack_config(name)
     wanted = adapter_rules(sorted(cfg.autoscaling.metrics))
     assert sr.release.values["rules"]["custom"] == wanted
@@ -189,7 +226,7 @@ def test_prometheus_adapter_serves_exactly_the_rules_we_generate(name: str, ever
     assert f"--prometheus-url={prometheus['url']}:{prometheus['port']}" in args
 
 
-@pytest.mark.parametrize("name", cr.STACKS)
+@pytest.mark.parametrize("name", stacks_where(reads_gpu_per_pod))
 def test_gpu_utilisation_queries_find_the_serving_pods_in_the_exporter_series(
     name: str, every_stack: dict[str, cr.StackCharts]
 ) -> None:
@@ -204,8 +241,7 @@ def test_gpu_utilisation_queries_find_the_serving_pods_in_the_exporter_series(
     adapter = charts.release("prometheus-adapter")
     if adapter is not None:
         readers += adapter.release.values["rules"]["custom"]
-    if not any("exported_pod" in json.dumps(r) for r in readers):
-        pytest.skip(f"{name}: nothing reads GPU utilisation per pod")
+    assert any("exported_pod" in json.dumps(r) for r in readers)
     assert cr.gpu_metric_label_problems(charts, readers) == []
 
 
