@@ -12,7 +12,7 @@ from components import catalog
 from components.config import StackConfigError
 from components.config import zone_share
 from components.catalog import monthly_cost_range
-from tests.support import parse, raw_stack, render_raw
+from tests.support import NODE_ROLE_POLICIES, node_role_policies, parse, raw_stack, render_raw
 from tests.support import conformance
 from tests.support.scheduling import Taint, can_land
 from tools.lib.mock_engine import EXISTING_SUBNETS, Rendering, existing_subnet_zone
@@ -185,16 +185,10 @@ def test_taint_and_labels_form_the_scheduling_contract(dev: Rendering) -> None:
 
 
 def test_node_role_and_launch_template(prod: Rendering) -> None:
-    attached = {
-        a.inputs["policyArn"].split("/")[-1]
-        for a in prod.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-        if a.name.startswith("gpu-a10g-node-role")
-    }
-    assert attached == {
-        "AmazonEKSWorkerNodePolicy",
-        "AmazonEC2ContainerRegistryPullOnly",
-        "AmazonSSMManagedInstanceCore",
-    }
+    a10g_groups = [name for name, g in gpu_groups(prod).items() if g["labels"]["tf-serving-eks/pool"] == "a10g"]
+    assert a10g_groups
+    for name in a10g_groups:
+        assert node_role_policies(prod, name) == NODE_ROLE_POLICIES, name
     a10g = prod.one("aws:ec2/launchTemplate:LaunchTemplate", "gpu-a10g-lt").inputs
     assert a10g["metadataOptions"] == {
         "httpEndpoint": "enabled",
