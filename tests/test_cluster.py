@@ -89,7 +89,7 @@ def test_addons_are_pinned_and_network_policy_is_enforced(dev: Rendering) -> Non
     addons = {a.inputs["addonName"]: a for a in dev.of_type(ADDON)}
     assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver"}
     for name, addon in addons.items():
-        assert addon.inputs["addonVersion"] == catalog.ADDON_VERSIONS["1.36"][name]  # type: ignore[index]
+        assert addon.inputs["addonVersion"] == catalog.ADDON_VERSIONS["1.36"][name]
     assert json.loads(addons["vpc-cni"].inputs["configurationValues"]) == {"enableNetworkPolicy": "true"}
     ebs = addons["aws-ebs-csi-driver"].inputs["podIdentityAssociations"]
     assert ebs[0]["serviceAccount"] == "ebs-csi-controller-sa"

@@ -78,8 +78,8 @@ def test_pools_are_keyed_node_groups_with_env_capacity(dev: Rendering, prod: Ren
     prod_a10g = pool_groups(prod, "a10g")
     assert {g["capacityType"] for g in prod_a10g.values()} == {"ON_DEMAND"}
     assert {g["amiType"] for g in pool_groups(prod, "l4").values()} == {"BOTTLEROCKET_x86_64_NVIDIA"}
-    for group in prod.of_type(NODE_GROUP):
-        assert group.ignore_changes == ["scalingConfig.desiredSize"]
+    for registered in prod.of_type(NODE_GROUP):
+        assert registered.ignore_changes == ["scalingConfig.desiredSize"]
 
 
 def test_each_pool_has_one_node_group_per_zone_of_the_private_subnets(stack_name: str) -> None:
@@ -512,7 +512,7 @@ def test_gpu_nodes_tell_cluster_autoscaler_their_gpu_is_coming(dev: Rendering, p
         for name, group in gpu_groups(r).items():
             assert ca_sees_gpu_coming(group["labels"], allocatable_gpus=0), name
             model = group["labels"]["tf-serving-eks/gpu-model"]
-            assert group["labels"][ACCELERATOR] == catalog.ACCELERATOR_LABEL_VALUES[model]  # type: ignore[index]
+            assert group["labels"][ACCELERATOR] == catalog.ACCELERATOR_LABEL_VALUES[model]
             # The template node of an empty group must carry it too, or it differs from the
             # nodes the group really makes.
             tags = asg_tags(r, name.removesuffix("-nodes") + "-asg-tag-")
