@@ -234,8 +234,8 @@ def compare(old: Path, new: Path) -> int:
             doc = json.loads(other.read_text())
             renamed = sum(1 for r in doc["resources"] if r["aliases"])
             print(f"{path.stem}: identical ({len(doc['resources'])} resources, {renamed} with aliases)")
-    for path in sorted(set(p.name for p in new.glob("*.json")) - set(p.name for p in old.glob("*.json"))):
-        print(f"{path}: only in {new}")
+    for name in sorted(set(p.name for p in new.glob("*.json")) - set(p.name for p in old.glob("*.json"))):
+        print(f"{name}: only in {new}")
     return 1 if failed else 0
 
 

@@ -36,7 +36,7 @@ from components.monitoring import EKS_UNSCRAPABLE_COMPONENTS
 from tests.conftest import rendered_stack
 from tests.support.external_tools import chart_dir, helm_template, promtool
 from tests.support import parse, raw_stack, render_raw
-from tools.lib.mock_engine import Rendering
+from tools.lib.mock_engine import Registered, Rendering
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
@@ -79,7 +79,7 @@ def rendering(stack: str) -> Rendering:
     return _renderings[stack]
 
 
-def stack_release(r: Rendering) -> Any | None:
+def stack_release(r: Rendering) -> Registered | None:
     return next((x for x in r.of_type(RELEASE) if x.inputs["chart"] == "kube-prometheus-stack"), None)
 
 
@@ -405,6 +405,7 @@ def test_the_proof_catches_the_chart_defaults_on_eks(tmp_path_factory: pytest.Te
     target cannot be scraped."""
     r = rendering("prod")
     release = stack_release(r)
+    assert release is not None, "prod installs kube-prometheus-stack"
     values = copy.deepcopy(release.inputs["values"])
     for key in EKS_UNSCRAPABLE_COMPONENTS:
         values.pop(key)

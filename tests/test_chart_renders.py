@@ -690,7 +690,7 @@ def test_pinned_images_and_floating_ones() -> None:
 
 
 def test_the_scheduler_rules_used_here() -> None:
-    group = cr.NodeGroup("g", "AL2023_x86_64_NVIDIA", {"a": "1", "n": "5"}, (("gpu", "true", "NoSchedule"),), "asg", "c")
+    group = cr.NodeGroup("g", "AL2023_x86_64_NVIDIA", {"a": "1", "n": "5"}, (cr.Taint("gpu", "true", "NoSchedule"),), "asg", "c")
     assert not cr.can_land({}, group)
     assert cr.can_land({"tolerations": [{"operator": "Exists"}]}, group)
     assert cr.can_land({"tolerations": [{"key": "gpu", "value": "true"}]}, group)

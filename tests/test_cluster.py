@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from components import catalog
 from components.cluster import kubeconfig
-from tests.support import raw_stack, render_raw
+from tests.support import NODE_ROLE_POLICIES, node_role_policies, raw_stack, render_raw
 from tools.lib.mock_engine import EXISTING_SUBNETS, EXISTING_VPC_ID, Registered, Rendering
 
 EKS = "aws:eks/cluster:Cluster"
@@ -88,7 +89,7 @@ def test_addons_are_pinned_and_network_policy_is_enforced(dev: Rendering) -> Non
     addons = {a.inputs["addonName"]: a for a in dev.of_type(ADDON)}
     assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver"}
     for name, addon in addons.items():
-        assert addon.inputs["addonVersion"] == catalog.ADDON_VERSIONS["1.36"][name]  # type: ignore[index]
+        assert addon.inputs["addonVersion"] == catalog.ADDON_VERSIONS["1.36"][name]
     assert json.loads(addons["vpc-cni"].inputs["configurationValues"]) == {"enableNetworkPolicy": "true"}
     ebs = addons["aws-ebs-csi-driver"].inputs["podIdentityAssociations"]
     assert ebs[0]["serviceAccount"] == "ebs-csi-controller-sa"
@@ -133,16 +134,29 @@ def test_system_node_group_is_on_demand_and_autoscaler_owned(prod: Rendering) ->
     assert template["metadataOptions"]["httpTokens"] == "required"
     ebs = template["blockDeviceMappings"][0]["ebs"]
     assert (ebs["volumeType"], ebs["encrypted"], ebs["volumeSize"]) == ("gp3", "true", 80)
-    node_policies = {
-        a.inputs["policyArn"].split("/")[-1]
-        for a in prod.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-        if a.name.startswith("cluster-system-node-role")
-    }
-    assert node_policies == {
-        "AmazonEKSWorkerNodePolicy",
-        "AmazonEC2ContainerRegistryPullOnly",
-        "AmazonSSMManagedInstanceCore",
-    }
+    assert node_role_policies(prod, "cluster-system-nodes") == NODE_ROLE_POLICIES
+
+
+def test_node_role_policy_check_sees_an_extra_policy_and_follows_the_groups_role(dev: Rendering) -> None:
+    # The check can fail: a CNI policy back on the node role, or a group that runs as
+    # another role than the one its attachments are named after.
+    attach = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+    group = dev.one(NODE_GROUP, "cluster-system-nodes")
+    node_role = group.inputs["nodeRoleArn"].split("/")[-1]
+    assert node_role_policies(dev, "cluster-system-nodes") == NODE_ROLE_POLICIES
+    template = next(a for a in dev.of_type(attach) if a.inputs["role"] == node_role)
+    extra = replace(
+        template,
+        name="extra",
+        urn=template.urn + "-extra",
+        inputs={**template.inputs, "policyArn": "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"},
+    )
+    widened = replace(dev, resources=[*dev.resources, extra])
+    assert node_role_policies(widened, "cluster-system-nodes") == {*NODE_ROLE_POLICIES, "AmazonEKS_CNI_Policy"}
+    other_role = next(a.inputs["role"] for a in dev.of_type(attach) if a.inputs["role"] != node_role)
+    moved = replace(group, inputs={**group.inputs, "nodeRoleArn": f"arn:aws:iam::123456789012:role/{other_role}"})
+    elsewhere = replace(dev, resources=[moved if res is group else res for res in dev.resources])
+    assert node_role_policies(elsewhere, "cluster-system-nodes") != NODE_ROLE_POLICIES
 
 
 def test_kubernetes_provider_uses_exec_credentials(dev: Rendering) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.support import mounted_config_map, raw_stack, render_raw
 from tests.support import tfs_proto
+from tests.support.scheduling import Taint, tolerates
 from tools.lib.mock_engine import Rendering
 
 Manifest = dict[str, Any]
@@ -206,25 +207,15 @@ def test_helm_waits_long_enough_for_daemonsets_on_new_gpu_nodes(stack: str) -> N
     nodes created in the same `pulumi up` boot, join and pull first. A release whose pods
     tolerate a GPU pool's taint needs more than Helm's 10 minutes."""
     r = rendered(stack)
-    taints = [t for s in r.outputs["gpu_scheduling"].values() for t in s["tolerations"]]
+    # The taints are those the GPU pools' scheduling contract tolerates, one for one.
+    taints = [Taint(t["key"], t.get("value", ""), t["effect"]) for s in r.outputs["gpu_scheduling"].values() for t in s["tolerations"]]
     checked = 0
     for release in (x for x in r.resources if x.type == "kubernetes:helm.sh/v3:Release"):
         tolerations = [t for t in json_walk(release.inputs.get("values", {}), "tolerations") if isinstance(t, dict)]
-        if any(tolerates(t, taint) for t in tolerations for taint in taints):
+        if any(tolerates(tolerations, taint) for taint in taints):
             checked += 1
             assert release.inputs["timeout"] >= 1200, f"{stack}: {release.name} waits {release.inputs['timeout']} s"
     assert checked or not taints
-
-
-def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
-    """Kubernetes' toleration match (core/v1 Toleration.ToleratesTaint)."""
-    if toleration.get("effect") not in (None, "", taint["effect"]):
-        return False
-    if not toleration.get("key"):
-        return toleration.get("operator") == "Exists"
-    if toleration["key"] != taint["key"]:
-        return False
-    return toleration.get("operator") == "Exists" or toleration.get("value") == taint.get("value")
 
 
 def json_walk(value: Any, key: str) -> list[Any]:

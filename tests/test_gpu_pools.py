@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -11,8 +12,9 @@ from components import catalog
 from components.config import StackConfigError
 from components.config import zone_share
 from components.catalog import monthly_cost_range
-from tests.support import parse, raw_stack, render_raw
+from tests.support import NODE_ROLE_POLICIES, node_role_policies, parse, raw_stack, render_raw
 from tests.support import conformance
+from tests.support.scheduling import Taint, can_land
 from tools.lib.mock_engine import EXISTING_SUBNETS, Rendering, existing_subnet_zone
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -76,8 +78,8 @@ def test_pools_are_keyed_node_groups_with_env_capacity(dev: Rendering, prod: Ren
     prod_a10g = pool_groups(prod, "a10g")
     assert {g["capacityType"] for g in prod_a10g.values()} == {"ON_DEMAND"}
     assert {g["amiType"] for g in pool_groups(prod, "l4").values()} == {"BOTTLEROCKET_x86_64_NVIDIA"}
-    for group in prod.of_type(NODE_GROUP):
-        assert group.ignore_changes == ["scalingConfig.desiredSize"]
+    for registered in prod.of_type(NODE_GROUP):
+        assert registered.ignore_changes == ["scalingConfig.desiredSize"]
 
 
 def test_each_pool_has_one_node_group_per_zone_of_the_private_subnets(stack_name: str) -> None:
@@ -183,16 +185,10 @@ def test_taint_and_labels_form_the_scheduling_contract(dev: Rendering) -> None:
 
 
 def test_node_role_and_launch_template(prod: Rendering) -> None:
-    attached = {
-        a.inputs["policyArn"].split("/")[-1]
-        for a in prod.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-        if a.name.startswith("gpu-a10g-node-role")
-    }
-    assert attached == {
-        "AmazonEKSWorkerNodePolicy",
-        "AmazonEC2ContainerRegistryPullOnly",
-        "AmazonSSMManagedInstanceCore",
-    }
+    a10g_groups = [name for name, g in gpu_groups(prod).items() if g["labels"]["tf-serving-eks/pool"] == "a10g"]
+    assert a10g_groups
+    for name in a10g_groups:
+        assert node_role_policies(prod, name) == NODE_ROLE_POLICIES, name
     a10g = prod.one("aws:ec2/launchTemplate:LaunchTemplate", "gpu-a10g-lt").inputs
     assert a10g["metadataOptions"] == {
         "httpEndpoint": "enabled",
@@ -381,23 +377,26 @@ def test_monthly_cost_range_is_min_and_max_of_all_pools() -> None:
 
 # --- What the software that reads our output will do with it ------------------------------
 
-EKS_TO_K8S_EFFECT = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
 ACCELERATOR = "k8s.amazonaws.com/accelerator"
 TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
 
 
-def group_node(group: dict[str, Any], zone: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class JoinedNode:
     """A node of a managed node group as it joins: the group's labels and taints (EKS passes
     them to the kubelet) plus the well-known labels kubelet and cloud provider set."""
+
+    labels: dict[str, str]
+    taints: tuple[Taint, ...]
+    ami_type: str
+
+
+def group_node(group: dict[str, Any], zone: str) -> JoinedNode:
     labels = {**group["labels"], "kubernetes.io/os": "linux", "topology.kubernetes.io/zone": zone}
-    taints = [
-        {"key": t["key"], "value": t.get("value", ""), "effect": EKS_TO_K8S_EFFECT[t["effect"]]}
-        for t in group.get("taints", [])
-    ]
-    return {"labels": labels, "taints": taints, "ami_type": group["amiType"]}
+    return JoinedNode(labels, tuple(Taint.from_eks(t) for t in group.get("taints", [])), group["amiType"])
 
 
-def gpu_nodes(r: Rendering) -> list[dict[str, Any]]:
+def gpu_nodes(r: Rendering) -> list[JoinedNode]:
     zone_of = subnet_zones(r)
     return [group_node(g, zone_of[g["subnetIds"][0]]) for g in gpu_groups(r).values()]
 
@@ -414,59 +413,6 @@ def helm_coalesce(defaults: Any, ours: Any) -> Any:
                 merged[key] = helm_coalesce(defaults.get(key), value)
         return merged
     return ours
-
-
-def expression_matches(expr: dict[str, Any], labels: dict[str, str]) -> bool:
-    """A nodeSelectorRequirement (k8s.io/api core/v1 NodeSelectorOperator semantics)."""
-    key, op, values = expr["key"], expr["operator"], expr.get("values", [])
-    if op == "In":
-        return key in labels and labels[key] in values
-    if op == "NotIn":
-        return key not in labels or labels[key] not in values
-    if op == "Exists":
-        return key in labels
-    if op == "DoesNotExist":
-        return key not in labels
-    if op in ("Gt", "Lt"):
-        if key not in labels:
-            return False
-        a, b = int(labels[key]), int(values[0])
-        return a > b if op == "Gt" else a < b
-    raise AssertionError(f"unknown operator {op}")
-
-
-def tolerated(taint: dict[str, str], tolerations: list[dict[str, Any]]) -> bool:
-    for t in tolerations:
-        if t.get("effect") and t["effect"] != taint["effect"]:
-            continue
-        if t.get("operator", "Equal") == "Exists":
-            if not t.get("key") or t["key"] == taint["key"]:
-                return True
-        elif t.get("key") == taint["key"] and t.get("value", "") == taint["value"]:
-            return True
-    return False
-
-
-def daemonset_lands_on(pod_spec: dict[str, Any], node: dict[str, Any]) -> bool:
-    """Whether the scheduler puts a DaemonSet pod with this spec on the node: nodeSelector,
-    required node affinity (terms ORed, expressions ANDed) and taints that repel
-    (NoSchedule, NoExecute) all tolerated."""
-    labels = node["labels"]
-    if any(labels.get(k) != v for k, v in (pod_spec.get("nodeSelector") or {}).items()):
-        return False
-    required = (
-        ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
-        .get("requiredDuringSchedulingIgnoredDuringExecution")
-    )
-    if required:
-        terms = required.get("nodeSelectorTerms", [])
-        if not any(all(expression_matches(e, labels) for e in t.get("matchExpressions", [])) for t in terms):
-            return False
-    return all(
-        tolerated(t, pod_spec.get("tolerations") or [])
-        for t in node["taints"]
-        if t["effect"] in ("NoSchedule", "NoExecute")
-    )
 
 
 def daemonset_spec(r: Rendering, chart: str) -> dict[str, Any]:
@@ -508,8 +454,8 @@ def test_every_gpu_node_runs_exactly_one_nvidia_device_plugin(dev: Rendering, pr
     for r in renderings_with_pools(dev, prod):
         plugin = daemonset_spec(r, "nvidia-device-plugin")
         for node in gpu_nodes(r):
-            host_plugin = node["ami_type"].startswith("BOTTLEROCKET")
-            assert daemonset_lands_on(plugin, node) != host_plugin, (r.stack, node)
+            host_plugin = node.ami_type.startswith("BOTTLEROCKET")
+            assert can_land(plugin, node) != host_plugin, (r.stack, node)
             checked.add(host_plugin)
     assert checked == {True, False}, "both kinds of node were checked"
 
@@ -518,7 +464,7 @@ def test_dcgm_exporter_runs_on_every_gpu_node_bottlerocket_included(dev: Renderi
     for r in renderings_with_pools(dev, prod):
         exporter = daemonset_spec(r, "dcgm-exporter")
         for node in gpu_nodes(r):
-            assert daemonset_lands_on(exporter, node), (r.stack, node)
+            assert can_land(exporter, node), (r.stack, node)
 
 
 def test_the_charts_default_affinity_would_put_a_second_plugin_on_bottlerocket(prod: Rendering) -> None:
@@ -529,14 +475,14 @@ def test_the_charts_default_affinity_would_put_a_second_plugin_on_bottlerocket(p
     ours = dict(release(prod, "nvidia-device-plugin")["values"])
     del ours["affinity"]
     spec = {k: helm_coalesce(defaults, ours).get(k) for k in ("nodeSelector", "affinity", "tolerations")}
-    bottlerocket = [n for n in gpu_nodes(prod) if n["ami_type"].startswith("BOTTLEROCKET")]
-    assert bottlerocket and all(daemonset_lands_on(spec, n) for n in bottlerocket)
+    bottlerocket = [n for n in gpu_nodes(prod) if n.ami_type.startswith("BOTTLEROCKET")]
+    assert bottlerocket and all(can_land(spec, n) for n in bottlerocket)
 
 
 def test_device_plugin_stays_off_nodes_that_are_not_gpu_nodes(dev: Rendering) -> None:
     plugin = daemonset_spec(dev, "nvidia-device-plugin")
     system = dev.one(NODE_GROUP, "cluster-system-nodes").inputs
-    assert not daemonset_lands_on(plugin, group_node(system, "us-east-1a"))
+    assert not can_land(plugin, group_node(system, "us-east-1a"))
 
 
 def every_gpu_model_rendering() -> Rendering:
@@ -566,7 +512,7 @@ def test_gpu_nodes_tell_cluster_autoscaler_their_gpu_is_coming(dev: Rendering, p
         for name, group in gpu_groups(r).items():
             assert ca_sees_gpu_coming(group["labels"], allocatable_gpus=0), name
             model = group["labels"]["tf-serving-eks/gpu-model"]
-            assert group["labels"][ACCELERATOR] == catalog.ACCELERATOR_LABEL_VALUES[model]  # type: ignore[index]
+            assert group["labels"][ACCELERATOR] == catalog.ACCELERATOR_LABEL_VALUES[model]
             # The template node of an empty group must carry it too, or it differs from the
             # nodes the group really makes.
             tags = asg_tags(r, name.removesuffix("-nodes") + "-asg-tag-")

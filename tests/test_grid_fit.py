@@ -5,9 +5,9 @@ StatefulSets; per-node daemons from the rendered DaemonSets and from each Daemon
 Helm values over the pinned chart's defaults (../shared/reference/charts), plus the EKS
 add-ons' daemons (catalog.EKS_ADDON_DAEMONS, sourced there).
 
-Scheduler rules used (kubernetes.io docs): a pod may land on a node when its nodeSelector
-is a subset of the node's labels, its required node affinity matches, and its tolerations
-cover every NoSchedule/NoExecute taint ("Taints and Tolerations"); its request is
+Scheduler rules used: a pod may land on a node when its nodeSelector is a subset of the
+node's labels, its required node affinity matches, and its tolerations cover every
+NoSchedule/NoExecute taint (tests/support/scheduling.py, which cites the sources); its request is
 max(sum(app) + sum(sidecars), max_i(init_i + sidecars started before i)) (KEP-753,
 "Sidecar containers"); a node holds pods while the sum of requests stays within
 allocatable (capacity minus kube-reserved and eviction, as the EKS AMI's nodeadm sets them).
@@ -25,6 +25,7 @@ import yaml
 
 from components import catalog
 from tests.support.config_grid import GRID, rendered
+from tests.support.scheduling import Taint, can_land
 from tools.lib.mock_engine import Rendering
 
 CHARTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "charts"
@@ -124,7 +125,7 @@ class NodeGroup:
     name: str
     instance: catalog.InstanceType
     labels: dict[str, str]
-    taints: list[dict[str, str]]
+    taints: list[Taint]
     max_size: int
     daemons: dict[str, Need] = field(default_factory=dict)
 
@@ -141,49 +142,6 @@ class NodeGroup:
         )
 
 
-def tolerates(tolerations: list[dict[str, Any]], taint: dict[str, str]) -> bool:
-    for t in tolerations or []:
-        if t.get("effect") and t["effect"] != taint["effect"]:
-            continue
-        if t.get("operator") == "Exists":
-            if not t.get("key") or t["key"] == taint["key"]:
-                return True
-        elif t.get("key") == taint["key"] and str(t.get("value", "")) == str(taint.get("value", "")):
-            return True
-    return False
-
-
-def _expression_holds(expr: dict[str, Any], labels: dict[str, str]) -> bool:
-    key, op, values = expr["key"], expr["operator"], [str(v) for v in expr.get("values") or []]
-    if op == "In":
-        return key in labels and labels[key] in values
-    if op == "NotIn":
-        return key not in labels or labels[key] not in values
-    if op == "Exists":
-        return key in labels
-    if op == "DoesNotExist":
-        return key not in labels
-    raise AssertionError(f"operator {op} not evaluated here")
-
-
-def can_land(spec: dict[str, Any], group: NodeGroup) -> bool:
-    selector = spec.get("nodeSelector") or {}
-    if any(group.labels.get(k) != str(v) for k, v in selector.items()):
-        return False
-    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {})
-    terms = required.get("nodeSelectorTerms") or []
-    if terms and not any(
-        all(_expression_holds(e, group.labels) for e in term.get("matchExpressions") or []) for term in terms
-    ):
-        return False
-    return all(
-        tolerates(spec.get("tolerations") or [], t) for t in group.taints if t["effect"] in ("NoSchedule", "NoExecute")
-    )
-
-
-_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
-
-
 def node_groups(r: Rendering) -> list[NodeGroup]:
     groups = []
     for res in r.resources:
@@ -198,10 +156,7 @@ def node_groups(r: Rendering) -> list[NodeGroup]:
             "kubernetes.io/arch": "amd64",
             "node.kubernetes.io/instance-type": instance.name,
         }
-        taints = [
-            {"key": t["key"], "value": t.get("value", ""), "effect": _EFFECTS[t["effect"]]}
-            for t in res.inputs.get("taints") or []
-        ]
+        taints = [Taint.from_eks(t) for t in res.inputs.get("taints") or []]
         groups.append(NodeGroup(res.name, instance, labels, taints, res.inputs["scalingConfig"]["maxSize"]))
     return groups
 

@@ -146,7 +146,10 @@ def test_no_peer_means_no_rule_not_an_open_rule() -> None:
     from components.serving import network_policy_spec
 
     spec = network_policy_spec(parse(GRID["dev"]).serving, [], None)
-    assert spec.ingress == [] and "Ingress" in spec.policy_types
+    # The args' getters are typed as Pulumi Inputs; the builder passed a plain list.
+    policy_types = spec.policy_types
+    assert isinstance(policy_types, list)
+    assert spec.ingress == [] and "Ingress" in policy_types
 
 
 def test_an_existing_prometheus_sees_every_service_monitor_the_stack_makes(tmp_path: Any) -> None:

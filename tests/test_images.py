@@ -55,6 +55,8 @@ class FakeRegistry(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         self.seen.append(("HEAD", url.path, dict(self.headers)))
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            # The fixture serves over TCP: its address is (host, port), not a socket path.
+            assert isinstance(self.server, ThreadingHTTPServer)
             realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
             self._answer(401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="fake.registry"'})
             return
@@ -111,7 +113,12 @@ def test_a_recorded_digest_wins_over_the_registry(tmp_path: Path, monkeypatch: p
     path.write_text(json.dumps({"digests": {"tensorflow/serving:2.19.1-gpu": recorded}}))
     monkeypatch.setattr(images, "DIGESTS_FILE", path)
     asked: list[str] = []
-    previous = images.set_resolver(lambda i: asked.append(i.name) or DIGEST)
+
+    def resolve(image: images.Image) -> str:
+        asked.append(image.name)
+        return DIGEST
+
+    previous = images.set_resolver(resolve)
     try:
         monkeypatch.setattr(images, "recorded_digests", lambda p=path: json.loads(p.read_text())["digests"])
         image = images.Image("docker.io", "tensorflow/serving", "2.19.1-gpu")

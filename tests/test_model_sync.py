@@ -384,7 +384,11 @@ def test_the_sidecar_logs_each_failed_pass_and_retries_until_s3_answers(
     sidecar = subprocess.Popen(["bash", env["SCRIPT"]], env=env, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     seen: list[str] = []
-    threading.Thread(target=lambda: [lines.put(x) for x in sidecar.stderr or ()], daemon=True).start()
+    def pump() -> None:
+        for line in sidecar.stderr or ():
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
 
     def wait_for(predicate: Callable[[list[str]], bool], seconds: float = 60) -> None:
         deadline = time.monotonic() + seconds

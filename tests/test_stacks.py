@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from components.config import parse_stack_config
 from tests.conftest import rendered_stack
@@ -48,7 +49,7 @@ def test_schema_validation_can_fail() -> None:
 
 
 def test_custom_resources_are_checked_against_reference_crds() -> None:
-    good = {
+    good: dict[str, Any] = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
         "metadata": {"name": "x"},

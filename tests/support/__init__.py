@@ -1,9 +1,10 @@
 """Test-only support: stack files as raw config dicts, rendering a config under the mock
-engine, and following what a rendering wires together; the modules beside it hold the
-evaluators and fixtures (AWS, reference data, external programs, the config grid).
+engine, following what a rendering wires together, and the few expectations more than one
+test module checks (the node role's policies); the modules beside it hold the evaluators and
+fixtures (AWS, reference data, external programs, the config grid).
 
 Nothing here is used by a command (that is tools/lib/), and nothing here asserts what the
-program should do: the tests do.
+program should do: the tests do, against what these helpers read.
 """
 
 from __future__ import annotations
@@ -103,3 +104,28 @@ def cpu_serving(raw: dict[str, Any]) -> dict[str, Any]:
     raw.get("autoscaling", {}).get("metrics", {}).pop("gpu_utilisation", None)
     return raw
 
+
+
+# The policies every node role of ours holds, and no more (EKS user guide, "Amazon EKS node IAM
+# role": AmazonEKSWorkerNodePolicy and ECR pull access; SSM for Session Manager). No
+# AmazonEKS_CNI_Policy: the VPC CNI has its own Pod Identity role (tests/test_cluster.py).
+NODE_ROLE_POLICIES = frozenset(
+    {
+        "AmazonEKSWorkerNodePolicy",
+        "AmazonEC2ContainerRegistryPullOnly",
+        "AmazonSSMManagedInstanceCore",
+    }
+)
+
+
+def node_role_policies(r: Rendering, node_group: str) -> set[str]:
+    """The AWS managed policies (by name) attached to the IAM role a node group's nodes run
+    as: the role named in the group's nodeRoleArn, not one guessed from resource names. Our
+    own policies on it (the image cache's) are left to the tests of what adds them."""
+    role = str(r.one("aws:eks/nodeGroup:NodeGroup", node_group).inputs["nodeRoleArn"]).split("/")[-1]
+    return {
+        str(a.inputs["policyArn"]).split("/")[-1]
+        for a in r.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        # arn:<partition>:iam::aws:policy/...: owned by AWS, not by an account.
+        if a.inputs["role"] == role and ":iam::aws:policy/" in str(a.inputs["policyArn"])
+    }

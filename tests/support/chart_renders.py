@@ -45,6 +45,7 @@ from tests.conftest import rendered_stack
 from tests.support.external_tools import chart_dir, tool
 from tests.support import parse, raw_stack
 from tests.support import conformance
+from tests.support.scheduling import LABEL_SELECTOR_OPERATORS, Taint, can_land, requirement_holds, untolerated
 from tools.lib.mock_engine import Registered, Rendering
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -535,11 +536,10 @@ def _validate(manifest: Manifest, charts: StackCharts) -> list[str]:
     return conformance.validate_object(manifest, charts.kube_version)
 
 
-# --- scheduling: where a pod can land, as the scheduler decides -------------------------------
+# --- scheduling: where a pod can land (the rules: tests/support/scheduling.py) ----------------
 
 # EKS AMI types -> the node's kubernetes.io/arch.
 _ARCH = {"ARM_64": "arm64", "x86_64": "amd64"}
-_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
 
 
 @dataclass(frozen=True)
@@ -549,7 +549,7 @@ class NodeGroup:
     name: str
     ami_type: str
     labels: Mapping[str, str]
-    taints: tuple[tuple[str, str, str], ...]  # (key, value, effect)
+    taints: tuple[Taint, ...]
     asg_name: str
     cluster: str
 
@@ -581,64 +581,10 @@ def node_groups(r: Rendering) -> list[NodeGroup]:
             "eks.amazonaws.com/nodegroup": name,
             "eks.amazonaws.com/capacityType": str(i.get("capacityType") or "ON_DEMAND"),
         }
-        taints = tuple((t["key"], str(t.get("value", "")), _EFFECTS[t["effect"]]) for t in i.get("taints") or [])
+        taints = tuple(Taint.from_eks(t) for t in i.get("taints") or [])
         asgs = [g["name"] for block in out.get("resources") or [] for g in block.get("autoscalingGroups") or []]
         groups.append(NodeGroup(name, ami, labels, taints, asgs[0] if asgs else "", str(i.get("clusterName"))))
     return groups
-
-
-def tolerates(tolerations: Sequence[Mapping[str, Any]], taint: tuple[str, str, str]) -> bool:
-    """core/v1 Toleration.ToleratesTaint: an empty effect matches every effect; Exists with
-    no key matches every taint; the operator defaults to Equal."""
-    key, value, effect = taint
-    for t in tolerations:
-        if t.get("effect") and t["effect"] != effect:
-            continue
-        if t.get("operator", "Equal") == "Exists":
-            if not t.get("key") or t["key"] == key:
-                return True
-        elif t.get("key") == key and str(t.get("value", "")) == value:
-            return True
-    return False
-
-
-def _requirement_holds(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    key, op, values = expression["key"], expression["operator"], [str(v) for v in expression.get("values") or []]
-    if op == "In":
-        return key in labels and labels[key] in values
-    if op == "NotIn":
-        return key not in labels or labels[key] not in values
-    if op == "Exists":
-        return key in labels
-    if op == "DoesNotExist":
-        return key not in labels
-    if op in ("Gt", "Lt"):
-        if key not in labels or not labels[key].lstrip("-").isdigit():
-            return False
-        return int(labels[key]) > int(values[0]) if op == "Gt" else int(labels[key]) < int(values[0])
-    raise AssertionError(f"node selector operator {op} unknown")
-
-
-def can_land(pod_spec: Mapping[str, Any], group: NodeGroup) -> bool:
-    """The scheduler's NodeAffinity and TaintToleration filters for a pod on a node of `group`
-    (component-helpers/scheduling/corev1/nodeaffinity: nodeSelector AND any one of the
-    required nodeSelectorTerms, each term all of its matchExpressions; every NoSchedule and
-    NoExecute taint tolerated)."""
-    selector = pod_spec.get("nodeSelector") or {}
-    if any(group.labels.get(k) != str(v) for k, v in selector.items()):
-        return False
-    required = (((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {})
-    terms = required.get("nodeSelectorTerms")
-    if terms is not None:
-        def term_holds(term: Mapping[str, Any]) -> bool:
-            assert not term.get("matchFields"), "matchFields (node names) are not modelled"
-            expressions = term.get("matchExpressions") or []
-            return bool(expressions) and all(_requirement_holds(e, group.labels) for e in expressions)
-
-        if not any(term_holds(t) for t in terms):
-            return False
-    tolerations = pod_spec.get("tolerations") or []
-    return all(tolerates(tolerations, t) for t in group.taints if t[2] in ("NoSchedule", "NoExecute"))
 
 
 def pod_template(manifest: Manifest) -> Mapping[str, Any] | None:
@@ -712,9 +658,8 @@ def gpu_daemonset_problems(charts: StackCharts) -> list[str]:
                     tally[g.name].append(name)
             if sr is dcgm or runs_device_plugin(ds):
                 for g in gpu_groups:
-                    for taint in g.taints:
-                        if taint[2] in ("NoSchedule", "NoExecute") and not tolerates(spec.get("tolerations") or [], taint):
-                            problems.append(f"{sr.release.chart}: DaemonSet {name} does not tolerate {g.name}'s taint {taint}")
+                    for taint in untolerated(spec.get("tolerations"), g.taints):
+                        problems.append(f"{sr.release.chart}: DaemonSet {name} does not tolerate {g.name}'s taint {taint}")
     problems += device_plugin_config_problems(plugin, gpu_groups) if plugin else []
     for g in gpu_groups:
         if plugin is not None and len(plugins_on[g.name]) != 1:
@@ -762,7 +707,7 @@ def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bo
     selector = selector or {}
     if any(labels.get(k) != str(v) for k, v in (selector.get("matchLabels") or {}).items()):
         return False
-    return all(_requirement_holds(e, labels) for e in selector.get("matchExpressions") or [])
+    return all(requirement_holds(e, labels, LABEL_SELECTOR_OPERATORS) for e in selector.get("matchExpressions") or [])
 
 
 @dataclass(frozen=True)
