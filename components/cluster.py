@@ -23,7 +23,7 @@ from components.config import PROJECT, ClusterConfig, StackConfig, StackConfigEr
 from components.iam import pod_identity_trust_policy, role_with_managed_policies, service_trust_policy
 from components.naming import k8s_labels
 from components.netplan import plan_subnets
-from components.nodes import launch_template_args, node_group_timeouts, node_role
+from components.nodes import autoscaled_by_tag, launch_template_args, node_group_timeouts, node_role
 from components.resources import child_options
 
 ELB_ROLE_TAG = "kubernetes.io/role/elb"
@@ -587,7 +587,7 @@ class Cluster(pulumi.ComponentResource):
             args=launch_template_args(group.disk_size_gib, {"Name": f"{cfg.name}-system"}),
             opts=child_options(self),
         )
-        return aws.eks.NodeGroup(
+        nodes = aws.eks.NodeGroup(
             f"{n}-system-nodes",
             cluster_name=cluster.name,
             node_role_arn=role.arn,
@@ -611,6 +611,8 @@ class Cluster(pulumi.ComponentResource):
                 custom_timeouts=node_group_timeouts(group.max_size, 1),
             ),
         )
+        autoscaled_by_tag(f"{n}-system-nodes", nodes, self)
+        return nodes
 
     # --- mode: existing -----------------------------------------------------------------
 

@@ -33,6 +33,8 @@ from components.helm import GPU_NODE_WAIT_SECONDS, helm_release, service_monitor
 from components.nodes import (
     BOTTLEROCKET_DATA_DEVICE,
     ROOT_DEVICE,
+    autoscaled_by_tag,
+    autoscaling_group_name,
     launch_template_args,
     node_group_timeouts,
     node_role,
@@ -326,7 +328,7 @@ class GpuPools(pulumi.ComponentResource):
                     custom_timeouts=node_group_timeouts(max_size, pool.max_unavailable),
                 ),
             )
-            asg_name = group.resources.apply(lambda r: r[0].autoscaling_groups[0].name or "")  # type: ignore[index]
+            asg_name = autoscaling_group_name(group)
             for key, value in node_template_tags(pool_name, pool, zone, self._region).items():
                 suffix = key.removeprefix(f"{NODE_TEMPLATE_TAG}/").replace("/", "-").replace(".", "-")
                 aws.autoscaling.Tag(
@@ -335,5 +337,6 @@ class GpuPools(pulumi.ComponentResource):
                     tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
                     opts=child_options(self),
                 )
+            autoscaled_by_tag(g, group, self)
             groups[zone] = group
         return role, groups

@@ -3,7 +3,8 @@ counts follow the pods that need them, GPU pools scaling from zero included.
 
 It installs cluster-autoscaler from its upstream chart, pinned to the cluster's Kubernetes
 minor, with an EKS Pod Identity role that may change only this cluster's Auto Scaling
-groups. It discovers the groups by the tags EKS puts on them; it must not create or size
+groups. It discovers the groups by the tags EKS puts on them and the one we put on ours
+(components/nodes.py), so on a cluster in mode existing it never scales the owners' groups; it must not create or size
 node groups, nor write the node-template tags that describe an empty group (the GPU pools
 do, components/gpu_pools.py), nor export stack outputs (components/stack.py does).
 """
@@ -22,6 +23,7 @@ from components.config import NodeAutoscalingConfig
 from components.gpu_pools import FORMER_TYPE as FORMER_POOLS_TYPE, GpuPoolsOutputs
 from components.helm import controller
 from components.iam import policy_document
+from components.nodes import AUTOSCALED_BY_TAG
 
 AUTOSCALER_NAMESPACE = "kube-system"
 AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
@@ -35,6 +37,7 @@ BALANCING_IGNORED_LABELS = ("nodegroup-name", "topology.k8s.aws/zone-id")
 
 def cluster_autoscaler_values(
     cluster_name: str,
+    stack: str,
     region: str,
     cfg: NodeAutoscalingConfig,
     image_tag: str,
@@ -43,7 +46,18 @@ def cluster_autoscaler_values(
     return {
         "cloudProvider": "aws",
         "awsRegion": region,
-        "autoDiscovery": {"clusterName": cluster_name},
+        # The chart's two default tags (EKS's, on every managed group of the cluster) and
+        # ours, on this stack's groups only (components/nodes.py, AUTOSCALED_BY_TAG); a
+        # group must carry all three (aws_manager.go, parseASGAutoDiscoverySpec: one spec's
+        # tags are ANDed).
+        "autoDiscovery": {
+            "clusterName": cluster_name,
+            "tags": [
+                "k8s.io/cluster-autoscaler/enabled",
+                f"k8s.io/cluster-autoscaler/{cluster_name}",
+                f"{AUTOSCALED_BY_TAG}={stack}",
+            ],
+        },
         "image": {"tag": image_tag},
         "rbac": {"serviceAccount": {"create": True, "name": AUTOSCALER_SERVICE_ACCOUNT}},
         "extraArgs": {
@@ -70,8 +84,9 @@ def cluster_autoscaler_values(
     }
 
 
-def cluster_autoscaler_policy(cluster_name: str) -> str:
-    """Least privilege: read anything, but change only this cluster's Auto Scaling groups."""
+def cluster_autoscaler_policy(cluster_name: str, stack: str) -> str:
+    """Least privilege: read anything, but change only this stack's Auto Scaling groups of
+    this cluster."""
     return policy_document(
         [
             {
@@ -84,7 +99,8 @@ def cluster_autoscaler_policy(cluster_name: str) -> str:
                 "Resource": "*",
                 "Condition": {
                     "StringEquals": {
-                        f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"
+                        f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned",
+                        f"aws:ResourceTag/{AUTOSCALED_BY_TAG}": stack,
                     }
                 },
             },
@@ -142,6 +158,7 @@ class NodeAutoscaler(pulumi.ComponentResource):
         values = cluster.name.apply(
             lambda cluster_name: cluster_autoscaler_values(
                 cluster_name,
+                pulumi.get_stack(),
                 region,
                 cfg,
                 # The cluster's version (an existing cluster's as looked up).
@@ -156,7 +173,7 @@ class NodeAutoscaler(pulumi.ComponentResource):
             service_account=AUTOSCALER_SERVICE_ACCOUNT,
             description="cluster-autoscaler",
             cluster_name=cluster.name,
-            policy=cluster.name.apply(cluster_autoscaler_policy),
+            policy=cluster.name.apply(lambda cluster_name: cluster_autoscaler_policy(cluster_name, pulumi.get_stack())),
             values=values,
             parent=self,
             provider=cluster.provider,

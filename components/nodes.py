@@ -1,4 +1,5 @@
-"""Pieces every EKS managed node group of ours shares: node role, launch template, timeouts.
+"""Pieces every EKS managed node group of ours shares: node role, launch template, timeouts,
+and the tag that lets this stack's cluster-autoscaler find the group.
 
 It must not create node groups: the cluster's system group and the GPU pools make their
 own, from these pieces.
@@ -12,6 +13,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.iam import role_with_managed_policies, service_trust_policy
+from components.resources import child_options
 
 # No AmazonEKS_CNI_Policy: the VPC CNI has its own Pod Identity role (cluster.py). What is
 # left is what the kubelet, image pulls, SSM and the Pod Identity agent (hostNetwork,
@@ -28,6 +30,12 @@ NODE_MANAGED_POLICIES = (
 # EKS Pod Identity or IRSA (tests/test_cluster.py checks this for everything we deploy).
 METADATA_HOP_LIMIT = 1
 ROOT_DEVICE = "/dev/xvda"
+# cluster-autoscaler finds its Auto Scaling groups by tag (cloudprovider/aws/README.md,
+# "Auto-Discovery Setup"). EKS tags every managed group of a cluster with
+# k8s.io/cluster-autoscaler/<cluster>: ours and, on a cluster in mode existing, the ones its
+# owners run (and may scale with their own autoscaler). This tag, which only we write and
+# only on our groups, narrows discovery and the scaling permission to this stack's groups.
+AUTOSCALED_BY_TAG = "tf-serving-eks/autoscaled-by"
 # Bottlerocket keeps images and pod data on its second volume, so that is the one to size.
 BOTTLEROCKET_DATA_DEVICE = "/dev/xvdb"
 
@@ -91,3 +99,19 @@ def node_group_timeouts(max_size: int, max_unavailable: int) -> pulumi.CustomTim
     minutes = max(60, batches * NODE_BATCH_MINUTES)
     return pulumi.CustomTimeouts(create="60m", update=f"{minutes}m", delete="60m")
 
+
+
+def autoscaling_group_name(group: aws.eks.NodeGroup) -> pulumi.Output[str]:
+    """The Auto Scaling group EKS made for the managed node group (one per group)."""
+    return group.resources.apply(lambda r: r[0].autoscaling_groups[0].name or "")  # type: ignore[index]
+
+
+def autoscaled_by_tag(name: str, group: aws.eks.NodeGroup, parent: pulumi.Resource) -> aws.autoscaling.Tag:
+    """`AUTOSCALED_BY_TAG` = the stack's name on the Auto Scaling group EKS made for `group`
+    (the group's own tags do not reach it: EKS user guide, "Managed node groups")."""
+    return aws.autoscaling.Tag(
+        f"{name}-asg-tag-autoscaled-by",
+        autoscaling_group_name=autoscaling_group_name(group),
+        tag=aws.autoscaling.TagTagArgs(key=AUTOSCALED_BY_TAG, value=pulumi.get_stack(), propagate_at_launch=False),
+        opts=child_options(parent),
+    )

@@ -77,7 +77,9 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         monitoring_ready=monitoring_ready,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     ).outputs
-    if cfg.node_autoscaling.enabled:
+    # cluster-autoscaler scales only the groups this stack makes (components/nodes.py,
+    # AUTOSCALED_BY_TAG): on an existing cluster without GPU pools there are none.
+    if cfg.node_autoscaling.enabled and (cfg.cluster.mode == "create" or cfg.gpu_pools):
         NodeAutoscaler(
             # The GPU pools' name: its resources keep the names they had under that component.
             "gpu",

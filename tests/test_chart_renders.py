@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -36,6 +37,7 @@ import yaml
 
 from components import catalog
 from components.config import StackConfig
+from components.nodes import AUTOSCALED_BY_TAG
 from components.autoscaling import adapter_rules
 from tests.support import chart_renders as cr
 from tests.support.external_tools import chart_dir, tool
@@ -105,29 +107,13 @@ def test_chart_pods_run_as_the_service_accounts_our_identities_name(name: str, e
     assert cr.identity_problems(every_stack[name]) == []
 
 
-@pytest.mark.parametrize("name", cr.STACKS)
-def test_cluster_autoscaler_discovers_exactly_our_node_groups(name: str, every_stack: dict[str, cr.StackCharts]) -> None:
-    """The rendered --node-group-auto-discovery matches the Auto Scaling groups of the
-    stack's node groups (EKS's tags plus the node-template tags the stack adds) and no
-    other; in mode existing, the cluster's own managed groups carry the same tags and are
-    discovered too (not known here)."""
-    charts = every_stack[name]
-    sr = charts.release("cluster-autoscaler")
-    groups = cr.node_groups(charts.rendering)
-    if sr is None:
-        pytest.skip(f"{name}: no cluster-autoscaler (node autoscaling off)")
-    (deployment,) = sr.render.of_kind("Deployment")
-    args = cr.container_args(deployment)
-    assert "--cloud-provider=aws" in args
-    assert cr.discovered_groups(args, charts.rendering) == {g.name for g in groups}
-    assert cr.auto_discovery_specs(args) == [
-        {"k8s.io/cluster-autoscaler/enabled": "", f"k8s.io/cluster-autoscaler/{charts.rendering.outputs['cluster_name']}": ""}
-    ]
-    assert cr.container_env(deployment).get("AWS_REGION") == charts.rendering.outputs["region"]
-
-
 # --- checks of one release: generated only for the stacks whose config installs it; the test
 # after them proves the config and the rendering agree on which stacks those are ---
+
+
+def has_cluster_autoscaler(cfg: StackConfig) -> bool:
+    """For the node groups the stack makes: the system group (a new cluster's), GPU pools."""
+    return cfg.node_autoscaling.enabled and (cfg.cluster.mode == "create" or bool(cfg.gpu_pools))
 
 
 def has_load_balancer_controller(cfg: StackConfig) -> bool:
@@ -154,6 +140,7 @@ def test_the_release_checks_run_on_exactly_the_stacks_that_have_the_release(
 ) -> None:
     charts = every_stack[name]
     cfg = cr.stack_config(name)
+    assert (charts.release("cluster-autoscaler") is not None) == has_cluster_autoscaler(cfg)
     assert (charts.release("aws-load-balancer-controller") is not None) == has_load_balancer_controller(cfg)
     if not has_load_balancer_controller(cfg):
         assert not [m for m in charts.rendering.k8s_objects() if m["kind"] == "GatewayClass"], "GatewayClasses, no controller"
@@ -163,6 +150,28 @@ def test_the_release_checks_run_on_exactly_the_stacks_that_have_the_release(
         + [r.release.values["rules"]["custom"] for r in [charts.release("prometheus-adapter")] if r is not None]
     )
     assert ("exported_pod" in readers) == reads_gpu_per_pod(cfg)
+
+
+@pytest.mark.parametrize("name", stacks_where(has_cluster_autoscaler))
+def test_cluster_autoscaler_discovers_exactly_our_node_groups(name: str, every_stack: dict[str, cr.StackCharts]) -> None:
+    """The rendered --node-group-auto-discovery matches the Auto Scaling groups of the
+    stack's node groups (EKS's tags plus the ones the stack adds) and no other: not a
+    managed group of the same cluster that the stack did not make (in mode existing, the
+    cluster owners'), which carries EKS's tags, nor a group of another stack."""
+    charts = every_stack[name]
+    sr = charts.release("cluster-autoscaler")
+    groups = cr.node_groups(charts.rendering)
+    assert sr is not None and groups
+    (deployment,) = sr.render.of_kind("Deployment")
+    args = cr.container_args(deployment)
+    assert "--cloud-provider=aws" in args
+    owners = dataclasses.replace(groups[0], name="owners-group", asg_name="eks-owners-group-asg")
+    assert cr.discovered_groups(args, charts.rendering, [owners]) == {g.name for g in groups}
+    cluster = charts.rendering.outputs["cluster_name"]
+    assert cr.auto_discovery_specs(args) == [
+        {"k8s.io/cluster-autoscaler/enabled": "", f"k8s.io/cluster-autoscaler/{cluster}": "", AUTOSCALED_BY_TAG: charts.rendering.stack}
+    ]
+    assert cr.container_env(deployment).get("AWS_REGION") == charts.rendering.outputs["region"]
 
 
 @pytest.mark.parametrize("name", stacks_where(has_load_balancer_controller))

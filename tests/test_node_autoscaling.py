@@ -3,10 +3,12 @@ what it does with our node groups (a pool's zone groups are balanced as similar,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from components import catalog
+from tests.support import chart_renders as cr
 from tests.test_gpu_pools import (
     NODE_GROUP,
     RELEASE,
@@ -39,9 +41,19 @@ def test_cluster_autoscaler_identity_is_least_privilege(prod: Rendering) -> None
     assert assoc["roleArn"].endswith(role.name + "-" + assoc["roleArn"].rsplit("-", 1)[-1])
     policy = json.loads(prod.one("aws:iam/rolePolicy:RolePolicy", "gpu-cluster-autoscaler-policy").inputs["policy"])
     mutating = [s for s in policy["Statement"] if "autoscaling:SetDesiredCapacity" in s["Action"]]
-    assert mutating[0]["Condition"] == {
-        "StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/tfs-prod": "owned"}
-    }
+    (condition,) = mutating
+    # Which Auto Scaling groups it may change, judged as IAM does (StringEquals: every key
+    # present with its value): each of the stack's groups, and no other group of the cluster.
+    groups = cr.node_groups(prod)
+    owners = dataclasses.replace(groups[0], name="owners-group", asg_name="eks-owners-group-asg")
+
+    def may_change(group: cr.NodeGroup) -> bool:
+        tags = cr.asg_tags(group, prod)
+        return all(tags.get(k.removeprefix("aws:ResourceTag/")) == v for k, v in condition["Condition"]["StringEquals"].items())
+
+    assert list(condition["Condition"]) == ["StringEquals"]
+    assert [g.name for g in groups if not may_change(g)] == []
+    assert not may_change(owners)
     for statement in policy["Statement"]:
         if "Condition" not in statement:
             assert all(":Describe" in a or ":Get" in a for a in statement["Action"]), statement

@@ -25,7 +25,12 @@ class NodeAutoscalingConfig(Section):
         "scale_down_delay_after_add": _by_env("5m", "10m"),
     }
 
-    enabled: bool = Field(True, description="Install cluster-autoscaler.")
+    enabled: bool = Field(
+        True,
+        description="Install cluster-autoscaler for the node groups this stack makes: the system "
+        "group and the GPU pools; in cluster mode `existing` only the GPU pools (the cluster's own "
+        "groups are never scaled), and without GPU pools it is not installed.",
+    )
     expander: Literal["least-waste", "random", "most-pods", "priority"] = Field(
         "least-waste", description="How to choose among node groups that could take a pod."
     )

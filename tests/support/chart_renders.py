@@ -986,22 +986,28 @@ def eks_asg_tags(group: NodeGroup) -> dict[str, str]:
     }
 
 
-def discovered_groups(args: Iterable[str], r: Rendering) -> set[str]:
-    """The stack's node groups whose Auto Scaling group carries every tag the discovery specs
-    ask for (all specs' tags merged into one filter: auto_scaling_groups.go, buildAsgTags;
-    a key alone asks for the key, key=value for that value: aws_wrapper.go,
-    getAutoscalingGroupsByTags)."""
+def asg_tags(group: NodeGroup, r: Rendering) -> dict[str, str]:
+    """The tags on the group's Auto Scaling group: EKS's, and the ones the stack adds."""
+    tags = eks_asg_tags(group)
+    for t in r.of_type(ASG_TAG):
+        if t.inputs.get("autoscalingGroupName") == group.asg_name:
+            tags[t.inputs["tag"]["key"]] = str(t.inputs["tag"]["value"])
+    return tags
+
+
+def discovered_groups(args: Iterable[str], r: Rendering, others: Iterable[NodeGroup] = ()) -> set[str]:
+    """The node groups (the stack's, and `others` of the same cluster that the stack did not
+    make) whose Auto Scaling group carries every tag the discovery specs ask for (all specs'
+    tags merged into one filter: auto_scaling_groups.go, buildAsgTags; a key alone asks for
+    the key, key=value for that value: aws_wrapper.go, getAutoscalingGroupsByTags)."""
     wanted: dict[str, str] = {}
     for spec in auto_discovery_specs(args):
         wanted.update(spec)
     if not wanted:
         return set()
     found = set()
-    for group in node_groups(r):
-        tags = eks_asg_tags(group)
-        for t in r.of_type(ASG_TAG):
-            if t.inputs.get("autoscalingGroupName") == group.asg_name:
-                tags[t.inputs["tag"]["key"]] = str(t.inputs["tag"]["value"])
+    for group in [*node_groups(r), *others]:
+        tags = asg_tags(group, r)
         if all(k in tags and (not v or tags[k] == v) for k, v in wanted.items()):
             found.add(group.name)
     return found
