@@ -23,9 +23,13 @@ PROMETHEUS_DEB     := prometheus=2.42.0+ds-5+deb12u1
 PROMETHEUS_DEB_SHA256 := 81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55
 PROMTOOL_SHA256    := 14d9c8acdc5d1321dc2092400111c586f09ac350f23f2383d1679b2bf256e583
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# requirements-tfs-proto.txt: TF Serving's generated config messages, --no-deps because the
+# wheel requires TensorFlow, which its config modules never import.
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		-r requirements-tfs-proto.txt
 	touch $@
 
 preview: $(VENV)/.installed

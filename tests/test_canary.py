@@ -10,7 +10,7 @@ from components.config import StackConfigError
 from tests.support import alb_rules
 from tests.support.alb_rules import Request
 from tests.support import mounted_config_map, parse, raw_stack, secret_keys_for, settings_for
-from tests.support import tfs_proto
+from tests.support import tfs_config
 from tools.lib.mock_engine import Rendering, render
 
 
@@ -34,7 +34,7 @@ def objects(r: Rendering, kind: str) -> dict[str, dict[str, Any]]:
 
 
 def models_config(r: Rendering, deployment: str) -> Any:
-    return tfs_proto.parse("models.config", mounted_config_map(r, deployment, "tf-serving-config")["models.config"])
+    return tfs_config.parse("models.config", mounted_config_map(r, deployment, "tf-serving-config")["models.config"])
 
 
 def test_canary_pods_load_the_canary_version_with_its_label(canary: Rendering) -> None:

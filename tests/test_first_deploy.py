@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support import mounted_config_map, raw_stack, render_raw
-from tests.support import tfs_proto
+from tests.support import tfs_config
 from tests.support.scheduling import Taint, tolerates
 from tools.lib.mock_engine import Rendering
 
@@ -80,14 +80,14 @@ def test_every_serving_pod_accepts_its_first_config(stack: str) -> None:
     for dep in deployments(r):
         name = dep["metadata"]["name"]
         text = mounted_config_map(r, name, "tf-serving-config")["models.config"]
-        refusal = first_config_outcome(flags(server_container(dep)), tfs_proto.parse("models.config", text))
+        refusal = first_config_outcome(flags(server_container(dep)), tfs_config.parse("models.config", text))
         assert refusal is None, f"{stack}: {name} would exit at start: {refusal}"
         checked += 1
     assert checked >= 1
 
 
 def test_the_rule_refuses_a_label_without_the_flag() -> None:
-    config = tfs_proto.parse(
+    config = tfs_config.parse(
         "models.config",
         'model_config_list { config { name: "m" base_path: "/models/m" model_platform: "tensorflow" '
         "version_labels { key: \"stable\" value: 3 } } }",

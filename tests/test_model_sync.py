@@ -207,7 +207,7 @@ def test_sync_keeps_local_versions_when_s3_has_none(sync_env: tuple[S3Store, Pat
     result = run_sync(env, "resnet latest 1\n")
     assert result.returncode == 0
     assert local_versions(root, "resnet") == ["1"]
-    assert "keeping local versions" in result.stderr
+    assert "model-sync: model resnet: version 1 is gone from S3; the copy on disk stays served" in result.stderr
 
 
 def test_sync_skips_specific_versions_that_are_incomplete(sync_env: tuple[S3Store, Path, dict[str, str]]) -> None:
@@ -445,3 +445,271 @@ def test_every_configured_model_has_its_base_path_before_it_is_published(
     assert result.returncode == 0, result.stderr
     assert local_versions(root, "resnet") == ["1"]
     assert (root / "bert").is_dir() and local_versions(root, "bert") == []
+
+
+# Credentials refused: the keys are wrong (rotated, revoked), not missing. With IAM enforced,
+# moto answers InvalidAccessKeyId for keys it never issued, as S3 does.
+REFUSED_KEYS = {"AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7INVALID", "AWS_SECRET_ACCESS_KEY": "wrong"}
+
+
+def test_refused_credentials_fail_the_init_pass_loudly(sync_env: tuple[S3Store, Path, dict[str, str]]) -> None:
+    from moto.core.authorization import enable_iam_authentication
+
+    store, root, env = sync_env
+    store.put_version("resnet", 1, SAVED_MODEL)
+    env.update(REFUSED_KEYS)
+    with enable_iam_authentication():
+        result = run_sync(env, "resnet latest 1\n")
+    assert "InvalidAccessKeyId" in result.stderr, result.stderr
+    assert_failed_loudly(result, "resnet", f"cannot list s3://{BUCKET}/models/resnet/_complete/")
+    assert local_versions(root, "resnet") == []
+
+
+class Sidecar:
+    """The sync script in its looping form, its stderr collected line by line."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(["bash", env["SCRIPT"]], env=env, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=lambda: [self.lines.put(x) for x in self.process.stderr or ()], daemon=True).start()
+
+    def wait_for(self, predicate: Callable[[list[str]], bool], seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while not predicate(self.seen):
+            try:
+                self.seen.append(self.lines.get(timeout=max(0.1, deadline - time.monotonic())))
+            except queue.Empty:
+                pytest.fail("the sidecar did not log what was expected in time:\n" + "".join(self.seen))
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+RETRY = "model-sync: sync pass failed; serving the versions on disk; next try in 1s"
+
+
+def test_the_sidecar_keeps_serving_when_credentials_are_refused(
+    sync_env: tuple[S3Store, Path, dict[str, str]],
+) -> None:
+    """Keys revoked while the pod runs: every pass fails, says why once, and removes nothing."""
+    from moto.core.authorization import enable_iam_authentication
+
+    store, root, env = sync_env
+    store.put_version("resnet", 1, SAVED_MODEL)
+    assert run_sync(env, "resnet latest 1\n").returncode == 0
+    env.update(REFUSED_KEYS, SYNC_INTERVAL_SECONDS="1")
+    with enable_iam_authentication():
+        sidecar = Sidecar(env)
+        try:
+            sidecar.wait_for(lambda xs: sum(RETRY in x for x in xs) >= 3)
+            assert sidecar.process.poll() is None, "the sidecar keeps running"
+        finally:
+            sidecar.stop()
+    assert local_versions(root, "resnet") == ["1"], "what is live stays live"
+    # Each attempt, up to its retry line: the CLI's reason once, our line naming the model once.
+    attempts: list[list[str]] = [[]]
+    for line in sidecar.seen:
+        attempts[-1].append(line)
+        if RETRY in line:
+            attempts.append([])
+    for attempt in attempts[:3]:
+        text = "".join(attempt)
+        assert text.count("InvalidAccessKeyId") == 1, text
+        assert text.count("model-sync: model resnet: cannot list") == 1, text
+        assert text.count(RETRY) == 1, text
+
+
+# A download cut short. The AWS CLI on PATH is wrapped: armed by a file, the next recursive
+# copy writes only part of the version (the real CLI, `--exclude 'variables/*'`) and then
+# either dies by SIGKILL (the CLI killed mid-copy) or hangs, so the test can kill the whole
+# sync process group as a pod eviction or an OOM kill would.
+AWS_WRAPPER = """#!/bin/bash
+if [[ " $* " == *" --recursive "* ]] && rm "$FAULT_ARMED" 2>/dev/null; then
+  "$REAL_AWS" "$@" --exclude 'variables/*' || exit
+  if [ "$FAULT" = hang ]; then touch "$FAULT_HUNG"; sleep 120; fi
+  kill -KILL $$
+fi
+exec "$REAL_AWS" "$@"
+"""
+
+
+def arm_cut_download(env: dict[str, str], tmp: Path, mode: str) -> Path:
+    wrapper_dir = tmp / "wrapped-bin"
+    wrapper_dir.mkdir(exist_ok=True)
+    wrapper = wrapper_dir / "aws"
+    wrapper.write_text(AWS_WRAPPER)
+    wrapper.chmod(0o755)
+    real_aws = shutil.which("aws", path=env["PATH"])
+    assert real_aws and Path(real_aws).parent != wrapper_dir
+    armed = tmp / "fault-armed"
+    armed.touch()
+    env.update(REAL_AWS=real_aws, FAULT=mode, FAULT_ARMED=str(armed), FAULT_HUNG=str(tmp / "fault-hung"),
+               PATH=f"{wrapper_dir}:{env['PATH']}")
+    return armed
+
+
+def assert_version_is(root: Path, model: str, version: int, files: dict[str, bytes]) -> None:
+    folder = root / model / str(version)
+    on_disk = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert on_disk == files
+
+
+def test_a_download_cut_short_is_never_visible_and_the_next_pass_completes_it(
+    sync_env: tuple[S3Store, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    store, root, env = sync_env
+    store.put_version("resnet", 1, SAVED_MODEL)
+    store.put_version("resnet", 2, SAVED_MODEL)
+    assert run_sync(env, "resnet latest 1\n").returncode == 0
+    store.put_version("resnet", 3, {**SAVED_MODEL, "saved_model.pb": b"graph 3"})
+    armed = arm_cut_download(env, tmp_path, "die")
+    result = run_sync(env, "resnet latest 1\n")
+    assert not armed.exists(), "the fault was injected"
+    assert_failed_loudly(result, "resnet", "cannot download version 3 from")
+    assert local_versions(root, "resnet") == ["2"], "the served version stays; no partial version 3"
+    assert not list((root / ".staging").iterdir()), "the partial download is cleaned up"
+    result = run_sync(env, "resnet latest 1\n")
+    assert result.returncode == 0, result.stderr
+    assert local_versions(root, "resnet") == ["3"]
+    assert_version_is(root, "resnet", 3, {**SAVED_MODEL, "saved_model.pb": b"graph 3"})
+
+
+def test_a_sync_killed_mid_download_leaves_only_staging_files_and_the_next_pass_completes(
+    sync_env: tuple[S3Store, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    store, root, env = sync_env
+    store.put_version("resnet", 1, SAVED_MODEL)
+    arm_cut_download(env, tmp_path, "hang")
+    Path(env["MODELS_FILE"]).write_text("resnet latest 1\n")
+    sync = subprocess.Popen(["bash", env["SCRIPT"], "--once"], env=env, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not Path(env["FAULT_HUNG"]).exists():
+            assert sync.poll() is None and time.monotonic() < deadline, "the fault never hung the copy"
+            time.sleep(0.05)
+        partial = {p.relative_to(root / ".staging").as_posix() for p in (root / ".staging").rglob("*") if p.is_file()}
+        assert "resnet-1/saved_model.pb" in partial and "resnet-1/variables/variables.index" not in partial
+        assert local_versions(root, "resnet") == [], "TF Serving's base path shows nothing of it"
+    finally:
+        os.killpg(sync.pid, 9)  # the whole pod's processes, mid-copy
+        sync.wait(timeout=10)
+    assert local_versions(root, "resnet") == []
+    result = run_sync(env, "resnet latest 1\n")
+    assert result.returncode == 0, result.stderr
+    assert_version_is(root, "resnet", 1, SAVED_MODEL)
+    assert not list((root / ".staging").iterdir()), "the next pass replaced the leftovers"
+
+
+def test_a_file_deleted_after_its_version_was_published_keeps_the_version_out(
+    sync_env: tuple[S3Store, Path, dict[str, str]],
+) -> None:
+    """An object that disappears from a complete version: the manifest check refuses it."""
+    store, root, env = sync_env
+    store.put_version("resnet", 1, SAVED_MODEL)
+    key = version_prefix(PREFIX, "resnet", 1) + "variables/variables.data-00000-of-00001"
+    store.s3.delete_object(Bucket=BUCKET, Key=key)
+    result = run_sync(env, "resnet latest 1\n")
+    assert_failed_loudly(result, "resnet", "version 1 does not match its manifest")
+    assert local_versions(root, "resnet") == []
+    store.put_version("resnet", 1, SAVED_MODEL)  # republished
+    assert run_sync(env, "resnet latest 1\n").returncode == 0
+    assert_version_is(root, "resnet", 1, SAVED_MODEL)
+
+
+# A version deleted from S3 while it is served stays until a newer complete version is live
+# (the rule and its reasons: the header of components/scripts/model-sync.sh).
+
+
+def test_a_served_version_deleted_from_s3_stays_until_a_newer_one_is_live(
+    sync_env: tuple[S3Store, Path, dict[str, str]],
+) -> None:
+    store, root, env = sync_env
+    for v in (1, 2):
+        store.put_version("resnet", v, SAVED_MODEL)
+    assert run_sync(env, "resnet latest 1\n").returncode == 0
+    store.delete_version("resnet", 2)
+    result = run_sync(env, "resnet latest 1\n")
+    assert result.returncode == 0, result.stderr
+    assert local_versions(root, "resnet") == ["2"], "not swapped for the older version 1"
+    assert "model-sync: model resnet: version 2 is gone from S3; the copy on disk stays served" in result.stderr
+    store.put_version("resnet", 3, SAVED_MODEL)
+    result = run_sync(env, "resnet latest 1\n")
+    assert result.returncode == 0, result.stderr
+    assert local_versions(root, "resnet") == ["3"], "retired once a newer complete version is live"
+
+
+def test_a_deleted_version_is_kept_while_a_newer_one_fails_to_arrive(
+    sync_env: tuple[S3Store, Path, dict[str, str]],
+) -> None:
+    store, root, env = sync_env
+    store.put_version("resnet", 2, SAVED_MODEL)
+    assert run_sync(env, "resnet latest 2\n").returncode == 0
+    store.delete_version("resnet", 2)
+    store.put_version("resnet", 3, SAVED_MODEL)
+    store.tamper("resnet", 3, "saved_model.pb")
+    result = run_sync(env, "resnet latest 1\n")
+    assert_failed_loudly(result, "resnet", "version 3 does not match its manifest")
+    assert local_versions(root, "resnet") == ["2"], "the model is never left with no version"
+
+
+def test_a_listed_specific_version_deleted_from_s3_stays_while_the_config_lists_it(
+    sync_env: tuple[S3Store, Path, dict[str, str]],
+) -> None:
+    store, root, env = sync_env
+    for v in (1, 2):
+        store.put_version("resnet", v, SAVED_MODEL)
+    assert run_sync(env, "resnet specific 1,2\n").returncode == 0
+    store.delete_version("resnet", 2)
+    result = run_sync(env, "resnet specific 1,2\n")
+    assert result.returncode == 0, result.stderr
+    assert local_versions(root, "resnet") == ["1", "2"]
+    result = run_sync(env, "resnet specific 1\n")
+    assert result.returncode == 0, result.stderr
+    assert local_versions(root, "resnet") == ["1"], "the config still decides what is retired"
+
+
+# The publisher's round trip: what tools/publish_model.py uploads, the sync brings back
+# byte for byte (S3 keeps no empty folders, so the tree has none).
+
+
+def saved_model_tree(root: Path) -> dict[str, bytes]:
+    files = {
+        "saved_model.pb": bytes(range(256)) * 40,
+        "fingerprint.pb": b"\x00\x01\x02\xff",
+        "variables/variables.index": b"\x00index\n\r\n\x00",
+        "variables/variables.data-00000-of-00001": os.urandom(200_000),
+        "assets/vocab.txt": "token\nünïcødé\n".encode(),
+        "assets/label map.txt": b"a space in the name\n",
+        "assets/empty": b"",
+        "assets/nested/deeper/table.bin": os.urandom(3000),
+        "assets.extra/tf_serving_warmup_requests": os.urandom(512),
+    }
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def test_a_version_published_by_the_publisher_syncs_back_byte_identical(
+    sync_env: tuple[S3Store, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    from tools import publish_model
+
+    store, root, env = sync_env
+    source = tmp_path / "export" / "4"
+    files = saved_model_tree(source)
+    status = publish_model.main(
+        ["--stack", "dev", "--model", "resnet", "--version", "4", "--path", str(source),
+         "--bucket", BUCKET, "--prefix", PREFIX],
+        s3=store.s3,
+    )
+    assert status == 0
+    result = run_sync(env, "resnet latest 1\n")
+    assert result.returncode == 0, result.stderr
+    synced = root / "resnet" / "4"
+    paths = {p.relative_to(synced).as_posix() for p in synced.rglob("*")}
+    assert paths == {p.relative_to(source).as_posix() for p in source.rglob("*")}, "same files and folders"
+    assert_version_is(root, "resnet", 4, files)

@@ -12,7 +12,7 @@ from google.protobuf import text_format
 from components.config import StackConfigError
 from components.serving import batching_parameters_text, model_config_text
 from tests.support import mounted_config_map, parse, raw_stack, render_raw
-from tests.support import tfs_proto
+from tests.support import tfs_config
 from tools.lib.mock_engine import Rendering
 
 Manifest = dict[str, Any]
@@ -50,16 +50,16 @@ def test_config_files_are_valid_tf_serving_text_format(stack_name: str) -> None:
     data = config_map(rendered_stack(stack_name), "tf-serving-config")
     assert set(data) == {"models.config", "batching.config", "monitoring.config"}
     for file_name, text in data.items():
-        tfs_proto.parse(file_name, text)
+        tfs_config.parse(file_name, text)
 
 
 def test_model_config_carries_policies_and_labels(dev: Rendering, prod: Rendering) -> None:
-    dev_models = tfs_proto.parse("models.config", config_map(dev, "tf-serving-config")["models.config"])
+    dev_models = tfs_config.parse("models.config", config_map(dev, "tf-serving-config")["models.config"])
     by_name = {c.name: c for c in dev_models.model_config_list.config}
     assert set(by_name) == {"resnet", "half-plus-two"}
     assert by_name["resnet"].base_path == "/models/resnet"
     assert by_name["resnet"].model_version_policy.latest.num_versions == 2
-    prod_models = tfs_proto.parse("models.config", config_map(prod, "tf-serving-config")["models.config"])
+    prod_models = tfs_config.parse("models.config", config_map(prod, "tf-serving-config")["models.config"])
     resnet = prod_models.model_config_list.config[0]
     assert list(resnet.model_version_policy.specific.versions) == [3]
     assert dict(resnet.version_labels) == {"stable": 3}
@@ -68,15 +68,69 @@ def test_model_config_carries_policies_and_labels(dev: Rendering, prod: Renderin
 def test_text_format_check_rejects_a_misspelled_field() -> None:
     text = model_config_text(parse(raw_stack("prod")).serving.models).replace("base_path", "basepath")
     with pytest.raises(text_format.ParseError):
-        tfs_proto.parse("models.config", text)
+        tfs_config.parse("models.config", text)
+
+
+def test_tf_serving_messages_are_upstream_generated_code_of_our_release() -> None:
+    """The wheel matches the image (every stack file's image_version and the default), its
+    config module imports with protobuf alone, and our protobuf runtime is one the wheel
+    allows (its gencode predates protobuf's runtime version check, so this is the check)."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    from components.config.serving import ServingConfig
+
+    release = importlib.metadata.version("tensorflow-serving-api")
+    image_versions = {parse(raw_stack(s)).serving.image_version for s in ("dev", "prod")}
+    assert image_versions | {ServingConfig.model_fields["image_version"].default} == {release}
+    module = tfs_config.message_class("models.config").__module__
+    assert module == "tensorflow_serving.config.model_server_config_pb2", "generated, not declared"
+    probe = (
+        f"import sys, {module}\n"
+        "assert not [m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.')]"
+    )
+    assert subprocess.run([sys.executable, "-W", "error", "-c", probe]).returncode == 0
+    wanted = [
+        Requirement(r) for r in importlib.metadata.requires("tensorflow-serving-api") or []
+        if Requirement(r).name == "protobuf"
+    ]
+    assert wanted and all(
+        r.specifier.contains(Version(importlib.metadata.version("protobuf"))) for r in wanted
+    )
+
+
+@pytest.mark.parametrize(
+    ("file_name", "text"),
+    [
+        # enable_large_batch_splitting is a BoolValue upstream, not a bool.
+        ("batching.config", "enable_large_batch_splitting: true"),
+        ("batching.config", "max_batch_size: 64"),  # an Int64Value: `{ value: 64 }`
+        ("batching.config", "batch_timeout_micro { value: 1 }"),
+        ("monitoring.config", "prometheus_config { enable: true pth: \"/m\" }"),
+        ("models.config", 'model_config_list { config { name: "m" model_version_policy { newest {} } } }'),
+        ("models.config", 'model_config_list { config { name: "m" version_labels { key: "a" value: "3" } } }'),
+    ],
+)
+def test_upstream_messages_refuse_what_tf_serving_refuses(file_name: str, text: str) -> None:
+    with pytest.raises(text_format.ParseError):
+        tfs_config.parse(file_name, text)
+
+
+def test_upstream_messages_accept_upstream_fields_we_do_not_write() -> None:
+    tfs_config.parse("batching.config", "enable_large_batch_splitting { value: true } max_execution_batch_size { value: 8 }")
+    tfs_config.parse("models.config", 'model_config_list { config { name: "m" logging_config { sampling_config {} } } }')
 
 
 def test_batching_and_monitoring_files(prod: Rendering) -> None:
-    batching = tfs_proto.parse("batching.config", config_map(prod, "tf-serving-config")["batching.config"])
+    batching = tfs_config.parse("batching.config", config_map(prod, "tf-serving-config")["batching.config"])
     assert batching.max_batch_size.value == 64
     assert batching.batch_timeout_micros.value == 2000
     assert batching.num_batch_threads.value == 4, "one batch thread per CPU of the pod"
-    monitoring = tfs_proto.parse("monitoring.config", config_map(prod, "tf-serving-config")["monitoring.config"])
+    monitoring = tfs_config.parse("monitoring.config", config_map(prod, "tf-serving-config")["monitoring.config"])
     assert monitoring.prometheus_config.enable is True
     assert monitoring.prometheus_config.path == "/monitoring/prometheus/metrics"
     cfg = parse(raw_stack("prod")).serving.batching

@@ -8,8 +8,16 @@
 # A version is complete when s3://$MODEL_BUCKET/$MODEL_PREFIX/<model>/_complete/<v>.sha256
 # exists; it is downloaded to a staging folder, checked against that manifest and only
 # then renamed into place (same filesystem: atomic), so TF Serving never sees a partial
-# version. Versions no longer wanted (config or S3) are removed, which TF Serving answers
-# by unloading them. A model whose listing, download or check fails keeps what it has.
+# version; a download cut short leaves only staging files, which the next try replaces.
+# Versions the config no longer asks for are removed, which TF Serving answers by
+# unloading them. A model whose listing, download or check fails keeps what it has.
+#
+# A version deleted from S3 while it is served stays served, never swapped for an older
+# one: under `latest N` the wanted versions are the newest N of those complete in S3 and
+# those already on disk, so it is retired only once N newer complete versions are live;
+# under `specific` a listed version on disk stays while the config lists it. To withdraw a
+# bad version, publish a newer one or change the config (pods made after the deletion
+# cannot fetch it and get the newest complete version in S3).
 #
 # The sync image's shell is Amazon Linux 2's bash 4.2 (aws/aws-cli docker/Dockerfile), which
 # has no `inherit_errexit` (bash >= 4.4): `set -e` does not reach inside `$(...)`, and is
@@ -34,18 +42,34 @@ complete_versions() {  # model: its complete versions in S3, ascending, one a li
   printf '%s\n' "$keys" | tr '\t' '\n' | sed -n 's#.*/\([1-9][0-9]*\)\.sha256$#\1#p' | sort -n
 }
 
+local_versions() {  # model: the versions on disk, ascending, one a line
+  local dir v
+  for dir in "$MODEL_ROOT/$1"/*/; do
+    v="$(basename "$dir")"
+    if [[ "$v" =~ ^[1-9][0-9]*$ ]]; then echo "$v"; fi
+  done | sort -n
+}
+
 wanted_versions() {  # model policy arg
-  local available v
+  local available held wanted v
   # shellcheck disable=SC2310  # inside $(...) set -e is off anyway: failures are returned
   available="$(complete_versions "$1")" || return 1
+  held="$(local_versions "$1")"
   if [ "$2" = latest ]; then
-    printf '%s\n' "$available" | sed '/^$/d' | tail -n "$3"
+    wanted="$(printf '%s\n' "$available" "$held" | sed '/^$/d' | sort -nu | tail -n "$3")"
   else
+    wanted=""
     for v in ${3//,/ }; do
-      if printf '%s\n' "$available" | grep -qx "$v"; then echo "$v"
+      if printf '%s\n' "$available" "$held" | grep -qx "$v"; then wanted="$wanted $v"
       else log "model $1: version $v is not complete in S3; skipped"; fi
     done
   fi
+  for v in $wanted; do
+    echo "$v"
+    if ! printf '%s\n' "$available" | grep -qx "$v"; then
+      log "model $1: version $v is gone from S3; the copy on disk stays served"
+    fi
+  done
 }
 
 fetch() {  # model version

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tests.support import tfs_proto
+from tests.support import tfs_config
 from tools.lib.mock_engine import Rendering
 
 PREDICTION_API = re.compile(
@@ -87,7 +87,7 @@ def _pod_models(pod: dict[str, Any], config_maps: dict[str, Any]) -> dict[str, S
     for volume in pod["spec"].get("volumes", []):
         data = config_maps.get(volume.get("configMap", {}).get("name"), {}).get("data", {})
         if "models.config" in data:
-            config = tfs_proto.parse("models.config", data["models.config"])
+            config = tfs_config.parse("models.config", data["models.config"])
             out = {}
             for model in config.model_config_list.config:
                 policy = model.model_version_policy
