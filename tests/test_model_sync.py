@@ -381,35 +381,17 @@ def test_the_sidecar_logs_each_failed_pass_and_retries_until_s3_answers(
     env["MODEL_BUCKET"] = "published-later"
     env["SYNC_INTERVAL_SECONDS"] = "1"
     Path(env["MODELS_FILE"]).write_text("resnet latest 1\n")
-    sidecar = subprocess.Popen(["bash", env["SCRIPT"]], env=env, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-    seen: list[str] = []
-    def pump() -> None:
-        for line in sidecar.stderr or ():
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-
-    def wait_for(predicate: Callable[[list[str]], bool], seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while not predicate(seen):
-            try:
-                seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
-            except queue.Empty:
-                pytest.fail("the sidecar did not log what was expected in time:\n" + "".join(seen))
-
+    sidecar = Sidecar(env)
     try:
-        retry = "model-sync: sync pass failed; serving the versions on disk; next try in 1s"
-        wait_for(lambda xs: sum(retry in x for x in xs) >= 2)
-        assert sidecar.poll() is None, "the sidecar keeps running after failed passes"
+        sidecar.wait_for(lambda xs: sum(RETRY in x for x in xs) >= 2)
+        assert sidecar.process.poll() is None, "the sidecar keeps running after failed passes"
         later = S3Store(store.s3.meta.endpoint_url, bucket="published-later")
         later.create()
         later.put_version("resnet", 7, SAVED_MODEL)
-        wait_for(lambda xs: any("model resnet: version 7 is live" in x for x in xs))
+        sidecar.wait_for(lambda xs: any("model resnet: version 7 is live" in x for x in xs))
     finally:
-        sidecar.kill()
-        sidecar.wait(timeout=10)
-    assert any("cannot list s3://published-later/" in x for x in seen), "".join(seen)
+        sidecar.stop()
+    assert any("cannot list s3://published-later/" in x for x in sidecar.seen), "".join(sidecar.seen)
     assert local_versions(root, "resnet") == ["7"]
 
 
@@ -472,7 +454,11 @@ class Sidecar:
         self.process = subprocess.Popen(["bash", env["SCRIPT"]], env=env, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
-        threading.Thread(target=lambda: [self.lines.put(x) for x in self.process.stderr or ()], daemon=True).start()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr or ():
+            self.lines.put(line)
 
     def wait_for(self, predicate: Callable[[list[str]], bool], seconds: float = 60) -> None:
         deadline = time.monotonic() + seconds
