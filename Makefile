@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 STACK  ?= dev
+# Extra pytest arguments for `make unit`, e.g. PYTEST_ARGS="tests/test_model_sync.py -x".
+PYTEST_ARGS ?=
 PY     := $(VENV)/bin/python
 
 .PHONY: preview test typecheck unit bench clean tools
@@ -35,13 +37,21 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto
 preview: $(VENV)/.installed
 	$(PY) -m tools.preview --stack $(STACK) --out build/$(STACK)
 
+# Each step prints its wall time; pytest also prints the time of each test group (module).
+# The suite runs on every core, one module per worker at a time (--dist loadfile: a module's
+# expensive fixtures, e.g. every chart rendered, are built once, not once per worker).
 typecheck: $(VENV)/.installed
-	$(PY) -m mypy
+	@start=$$(date +%s); $(PY) -m mypy; status=$$?; \
+		echo "typecheck: $$(( $$(date +%s) - start )) s"; exit $$status
 
 unit: $(VENV)/.installed tools
-	$(PY) -m pytest
+	@start=$$(date +%s); $(PY) -m pytest -n auto --dist loadfile $(PYTEST_ARGS); status=$$?; \
+		echo "unit tests: $$(( $$(date +%s) - start )) s"; exit $$status
 
-test: tools typecheck unit
+# The type check and the tests run side by side (the type check is one process, the tests
+# one per core): the whole `make test` is bounded by the slower of the two.
+test: tools
+	@$(MAKE) --no-print-directory -j2 typecheck unit
 
 tools: $(HELM) $(PROMTOOL) $(CHECKOV)
 	echo "$(HELM_SHA256)  $(HELM)" | sha256sum --check --quiet
