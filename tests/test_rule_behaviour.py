@@ -43,7 +43,6 @@ from components.config import AlertThresholds
 from tests.support import parse, raw_stack, render_raw
 from tests.support.promtool_tests import (
     MINUTES,
-    STEP_SECONDS,
     alert_test,
     bucket_quantile,
     counter,
@@ -268,7 +267,7 @@ def node(node_name: str, ready: bool, gpus: int) -> list[dict[str, str]]:
 SYSTEM_NODE = "ip-10-0-0-5.eu-west-1.compute.internal"
 
 
-# --- a healthy stack, and one failure at a time ---
+# --- a healthy stack, and its failures ---
 
 
 def healthy_request_mix(t: AlertThresholds) -> dict[str, float]:
@@ -465,56 +464,61 @@ def annotation_labels(rule: Mapping[str, Any]) -> set[str]:
     return set(re.findall(r"\$labels\.([A-Za-z_][A-Za-z0-9_]*)", text))
 
 
+def alert_checks(s: Stack, name: str, rule: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Silent a minute before the failure has lasted `for`, firing from then on with its
+    labels (and silent again once a windowed alert's window has passed)."""
+    failure = FAILURES[name]
+    firing = [{**labels, **rule["labels"]} for labels in failure.firing(s)]
+    if name == "TFServingAutoscalerAtMax" and s.hpa.low == s.hpa.high:
+        # A fixed-size autoscaler is always at its maximum, by configuration: never pinned.
+        firing = []
+    if name == "TFServingPodsRestarting":
+        # Silent with exactly the threshold's restarts in the hour, firing with one more.
+        last = 60 + 5 * s.thresholds.restarts_per_hour
+        checks = [alert_test(name, last - 1), alert_test(name, last + 1, firing)]
+    else:
+        fires_at = failure.holds_from + _minutes(rule.get("for"))
+        checks = [alert_test(name, fires_at - 1), alert_test(name, fires_at, firing)]
+    if failure.resolved_by is not None:
+        checks.append(alert_test(name, failure.resolved_by))
+    return checks
+
+
 def alert_groups(s: Stack) -> list[dict[str, Any]]:
-    """The healthy and scaled-to-zero stacks (every alert silent), then each failure."""
+    """The healthy and scaled-to-zero stacks (every alert silent), then the failures, as few
+    test groups as keep them apart: failures that replace different series share a group
+    (promtool's cost is per group and evaluation step), each check naming its own alert."""
     alerts = s.alerts
-    quiet_times = [5, 20, 45, MINUTES]
+    # Past every `for` (15m) and `avg_over_time` window (15m) together.
+    quiet_times = [5, 20, 45]
     groups = [
         group("healthy: every alert silent", flat(healthy(s)), [alert_test(a, t) for a in alerts for t in quiet_times]),
         group("scaled to zero on purpose: every alert silent", scaled_to_zero(s), [alert_test(a, t) for a in alerts for t in quiet_times]),
     ]
+    shared: list[tuple[list[str], Parts]] = []
     for name, rule in alerts.items():
         failure = FAILURES[name]
-        wait = _minutes(rule.get("for"))
-        firing = [{**labels, **rule["labels"]} for labels in failure.firing(s)]
-        if name == "TFServingAutoscalerAtMax" and s.hpa.low == s.hpa.high:
-            # A fixed-size autoscaler is always at its maximum, by configuration: never pinned.
-            firing = []
-        if name == "TFServingPodsRestarting":
-            # Silent with exactly the threshold's restarts in the hour, firing with one more.
-            last = 60 + 5 * s.thresholds.restarts_per_hour
-            checks = [alert_test(name, last - 1), alert_test(name, last + 1, firing)]
-        else:
-            fires_at = failure.holds_from + wait
-            checks = [alert_test(name, fires_at - 1), alert_test(name, fires_at, firing)]
-        if failure.resolved_by is not None:
-            checks.append(alert_test(name, failure.resolved_by))
-        title = f"{name}: {failure.description}"
+        parts = failure.replace(s)
         if failure.alone_every:
-            groups.append(group(title, flat(failure.replace(s)), checks, step_seconds=failure.alone_every))
+            groups.append(group(f"{name}: {failure.description}", flat(parts), alert_checks(s, name, rule), step_seconds=failure.alone_every))
+            continue
+        for names, merged in shared:
+            if all(merged.get(k, v) == v for k, v in parts.items()):
+                names.append(name)
+                merged.update(parts)
+                break
         else:
-            groups.append(group(title, flat({**healthy(s), **failure.replace(s)}), checks))
+            shared.append(([name], dict(parts)))
+    for names, merged in shared:
+        title = "; ".join(f"{n}: {FAILURES[n].description}" for n in names)
+        checks = [c for n in names for c in alert_checks(s, n, alerts[n])]
+        groups.append(group(title, flat({**healthy(s), **merged}), checks))
     return groups
 
 
 @pytest.fixture(scope="module", params=STACKS)
 def stack(request: pytest.FixtureRequest) -> Stack:
     return stack_of(request.param)
-
-
-def test_every_alert_has_a_failure_that_fires_it(stack: Stack) -> None:
-    """A new alert without a failure case here fails this test; every label its annotations
-    read is one the failure case expects it to carry."""
-    assert set(stack.alerts) == set(FAILURES), "alerts without a failure case (or cases without an alert)"
-    for name, rule in stack.alerts.items():
-        expected = set().union(*map(set, FAILURES[name].firing(stack)))
-        assert annotation_labels(rule) <= expected, (name, annotation_labels(rule) - expected)
-        assert set(rule["labels"]) == {"severity"}, name
-
-
-def test_alerts_fire_on_failure_and_only_then(stack: Stack, tmp_path: Path) -> None:
-    done = run(tmp_path, rule_file(stack.spec), alert_groups(stack))
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 # --- recording rules: known input, known output ---
@@ -530,7 +534,8 @@ B, Q = REQUEST_BOUNDS, QUEUEING_BOUNDS
 RECORD_LATENCY = [{B[10]: 4.0, B[11]: 12.0, B[12]: 16.0}, {B[10]: 0.0, B[11]: 8.0, B[12]: 16.0, math.inf: 20.0}]
 RECORD_QUEUEING = [{Q[20]: 10.0, Q[21]: 20.0}, {Q[20]: 0.0, Q[21]: 10.0, Q[22]: 20.0}]
 RECORD_FB_USED = [5759.0, 11517.0]
-RECORD_AT = 60
+# Past the longest window (5m); a later time only costs promtool evaluations.
+RECORD_AT = 10
 
 
 def _cumulative(buckets: Mapping[float, float]) -> dict[float, float]:
@@ -589,11 +594,6 @@ def recording_group(s: Stack) -> dict[str, Any]:
     )
 
 
-def test_recording_rules_compute_what_they_are_named(stack: Stack, tmp_path: Path) -> None:
-    done = run(tmp_path, rule_file(stack.spec), [recording_group(stack)])
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 # --- the autoscalers' queries: prometheus-adapter's as the adapter fills them, KEDA's ---
 
 # Beside the stacks above (prod's HPA reads three metrics, dev's KEDA one), each engine with
@@ -610,11 +610,12 @@ def every_metric(engine: str) -> Rendering:
     return _every[engine]
 
 
-AUTOSCALING_CASES = [*STACKS, "hpa-every-metric", "keda-every-metric"]
-
-
 def autoscaling_rendering(case: str) -> Rendering:
     return every_metric(case.split("-")[0]) if case.endswith("-every-metric") else rendering(case)
+
+
+# Past the queries' windows (2m).
+QUERY_AT = 5
 
 
 def quantity_value(q: str) -> float:
@@ -698,7 +699,7 @@ def adapter_groups(case: str) -> list[dict[str, Any]]:
         for _, value in expected:
             # Same unit as the target: the HPA sees the load it was put under, not 10^3 or 10^-6 of it.
             assert 1 < value / goal < 10, (name, value, goal)
-        groups.append(group(f"adapter {name}", series_in, exprs=[expr_test(query, 30, expected)]))
+        groups.append(group(f"adapter {name}", series_in, exprs=[expr_test(query, QUERY_AT, expected)]))
     return groups
 
 
@@ -721,7 +722,7 @@ def keda_groups(case: str) -> list[dict[str, Any]]:
             else:
                 value = one_pod
                 assert 1 < value / threshold < 10, trigger
-            groups.append(group(f"keda {trigger['name']}", series_in, exprs=[expr_test(trigger["metadata"]["query"], 30, [({}, value)])]))
+            groups.append(group(f"keda {trigger['name']}", series_in, exprs=[expr_test(trigger["metadata"]["query"], QUERY_AT, [({}, value)])]))
     return groups
 
 
@@ -735,19 +736,42 @@ def stack_of_rendering(case: str, r: Rendering) -> Stack:
                  cfg.monitoring.thresholds, {"groups": []}, Hpa("", 0, 0), "nvidia")
 
 
-@pytest.mark.parametrize("case", AUTOSCALING_CASES)
-def test_autoscaler_queries_read_each_pod_in_the_targets_unit(case: str, tmp_path: Path) -> None:
+def custom_metrics(case: str) -> list[str]:
+    raw = raw_for(case) if case in STACKS else raw_stack("prod")
+    return list(EVERY_METRIC) if case.endswith("-every-metric") else [k for k in parse(raw).autoscaling.metrics if k != "cpu"]
+
+
+# --- the proofs ---
+
+
+def test_every_rule_and_query_has_a_case(stack: Stack) -> None:
+    """A new alert, recording rule or autoscaler metric without a case here fails this test;
+    every label an alert's annotations read is one its failure case expects it to carry."""
+    assert set(stack.alerts) == set(FAILURES), "alerts without a failure case (or cases without an alert)"
+    for name, rule in stack.alerts.items():
+        expected = set().union(*map(set, FAILURES[name].firing(stack)))
+        assert annotation_labels(rule) <= expected, (name, annotation_labels(rule) - expected)
+        assert set(rule["labels"]) == {"severity"}, name
+    assert set(recording_expectations(stack)) == set(stack.records)
+    assert len(adapter_groups(stack.name) + keda_groups(stack.name)) == len(custom_metrics(stack.name))
+
+
+def test_rules_do_what_they_say(stack: Stack, tmp_path: Path) -> None:
+    """One promtool run per stack, on the rule file it renders: the alert cases, the
+    recording rules on known input, and its autoscaler's queries."""
+    groups = [*alert_groups(stack), recording_group(stack), *adapter_groups(stack.name), *keda_groups(stack.name)]
+    done = run(tmp_path, rule_file(stack.spec), groups)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("engine", ["hpa", "keda"])
+def test_every_custom_metric_reads_each_pod_in_the_targets_unit(engine: str, tmp_path: Path) -> None:
     """prometheus-adapter: one value per serving pod (none for the canary's or a neighbour's
     pods), in the unit of the HPA's target; KEDA: one value for the Deployment, in the unit
-    of the trigger's threshold."""
+    of the trigger's threshold; for every metric CUSTOM_METRICS defines."""
+    case = f"{engine}-every-metric"
     groups = adapter_groups(case) + keda_groups(case)
-    engines = {m["kind"] for m in autoscaling_rendering(case).k8s_objects()} & {"HorizontalPodAutoscaler", "ScaledObject"}
-    custom = [k for k in parse(raw_for(case) if case in STACKS else raw_stack("prod")).autoscaling.metrics if k != "cpu"]
-    if case.endswith("-every-metric"):
-        custom = list(EVERY_METRIC)
-    assert len(groups) == len(custom), (engines, custom)
-    if not groups:
-        return
+    assert len(groups) == len(custom_metrics(case)) == len(CUSTOM_METRICS)
     done = run(tmp_path, {"groups": []}, groups)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -765,7 +789,9 @@ def test_each_check_catches_a_wrong_rule_or_expectation(tmp_path: Path) -> None:
     rules = rule_file(s.spec)
     # The failure cases only (the healthy ones expect silence, which a wrong label cannot break).
     alerts = alert_groups(s)[2:]
-    by_alert = dict(zip(s.alerts, alerts))
+
+    def cases_of(*names: str) -> list[dict[str, Any]]:
+        return [g for g in alerts if any(f"{n}:" in g["name"] for n in names)]
 
     # A wrong label on every firing expectation: every alert's case reports it.
     wrong = copy.deepcopy(alerts)
@@ -786,7 +812,7 @@ def test_each_check_catches_a_wrong_rule_or_expectation(tmp_path: Path) -> None:
                 if rule.get("for"):
                     rule["for"] = f"{_minutes(rule['for']) + shift}m"
         (tmp_path / folder).mkdir()
-        text = _failed(run(tmp_path / folder, moved, [by_alert[a] for a, r in s.alerts.items() if r.get("for")]))
+        text = _failed(run(tmp_path / folder, moved, cases_of(*(a for a, r in s.alerts.items() if r.get("for")))))
         for name, rule in s.alerts.items():
             if rule.get("for"):
                 assert f"alertname: {name}," in text, (folder, name)
@@ -801,7 +827,7 @@ def test_each_check_catches_a_wrong_rule_or_expectation(tmp_path: Path) -> None:
             if rule.get("alert") == "TFServingPodsRestarting":
                 rule["expr"] = rule["expr"].replace("round(", "(", 1)
     (tmp_path / "old").mkdir()
-    text = _failed(run(tmp_path / "old", old, [by_alert["TFServingModelLoadFailed"], by_alert["TFServingPodsRestarting"]]))
+    text = _failed(run(tmp_path / "old", old, cases_of("TFServingModelLoadFailed", "TFServingPodsRestarting")))
     assert "alertname: TFServingModelLoadFailed," in text and "alertname: TFServingPodsRestarting," in text
 
     # A recording rule's expected value off by one part in a million.
