@@ -716,7 +716,10 @@ def keda_groups(case: str) -> list[dict[str, Any]]:
             series_in += [x for pod in others(s) for x in pod_series(s, kind, pod, per_pod * 3)]
             one_pod = expected_value(kind, per_pod)
             if trigger["metricType"] == "AverageValue":
-                # The HPA divides the total by the pods it counts (KEDA scalers' AverageValue).
+                # KEDA serves the query's value as an External metric; with an AverageValue
+                # target the HPA divides it by the current replicas (kubernetes
+                # pkg/controller/podautoscaler/replica_calculator.go
+                # GetExternalPerPodMetricReplicas), so the threshold is per pod.
                 value = one_pod * len(s.pods)
                 assert 1 < value / len(s.pods) / threshold < 10, trigger
             else:
@@ -829,6 +832,19 @@ def test_each_check_catches_a_wrong_rule_or_expectation(tmp_path: Path) -> None:
     (tmp_path / "old").mkdir()
     text = _failed(run(tmp_path / "old", old, cases_of("TFServingModelLoadFailed", "TFServingPodsRestarting")))
     assert "alertname: TFServingModelLoadFailed," in text and "alertname: TFServingPodsRestarting," in text
+
+    # Every alert also firing with no input at all: the healthy and scaled-to-zero cases
+    # report each one.
+    always = copy.deepcopy(rules)
+    for g in always["groups"]:
+        for rule in g["rules"]:
+            if "alert" in rule:
+                rule["expr"] = f"({rule['expr']}) or on () vector(1)"
+                rule.pop("for", None)
+    (tmp_path / "always").mkdir()
+    text = _failed(run(tmp_path / "always", always, alert_groups(s)[:2]))
+    for name in s.alerts:
+        assert text.count(f"alertname: {name},") >= 2, name
 
     # A recording rule's expected value off by one part in a million.
     recorded = recording_group(s)
