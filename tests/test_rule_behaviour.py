@@ -110,12 +110,46 @@ class Stack:
         return f"ip-10-0-1-{self.pods.index(pod) + 10}.eu-west-1.compute.internal"
 
 
+def at_limits() -> dict[str, Any]:
+    """dev with every measured threshold at the largest value the config allows: each alert
+    must still be able to fire (a threshold beyond what the exporter can report never is).
+    restarts_per_hour keeps its default: restarts have no ceiling to reach."""
+    raw = raw_stack("dev")
+    limits: dict[str, Any] = {}
+    for key, field in AlertThresholds.model_fields.items():
+        if key == "restarts_per_hour":
+            continue
+        le = [m.le for m in field.metadata if hasattr(m, "le")]
+        lt = [m.lt for m in field.metadata if hasattr(m, "lt")]
+        limits[key] = le[0] if le else lt[0] - 0.01
+    raw["monitoring"]["thresholds"] = limits
+    return raw
+
+
+# The stacks test_alert_rules judges, and one with the thresholds at their limits.
+EXTRA_STACKS: dict[str, Callable[[], dict[str, Any]]] = {"thresholds-at-limits": at_limits}
+RULE_STACKS = [*STACKS, *EXTRA_STACKS]
+_extra: dict[str, Rendering] = {}
+
+
+def raw_of(name: str) -> dict[str, Any]:
+    return EXTRA_STACKS[name]() if name in EXTRA_STACKS else raw_for(name)
+
+
+def rendered(name: str) -> Rendering:
+    if name not in EXTRA_STACKS:
+        return rendering(name)
+    if name not in _extra:
+        _extra[name] = render_raw(raw_of(name), name)
+    return _extra[name]
+
+
 def _objects(stack: str, kind: str) -> list[dict[str, Any]]:
-    return [m for m in rendering(stack).k8s_objects() if m["kind"] == kind]
+    return [m for m in rendered(stack).k8s_objects() if m["kind"] == kind]
 
 
 def stack_of(name: str) -> Stack:
-    cfg = parse(raw_for(name), name)
+    cfg = parse(raw_of(name), name)
     (rule,) = _objects(name, "PrometheusRule")
     deployment = next(
         d for d in _objects(name, "Deployment")
@@ -131,7 +165,7 @@ def stack_of(name: str) -> Stack:
         # scaledobject_types.go GetHPAMinReplicas): KEDA itself takes the Deployment to zero.
         (so,) = scaled
         hpa = Hpa(f"keda-hpa-{so['metadata']['name']}", max(1, so["spec"]["minReplicaCount"]), so["spec"]["maxReplicaCount"])
-    dcgm = [x.inputs["namespace"] for x in rendering(name).of_type("kubernetes:helm.sh/v3:Release") if x.inputs["chart"] == "dcgm-exporter"]
+    dcgm = [x.inputs["namespace"] for x in rendered(name).of_type("kubernetes:helm.sh/v3:Release") if x.inputs["chart"] == "dcgm-exporter"]
     return Stack(
         name=name,
         namespace=deployment["metadata"]["namespace"],
@@ -178,13 +212,16 @@ def histogram(
 
 def all_at(bounds: list[float], below_us: float | None = None, above_us: float | None = None) -> tuple[float, float]:
     """The bucket (lower, upper] just below `below_us` (every observation under it) or just
-    above `above_us` (every observation over it)."""
+    above `above_us` (every observation over it; upper may be +Inf)."""
     if below_us is not None:
         upper = max(b for b in bounds if b < below_us)
         return max([0.0, *(b for b in bounds if b < upper)]), upper
     assert above_us is not None
-    lower = min(b for b in bounds if b >= above_us)
-    return lower, min(b for b in bounds if b > lower)
+    # Above the highest bound, observations land in +Inf, which histogram_quantile reads as
+    # the highest finite bound: a threshold at or above that can never be crossed.
+    higher = [b for b in bounds if b >= above_us]
+    assert higher, f"{above_us} us is beyond the exporter's histogram (up to {bounds[-1]} us): never crossed"
+    return higher[0], ([*higher[1:], math.inf])[0]
 
 
 def latency(s: Stack, pod: str, model: str, bucket: tuple[float, float], rate: float) -> list[dict[str, str]]:
@@ -516,7 +553,7 @@ def alert_groups(s: Stack) -> list[dict[str, Any]]:
     return groups
 
 
-@pytest.fixture(scope="module", params=STACKS)
+@pytest.fixture(scope="module", params=RULE_STACKS)
 def stack(request: pytest.FixtureRequest) -> Stack:
     return stack_of(request.param)
 
@@ -611,7 +648,7 @@ def every_metric(engine: str) -> Rendering:
 
 
 def autoscaling_rendering(case: str) -> Rendering:
-    return every_metric(case.split("-")[0]) if case.endswith("-every-metric") else rendering(case)
+    return every_metric(case.split("-")[0]) if case.endswith("-every-metric") else rendered(case)
 
 
 # Past the queries' windows (2m).
@@ -730,7 +767,7 @@ def keda_groups(case: str) -> list[dict[str, Any]]:
 
 
 def stack_of_rendering(case: str, r: Rendering) -> Stack:
-    if case in STACKS:
+    if case in RULE_STACKS:
         return stack_of(case)
     (so_or_hpa,) = [m for m in r.k8s_objects() if m["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")]
     (dep,) = [m for m in r.k8s_objects() if m["kind"] == "Deployment" and m["metadata"]["name"] == so_or_hpa["spec"]["scaleTargetRef"]["name"]]
@@ -740,7 +777,7 @@ def stack_of_rendering(case: str, r: Rendering) -> Stack:
 
 
 def custom_metrics(case: str) -> list[str]:
-    raw = raw_for(case) if case in STACKS else raw_stack("prod")
+    raw = raw_of(case) if case in RULE_STACKS else raw_stack("prod")
     return list(EVERY_METRIC) if case.endswith("-every-metric") else [k for k in parse(raw).autoscaling.metrics if k != "cpu"]
 
 
@@ -867,3 +904,37 @@ def test_autoscaler_checks_catch_a_unit_mismatch(tmp_path: Path) -> None:
                 sample["value"] *= 1000
     text = _failed(run(tmp_path, {"groups": []}, groups))
     assert text.count("expr: ") == len(groups), text
+
+
+def test_the_largest_thresholds_allowed_can_still_be_crossed(tmp_path: Path) -> None:
+    """At the config's upper limits, the measured alerts fire on the most the exporters can
+    report (every batch waiting past the queueing histogram's top bucket, a GPU at 100 % with
+    its framebuffer full); at the limits the config had before (600 s, 100 %, 100 %) the same
+    input leaves them silent."""
+    s = stack_of("thresholds-at-limits")
+    rules = rule_file(s.spec)
+    top = all_at(QUEUEING_BOUNDS, above_us=QUEUEING_BOUNDS[-1])
+    worst = {**healthy(s), "queueing": [x for p in s.pods for x in queueing(s, p, top, 30)], **_gpu(s, 100, 1.0)}
+    names = ["TFServingBatchQueueing", "GPUSaturated", "GPUMemoryNearlyFull"]
+    checks = [c for n in names for c in alert_checks(s, n, s.alerts[n])]
+    (tmp_path / "now").mkdir()
+    done = run(tmp_path / "now", rules, [group("the most the exporters report", flat(worst), checks)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    t = s.thresholds
+    before = {
+        "TFServingBatchQueueing": (f"> {t.queueing_p99_ms / 1000}", f"> {600_000 / 1000}"),
+        "GPUSaturated": (f"> {t.gpu_utilisation_percent}", "> 100"),
+        "GPUMemoryNearlyFull": (f"> {t.gpu_memory_percent / 100}", f"> {100 / 100}"),
+    }
+    old = copy.deepcopy(rules)
+    for g in old["groups"]:
+        for rule in g["rules"]:
+            if rule.get("alert") in before:
+                now, then = before[rule["alert"]]
+                assert rule["expr"].endswith(now), rule["expr"]
+                rule["expr"] = rule["expr"][: -len(now)] + then
+    (tmp_path / "before").mkdir()
+    text = _failed(run(tmp_path / "before", old, [group("the most the exporters report", flat(worst), checks)]))
+    for name in names:
+        assert f"alertname: {name}," in text, name
