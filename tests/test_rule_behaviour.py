@@ -63,7 +63,8 @@ Labels = dict[str, str]
 # (absl::StrCat of a double: six significant digits).
 REQUEST_BOUNDS = [float(f"{10 * 1.8 ** i:.6g}") for i in range(33)]
 QUEUEING_BOUNDS = [float(f"{100 * 1.2 ** i:.6g}") for i in range(52)]
-# tensorflow_serving/servables/tensorflow/bundle_factory_util.cc: the batch threads' pool.
+# The batch threads' pool as tensorflow_serving/model_servers/server.cc names it (a
+# batching_parameters_file may name another; our rules do not read the label).
 THREAD_POOL = "model_server_batch_threads"
 L4_FRAMEBUFFER_MIB = 23034
 KSM = {"job": "kube-state-metrics", "instance": "10.0.2.9:8080"}
