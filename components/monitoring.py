@@ -182,6 +182,13 @@ SCALE_DOWN_TAINT = "ToBeDeletedByClusterAutoscaler"
 GPU_CAPACITY = 'kube_node_status_capacity{resource="nvidia_com_gpu"} > 0'
 
 
+# A model version's failed loads, per model path (tensorflow/cc/saved_model/loader.cc:
+# load_attempt_count{model_path, status="fail"}). The counter's cell is made by the first
+# failure, so the series appears already at 1, and increase() needs two samples in its window:
+# a first failure, or the only one (max_num_load_retries 0), shows only as a new series.
+LOAD_FAILURES = ':tensorflow:cc:saved_model:load_attempt_count{status="fail"}'
+
+
 def desired_replicas(ns: str, deployment: str) -> str:
     """The Deployment's desired replicas when above zero (empty when scaled to zero)."""
     return f'max by (namespace) (kube_deployment_spec_replicas{{namespace="{ns}", deployment="{deployment}"}}) > 0'
@@ -248,7 +255,8 @@ def alert_rules(serving: ServingOutputs, thresholds: AlertThresholds, scales_fro
         ),
         Rule(
             alert="TFServingModelLoadFailed",
-            expr='sum by (namespace, pod, model_path) (increase(:tensorflow:cc:saved_model:load_attempt_count{status="fail"}[15m])) > 0',
+            expr=f"(sum by (namespace, pod, model_path) (increase({LOAD_FAILURES}[15m])) > 0)"
+            f" or sum by (namespace, pod, model_path) ({LOAD_FAILURES} > 0 unless {LOAD_FAILURES} offset 15m)",
             severity="warning",
             summary="A model version failed to load",
             description="{{ $labels.model_path }} failed to load on {{ $labels.pod }}; the "
@@ -298,7 +306,11 @@ def alert_rules(serving: ServingOutputs, thresholds: AlertThresholds, scales_fro
         ),
         Rule(
             alert="TFServingPodsRestarting",
-            expr=f"sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total{{{pods}}}[1h])) > {thresholds.restarts_per_hour}",
+            # increase() extrapolates to the window's edges (prometheus promql/functions.go
+            # extrapolatedRate): 3 restarts in an hour read as 3.002 when the scrapes do not fall
+            # on the window's start. Restarts are whole numbers; rounding counts them.
+            expr=f"round(sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total{{{pods}}}[1h])))"
+            f" > {thresholds.restarts_per_hour}",
             severity="warning",
             summary="Pod {{ $labels.pod }} keeps restarting",
             description=f"More than {thresholds.restarts_per_hour} container restarts in an hour.",

@@ -277,8 +277,12 @@ def test_gpu_memory_alert_starts_above_what_tf_serving_allocates(fraction: float
     raw["gpu_pools"]["l4"]["time_slicing_replicas"] = shared
     raw["serving"]["gpu_memory_fraction"] = fraction
     raw["monitoring"]["thresholds"] = {"gpu_memory_percent": percent}
+    if fraction * shared * 100 + 3 > 99:
+        # No threshold the alert can cross (at most 99 %) starts above the allocation.
+        with pytest.raises(StackConfigError, match=r"serving\.gpu_memory_fraction.*the fraction must be at most 0\.96"):
+            parse(raw)
+        return
     with pytest.raises(StackConfigError, match=r"monitoring\.thresholds\.gpu_memory_percent.*allocates \d+% of each GPU up front"):
         parse(raw)
-    raw["monitoring"]["thresholds"] = {"gpu_memory_percent": min(100, round(fraction * shared * 100) + 3)}
-    if fraction * shared * 100 + 3 <= 100:
-        parse(raw)
+    raw["monitoring"]["thresholds"] = {"gpu_memory_percent": round(fraction * shared * 100) + 3}
+    parse(raw)

@@ -39,14 +39,20 @@ class AlertThresholds(Section):
     latency_p99_ms: int = Field(
         500, ge=1, le=600_000, description="p99 request latency SLO per model, in milliseconds."
     )
+    # TF Serving's queueing histogram ends at 100 us * 1.2^51 = 1094 ms (tensorflow/serving
+    # batching/batching_session.cc: Buckets::Exponential(100, 1.2, 52), "~1 second"), and
+    # histogram_quantile never reads above the highest finite bound: a higher threshold could
+    # never be crossed.
     queueing_p99_ms: int = Field(
-        50, ge=1, le=600_000, description="p99 batching queueing latency that alerts (ms)."
+        50, ge=1, le=1000, description="p99 batching queueing latency that alerts (ms); TF Serving measures up to about 1 s."
     )
+    # The alerts compare with `>`: DCGM_FI_DEV_GPU_UTIL is at most 100 (%) and used / (used +
+    # free) at most 1, so a threshold of 100 could never be passed.
     gpu_utilisation_percent: int = Field(
-        90, ge=1, le=100, description="Average GPU utilisation over 15 min that counts as saturated."
+        90, ge=1, le=99, description="Average GPU utilisation over 15 min that counts as saturated."
     )
     gpu_memory_percent: int = Field(
-        95, ge=1, le=100, description="GPU framebuffer use that counts as nearly full."
+        95, ge=1, le=99, description="GPU framebuffer use that counts as nearly full."
     )
     restarts_per_hour: int = Field(
         3, ge=1, le=1000, description="Container restarts in an hour that alert."

@@ -27,7 +27,7 @@ from components.config.cluster import ClusterConfig
 from components.config.gpu_pools import GpuPools, pool_zone_problems, strict_zone_spread
 from components.config.ingress import ALB_RULES_PER_LOAD_BALANCER, IngressConfig, alb_listener_rules
 from components.config.model_store import ModelStoreConfig
-from components.config.monitoring import MonitoringConfig
+from components.config.monitoring import AlertThresholds, MonitoringConfig
 from components.config.node_autoscaling import NodeAutoscalingConfig
 from components.config.serving import ServingConfig
 from components.validation import worded
@@ -323,6 +323,18 @@ class StackConfig(Section):
         # on a healthy node: GPUMemoryNearlyFull must start above that, or it always fires.
         allocated = serving.gpu_memory_fraction * shared * 100
         limit = self.monitoring.thresholds.gpu_memory_percent
+        highest = AlertThresholds.model_fields["gpu_memory_percent"].metadata
+        ceiling = next(m.le for m in highest if hasattr(m, "le"))
+        if self.monitoring.enabled and allocated + GPU_CONTEXT_HEADROOM_PERCENT > ceiling:
+            # Above the highest threshold allowed the alert would fire on every healthy node.
+            raise RuleError(
+                "serving.gpu_memory_fraction",
+                serving.gpu_memory_fraction,
+                f"TF Serving would allocate {allocated:.0f}% of each GPU up front (x {shared} pod(s) "
+                f"per GPU), which leaves GPUMemoryNearlyFull no threshold to start at (at most "
+                f"{ceiling}%, and {GPU_CONTEXT_HEADROOM_PERCENT}% above the allocation); the fraction "
+                f"must be at most {(ceiling - GPU_CONTEXT_HEADROOM_PERCENT) / 100 / shared:.2f}",
+            )
         if self.monitoring.enabled and limit < allocated + GPU_CONTEXT_HEADROOM_PERCENT:
             raise RuleError(
                 "monitoring.thresholds.gpu_memory_percent",
