@@ -12,7 +12,6 @@ import queue
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -26,6 +25,7 @@ import pytest
 from components.model_layout import marker_key, version_prefix
 from components.model_store import reader_policy
 from components.model_sync import SYNC_IMAGE, READY_SH, SYNC_SH, ModelSync, models_file
+from tests.support.external_tools import program
 from tools.lib.mock_engine import Rendering
 
 
@@ -52,17 +52,6 @@ def test_models_file_lines() -> None:
 
 BUCKET = "models-bucket"
 PREFIX = "models"
-
-
-def require_tool(name: str, path: str | None = None) -> str:
-    """A tool the test runs; under CI a missing tool is a failure, elsewhere a skip."""
-    found = path if path and os.access(path, os.X_OK) else shutil.which(name)
-    if found is None:
-        message = f"needs `{name}` (pinned in requirements-dev.txt)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +112,9 @@ def container_env(name: str) -> dict[str, str]:
 
 @pytest.fixture
 def sync_env(s3_endpoint: str, tmp_path: Path) -> Iterator[tuple[S3Store, Path, dict[str, str]]]:
-    aws = require_tool("aws", str(Path(sys.executable).parent / "aws"))
-    require_tool("bash")
-    require_tool("sha256sum")
+    aws = program("aws", venv=True)
+    program("bash")
+    program("sha256sum")
     urllib.request.urlopen(urllib.request.Request(f"{s3_endpoint}/moto-api/reset", method="POST"), timeout=10)
     script = tmp_path / "sync.sh"
     script.write_text(SYNC_SH)
@@ -396,7 +385,7 @@ def test_the_sidecar_logs_each_failed_pass_and_retries_until_s3_answers(
 
 
 def test_sync_scripts_are_valid_bash() -> None:
-    require_tool("bash")
+    program("bash")
     for text in (SYNC_SH, READY_SH):
         assert subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True).returncode == 0
 
@@ -404,7 +393,7 @@ def test_sync_scripts_are_valid_bash() -> None:
 def test_sync_scripts_pass_shellcheck() -> None:
     """Every default check, plus the optional ones on `set -e` being suppressed (the class
     of the silent listing failure); deliberate exceptions carry a directive and a reason."""
-    shellcheck = require_tool("shellcheck", str(Path(sys.executable).parent / "shellcheck"))
+    shellcheck = program("shellcheck", venv=True)
     for name, text in (("model-sync.sh", SYNC_SH), ("model-ready.sh", READY_SH)):
         result = subprocess.run(
             [shellcheck, "--shell=bash", "--severity=info", "--format=gcc",
