@@ -30,12 +30,21 @@ STAGING="$MODEL_ROOT/.staging"
 COMPLETE="__COMPLETE_DIR__"
 
 log() { echo "model-sync: $*" >&2; }
+# The AWS CLI's error output (several lines, a traceback-like "An error occurred (Code)...")
+# is kept in a file and logged folded into our one line about what failed, so each failure
+# is one line with its cause.
+AWS_ERRORS="$STAGING/aws-errors.$$"
+log_failure() {  # what failed: logged with the cause the CLI gave
+  local why
+  why="$(tr -s '\n\t' '  ' < "$AWS_ERRORS" | sed 's/^ *//; s/ *$//')" || why="(no error output)"
+  log "$*: $why"
+}
 
 complete_versions() {  # model: its complete versions in S3, ascending, one a line
   local keys
   if ! keys="$(aws s3api list-objects-v2 --bucket "$MODEL_BUCKET" \
-      --prefix "$MODEL_PREFIX/$1/$COMPLETE/" --query 'Contents[].Key' --output text)"; then
-    log "model $1: cannot list s3://$MODEL_BUCKET/$MODEL_PREFIX/$1/$COMPLETE/ (AWS CLI error above)"
+      --prefix "$MODEL_PREFIX/$1/$COMPLETE/" --query 'Contents[].Key' --output text 2>"$AWS_ERRORS")"; then
+    log_failure "model $1: cannot list s3://$MODEL_BUCKET/$MODEL_PREFIX/$1/$COMPLETE/"
     return 1
   fi
   # An empty listing prints "None"; it matches no version.
@@ -77,12 +86,12 @@ fetch() {  # model version
   local source="s3://$MODEL_BUCKET/$MODEL_PREFIX/$1"
   [ -d "$dest" ] && return 0
   rm -rf "$tmp" "$sums" && mkdir -p "$tmp" "$MODEL_ROOT/$1"
-  if ! aws s3 cp --only-show-errors "$source/$COMPLETE/$2.sha256" "$sums"; then
-    log "model $1: cannot download the manifest $source/$COMPLETE/$2.sha256"
+  if ! aws s3 cp --only-show-errors "$source/$COMPLETE/$2.sha256" "$sums" 2>"$AWS_ERRORS"; then
+    log_failure "model $1: cannot download the manifest $source/$COMPLETE/$2.sha256"
     return 1
   fi
-  if ! aws s3 cp --only-show-errors --recursive "$source/$2/" "$tmp/"; then
-    log "model $1: cannot download version $2 from $source/$2/"
+  if ! aws s3 cp --only-show-errors --recursive "$source/$2/" "$tmp/" 2>"$AWS_ERRORS"; then
+    log_failure "model $1: cannot download version $2 from $source/$2/"
     rm -rf "$tmp" "$sums"
     return 1
   fi
@@ -117,6 +126,7 @@ sync_model() {  # model policy arg
 }
 
 mkdir -p "$STAGING"
+trap 'rm -f "$AWS_ERRORS"' EXIT
 case "${1:-}" in
   --model)
     shift
@@ -128,20 +138,26 @@ case "${1:-}" in
     sync_model "$@"  # called plainly, so that `set -e` holds inside it
     exit 0
     ;;
-  --once)
+  --once)  # [retry seconds]: the sidecar's pass, whose failure line says when it retries
+    # A pass killed with its pod (no EXIT trap ran) may have left its error files behind.
+    rm -f "$STAGING"/aws-errors.*
     failed=""
     while read -r model policy arg; do
       [ -n "$model" ] || continue
       bash "$0" --model "$model" "$policy" "$arg" < /dev/null || failed="$failed $model"
     done < "$MODELS_FILE"
     if [ -n "$failed" ]; then
-      log "sync failed for:$failed (they keep the versions they had)"
+      if [ -n "${2:-}" ]; then
+        log "sync pass failed for:$failed (they keep the versions they had); next try in ${2}s"
+      else
+        log "sync failed for:$failed (they keep the versions they had)"
+      fi
       exit 1
     fi
     exit 0
     ;;
 esac
 while true; do
-  bash "$0" --once || log "sync pass failed; serving the versions on disk; next try in ${INTERVAL}s"
+  bash "$0" --once "$INTERVAL" || true  # a failed pass has said so, in one line
   sleep "$INTERVAL"
 done
