@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import promql_parser
@@ -9,6 +10,7 @@ import pytest
 
 from components.autoscaling import CUSTOM_METRICS, adapter_rules, keda_query, quantity
 from components.config import StackConfigError
+from components.config.autoscaling import HPA_TOLERANCE, MEASURABLE_MAXIMUM, MetricKind, largest_useful_target
 from tests.support import parse, raw_stack, render_raw
 from tests.support import conformance
 from tools.lib.mock_engine import Rendering
@@ -209,3 +211,29 @@ def test_gpu_metric_needs_a_gpu_pool() -> None:
     raw["autoscaling"]["metrics"] = {"gpu_utilisation": 70}
     with pytest.raises(StackConfigError, match="autoscaling.metrics.gpu_utilisation: needs serving.gpu_pool"):
         parse(raw)
+
+
+def hpa_scales_up(usage: float, target: float, replicas: int = 1) -> bool:
+    """The HPA's decision for one metric (kubernetes pkg/controller/podautoscaler/
+    replica_calculator.go): no change while |usage/target - 1| <= tolerance, else
+    ceil(ratio * replicas)."""
+    ratio = usage / target
+    return abs(ratio - 1) > HPA_TOLERANCE and math.ceil(ratio * replicas) > replicas
+
+
+@pytest.mark.parametrize("kind", list(MEASURABLE_MAXIMUM))
+def test_a_target_the_metric_can_never_exceed_enough_is_refused(kind: MetricKind) -> None:
+    most = MEASURABLE_MAXIMUM[kind][0]
+    largest = largest_useful_target(kind)
+    assert hpa_scales_up(most, largest), "the largest accepted target can still scale up"
+    assert not hpa_scales_up(most, largest + 1), "one more and it never could"
+    for target, accepted in ((largest, True), (largest + 1, False)):
+        raw = raw_stack("dev")
+        raw["autoscaling"]["metrics"] = {kind: target}
+        if accepted:
+            parse(raw, stack="dev")
+            continue
+        with pytest.raises(StackConfigError) as error:
+            parse(raw, stack="dev")
+        assert f"autoscaling.metrics.{kind}: can never scale up" in str(error.value)
+        assert f"use at most {largest} (got {float(target)})" in str(error.value)

@@ -6,6 +6,8 @@ replicas fit a pool need other keys and live on the root model (components/confi
 
 from __future__ import annotations
 
+import math
+
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, model_validator
@@ -23,6 +25,26 @@ MetricKind = Literal[
     "gpu_utilisation",
 ]
 DEFAULT_SCALING_METRICS: dict[MetricKind, float] = {"requests_per_second": 20.0}
+# The HPA (and KEDA, which drives one) changes the replica count only when usage / target
+# leaves 1 by more than the tolerance (kubernetes pkg/controller/podautoscaler/
+# replica_calculator.go; kube-controller-manager --horizontal-pod-autoscaler-tolerance,
+# default 0.1, which EKS does not let users change).
+HPA_TOLERANCE = 0.1
+# The largest value a metric can take, and why: a target within the tolerance of it can
+# never trigger a scale-up.
+MEASURABLE_MAXIMUM: dict[MetricKind, tuple[float, str]] = {
+    # DCGM_FI_DEV_GPU_UTIL is a percentage.
+    "gpu_utilisation": (100.0, "GPU utilisation is at most 100%"),
+    # TF Serving's queueing histogram ends at 100 us * 1.2^51 = 1094 ms (batching/
+    # batching_session.cc), and histogram_quantile never reads above the highest finite bound.
+    "batch_queueing_p99": (1094.0, "TF Serving measures queueing up to about 1094 ms"),
+}
+
+
+def largest_useful_target(kind: MetricKind) -> int:
+    """The largest whole target the metric can still exceed by more than the tolerance."""
+    most = MEASURABLE_MAXIMUM[kind][0]
+    return math.ceil(most / (1 + HPA_TOLERANCE)) - 1
 CronSchedule = Annotated[str, checked(validation.cron_schedule)]
 
 
@@ -77,7 +99,9 @@ class AutoscalingConfig(Section):
         default_factory=lambda: dict(DEFAULT_SCALING_METRICS),
         min_length=1,
         description="Target per pod, by metric: cpu (% of request), requests_per_second, "
-        "latency_p95 / latency_p99 / batch_queueing_p99 (ms), gpu_utilisation (%).",
+        "latency_p95 / latency_p99 / batch_queueing_p99 (ms), gpu_utilisation (%). A target the "
+        "metric can never exceed by the autoscaler's 10% tolerance is refused (gpu_utilisation "
+        "above 90, batch_queueing_p99 above 994).",
     )
     scale_up: ScalingPolicy = Field(description="How fast replicas are added.")
     scale_down: ScalingPolicy = Field(description="How fast replicas are removed.")
@@ -103,6 +127,15 @@ class AutoscalingConfig(Section):
             raise RuleError(
                 "metrics.gpu_utilisation", self.metrics["gpu_utilisation"], "is a percentage (1-100)"
             )
+        for kind, (most, why) in MEASURABLE_MAXIMUM.items():
+            target = self.metrics.get(kind)
+            if target is not None and target * (1 + HPA_TOLERANCE) >= most:
+                raise RuleError(
+                    f"metrics.{kind}",
+                    target,
+                    f"can never scale up: the autoscaler adds pods only above the target plus "
+                    f"{HPA_TOLERANCE:.0%} and {why}; use at most {largest_useful_target(kind)}",
+                )
         return self
 
     @model_validator(mode="after")
