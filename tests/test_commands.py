@@ -8,6 +8,7 @@ first, it would fail there with another status (1) instead of the usage status (
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -60,8 +61,10 @@ def run(project: Path, module: str, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+@functools.cache
 def documented_status(project: Path, module: str, meaning: str) -> int:
-    """The exit status `--help` gives for `meaning` (e.g. 'usage or configuration error')."""
+    """The exit status `--help` gives for `meaning` (e.g. 'usage or configuration error'),
+    read once per command and meaning."""
     done = run(project, module, "--help")
     assert done.returncode == 0, done.stderr
     text = " ".join((done.stdout + " " + (_docstring(project, module))).split())
