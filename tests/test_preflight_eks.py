@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.validate import validate_parameters
 from moto import mock_aws
 from moto.route53.models import HostedZoneIdentifier
@@ -25,6 +26,7 @@ from tests.support import parse, raw_stack
 from tests.support.aws import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 from tools.lib.stackfile import load_stack_file
 from tools.preflight import eks, existing
+from tools.preflight.aws_errors import CouldNotCheck, guarded
 from tools.preflight.model import Context, Finding
 
 REGION = "us-east-1"
@@ -503,3 +505,29 @@ def test_the_read_only_check_catches_a_write() -> None:
     account.client("iam").create_role(RoleName="x", AssumeRolePolicyDocument="{}")
     with pytest.raises(AssertionError, match="CreateRole"):
         assert_read_only(account.called)
+
+
+def test_other_failures_are_unknown_too_never_a_pass() -> None:
+    def timeout() -> None:
+        raise ReadTimeoutError(endpoint_url="https://eks.us-east-1.amazonaws.com")
+
+    def throttled() -> None:
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "DescribeAddonVersions")
+
+    for call in (timeout, throttled):
+        with pytest.raises(CouldNotCheck) as caught:
+            guarded("c", "n", "eks:DescribeAddonVersions", call)
+        assert caught.value.finding.verdict == "unknown"
+        assert caught.value.finding.has.startswith("could not check: eks:DescribeAddonVersions failed")
+    # A code the caller expects (the thing does not exist) is an answer, not a failure.
+    def missing() -> None:
+        raise ClientError({"Error": {"Code": "NoSuchEntity", "Message": "no"}}, "GetRole")
+
+    assert guarded("c", "n", "iam:GetRole", missing, missing=("NoSuchEntity",)) is None
+
+
+def test_denied_cluster_versions_is_unknown() -> None:
+    account = Account({"DescribeClusterVersions": denied, "DescribeAddonVersions": addon_versions()})
+    finding = one(eks.checks(account.context(dev())), "EKS Kubernetes version 1.36")
+    assert finding.verdict == "unknown"
+    assert "allow eks:DescribeClusterVersions" in finding.fix
