@@ -396,3 +396,12 @@ def test_every_check_module_is_imported_none_skipped() -> None:
     assert [name for name, _ in runner.check_functions()] == list(runner.CHECK_MODULES)
     with pytest.raises(ModuleNotFoundError):
         runner.check_functions(["tools.preflight.no_such_checks"])
+
+
+def test_the_readme_shows_the_policy_and_the_dev_output_as_they_are() -> None:
+    from tools.preflight import readme
+
+    text = readme.README.read_text()
+    shown = text.split(readme.BEGIN, 1)[1].split(readme.END, 1)[0].strip()
+    assert shown == readme.section(), "README Preflight section is stale: run `python -m tools.preflight.readme --write-readme`"
+    assert json.loads(shown.split("```json", 1)[1].split("```", 1)[0]) == json.loads(readme.POLICY_PATH.read_text())
