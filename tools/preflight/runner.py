@@ -30,6 +30,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "tools.preflight.quotas",
     "tools.preflight.offerings",
 )
+STACK_FILE_MODULE = "tools.preflight.offline"
 # The tag components/cluster.py's private subnets carry and an existing cluster's are found by.
 INTERNAL_ELB_TAG = "kubernetes.io/role/internal-elb"
 
@@ -108,7 +109,7 @@ def stack_zones(ctx: Context) -> tuple[list[str] | None, list[Finding]]:
     return zones, [Finding(check, needs, ", ".join(zones), "pass")]
 
 
-def run_checks(ctx: Context, checks: list[tuple[str, Check]]) -> list[Finding]:
+def run_checks(ctx: Context, checks: list[tuple[str, Check]]) -> list[list[Finding]]:
     """Every check module at once; a module that raises gives one `unknown` finding (a
     denial naming the IAM action), never a pass and never a traceback."""
 
@@ -120,7 +121,7 @@ def run_checks(ctx: Context, checks: list[tuple[str, Check]]) -> list[Finding]:
 
     with ThreadPoolExecutor(max_workers=max(1, len(checks)), thread_name_prefix="preflight") as pool:
         results = [pool.submit(run, name, check) for name, check in checks]
-        return [finding for future in results for finding in future.result()]
+        return [future.result() for future in results]
 
 
 def ordered(findings: list[Finding]) -> list[Finding]:
@@ -176,7 +177,8 @@ def build_context(
 
 
 def preflight(ctx: Context, modules: Iterable[str] = CHECK_MODULES) -> list[Finding]:
-    """The zones first (the checks read them), then every check module in parallel."""
+    """The zones first (the checks read them), then every check module in parallel; the
+    zone findings are listed after the stack file's (placeholders stay first)."""
     findings: list[Finding] = []
     if ctx.notes.get("offline") == "no credentials":
         # Without --offline, account checks that could not run are not a silent pass.
@@ -187,4 +189,8 @@ def preflight(ctx: Context, modules: Iterable[str] = CHECK_MODULES) -> list[Find
     if ctx.online:
         ctx.zones, zone_findings = stack_zones(ctx)
         findings += zone_findings
-    return run_checks(ctx, check_functions(modules)) + findings
+    names = list(modules)
+    results = run_checks(ctx, check_functions(names))
+    at = names.index(STACK_FILE_MODULE) + 1 if STACK_FILE_MODULE in names else 0
+    results.insert(at, findings)
+    return [finding for result in results for finding in result]
