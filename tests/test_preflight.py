@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import botocore.session
 import pytest
-from botocore.exceptions import ParamValidationError
+from botocore.exceptions import ClientError, ParamValidationError
 from botocore.stub import Stubber
 from moto import mock_aws
 
@@ -97,7 +97,7 @@ def aws() -> Iterator[None]:
 
 def context(
     cfg: StackConfig, answers: dict[str, QuotaAnswer] | None = None, calls: Calls | None = None,
-    zones: list[str] | None = None,
+    zones: list[str] | None = None, overrides: dict[str, Callable[[boto3.Session], Any]] | None = None,
 ) -> Context:
     """A Context on moto (inside `aws`) whose Service Quotas answer `answers`; every API
     call any client makes is recorded in `calls` as (IAM prefix, operation)."""
@@ -113,7 +113,11 @@ def context(
     made = runner.aws_clients(session, timeout=5)
     stubbed = StubbedQuotas(session, answers or {})
 
+    special = {name: make(session) for name, make in (overrides or {}).items()}
+
     def client(service: str) -> Any:
+        if service in special:
+            return special[service]
         return stubbed if service == "service-quotas" else made(service)
 
     return Context(stack="test", config=cfg, region=cfg.aws_region, client=client, zones=zones)
@@ -267,6 +271,45 @@ def test_mode_create_uses_the_first_az_count_zones(aws: None) -> None:
     zones, findings = runner.stack_zones(ctx)
     assert zones == ["us-east-1a", "us-east-1b", "us-east-1c"]
     assert [f.verdict for f in findings] == ["pass"]
+
+
+def test_mode_existing_finds_the_tagged_private_subnets_of_the_clusters_vpc(aws: None) -> None:
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    for i, zone in enumerate(["us-east-1a", "us-east-1b", "us-east-1c"]):
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.8.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
+        if zone != "us-east-1c":  # untagged: not the cluster's private subnets
+            ec2.create_tags(Resources=[subnet], Tags=[{"Key": runner.INTERNAL_ELB_TAG, "Value": "1"}])
+
+    def eks(session: boto3.Session) -> Any:
+        # moto's DescribeCluster leaves out resourcesVpcConfig.vpcId, which EKS always returns.
+        client = session.client("eks")
+        stub = Stubber(client)
+        stub.add_response("describe_cluster", {"cluster": {"name": "shared-gpu", "resourcesVpcConfig": {"vpcId": vpc}}}, {"name": "shared-gpu"})
+        stub.activate()
+        return client
+
+    zones, findings = runner.stack_zones(context(existing_dev([]), overrides={"eks": eks}))
+    assert zones == ["us-east-1a", "us-east-1b"] and [f.verdict for f in findings] == ["pass"]
+
+
+def test_a_check_that_is_denied_is_unknown_naming_the_action() -> None:
+    def denied(ctx: Context) -> list[Finding]:
+        raise ClientError(
+            {"Error": {"Code": "UnauthorizedOperation", "Message": "You are not authorized to perform this operation."}},
+            "DescribeInstanceTypeOfferings",
+        )
+
+    cfg = dev()
+    [[finding]] = runner.run_checks(Context("dev", cfg, cfg.aws_region), [("tools.preflight.offerings", denied)])
+    assert finding.verdict == "unknown"
+    assert "ec2:DescribeInstanceTypeOfferings" in finding.has and "ec2:DescribeInstanceTypeOfferings" in finding.fix
+
+
+def test_every_client_has_the_timeouts_and_few_retries() -> None:
+    client = runner.aws_clients(boto3.Session(region_name="us-east-1"), 3.5)("ec2")
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (3.5, 3.5)
+    assert client.meta.config.retries["total_max_attempts"] == 2
 
 
 def test_unknown_zones_make_offerings_unknown_not_pass(aws: None) -> None:

@@ -41,12 +41,12 @@ def check_functions(modules: Iterable[str] = CHECK_MODULES) -> list[tuple[str, C
 
 def aws_clients(session: boto3.Session, timeout: float) -> Callable[[str], Any]:
     """A thread-safe maker of clients for the session's region, each call bounded by `timeout`
-    seconds to connect and to read, retried once (botocore "Config Reference": connect_timeout,
-    read_timeout; retries max_attempts counts the first attempt in standard mode). boto3
+    seconds to connect and to read, retried once (botocore/config.py, Config: connect_timeout,
+    read_timeout; retries total_max_attempts counts the first attempt, max_attempts does not). boto3
     sessions are not thread-safe (boto3 guide, "Multithreading"): clients are made under a lock
     and shared, which botocore clients allow."""
     config = Config(
-        connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 2, "mode": "standard"}
+        connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 2, "mode": "standard"}
     )
     lock = threading.Lock()
     made: dict[str, Any] = {}
