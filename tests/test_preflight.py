@@ -355,8 +355,14 @@ def test_a_deployer_outside_admin_principals_fails(aws: None) -> None:
     findings = offline.identity(context(prod()))
     deployer = by_check(findings, "deployer")
     assert deployer.verdict == "fail" and "bootstrap_creator_admin" in deployer.fix
+    raw = raw_stack("prod")
+    raw["cluster"]["admin_principals"] = {"me": f"arn:aws:iam::{ACCOUNT}:user/moto"}
+    assert by_check(offline.identity(context(parse(raw))), "deployer").verdict == "pass"
     assert offline._same_principal(
         f"arn:aws:iam::{ACCOUNT}:role/PlatformAdmins", f"arn:aws:iam::{ACCOUNT}:role/team/PlatformAdmins"
+    )
+    assert not offline._same_principal(
+        f"arn:aws:iam::{ACCOUNT}:role/PlatformAdmins", "arn:aws:iam::111122223333:role/PlatformAdmins"
     )
     assert offline._role_of(f"arn:aws:sts::{ACCOUNT}:assumed-role/Admins/s1") == f"arn:aws:iam::{ACCOUNT}:role/Admins"
 

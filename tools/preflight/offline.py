@@ -132,13 +132,14 @@ def _role_of(caller_arn: str) -> str:
     return f"arn:{found[1]}:iam::{found[2]}:role/{found[3]}" if found else caller_arn
 
 
+_PRINCIPAL = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):(role|user)/(?:.*/)?([^/]+)")
+
+
 def _same_principal(caller: str, principal: str) -> bool:
-    """An STS session ARN drops the role's path, so a role matches by account and name."""
-    if caller == principal:
-        return True
-    if ":role/" not in caller or ":role/" not in principal:
-        return False
-    return caller.split(":")[4] == principal.split(":")[4] and caller.rsplit("/", 1)[1] == principal.rsplit("/", 1)[1]
+    """Whether a caller is a listed principal: an STS session ARN drops the role's path, so
+    roles (and users) match by account, kind and name."""
+    a, b = _PRINCIPAL.fullmatch(caller), _PRINCIPAL.fullmatch(principal)
+    return caller == principal or (a is not None and b is not None and a.groups() == b.groups())
 
 
 def identity(ctx: Context) -> list[Finding]:
