@@ -7,7 +7,7 @@ STACK  ?= dev
 PYTEST_ARGS ?=
 PY     := $(VENV)/bin/python
 
-.PHONY: preview test typecheck unit bench clean tools
+.PHONY: preview preflight test typecheck unit bench clean tools
 
 # Test tools the behaviour tests run for real, installed in user space into $(TOOLS) (gitignored),
 # each pinned by version and sha256 (a checksum mismatch fails the install).
@@ -36,6 +36,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto
 
 preview: $(VENV)/.installed
 	$(PY) -m tools.preview --stack $(STACK) --out build/$(STACK)
+
+# Read-only checks of the AWS account against the stack (README, "Preflight"); without AWS
+# credentials, the stack file checks only.
+preflight: $(VENV)/.installed
+	$(PY) -m tools.preflight --stack $(STACK)
 
 # Each step prints its wall time; pytest also prints the time of each test group (module).
 # The suite runs on every core, one module per worker at a time (--dist loadfile: a module's

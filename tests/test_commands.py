@@ -117,6 +117,7 @@ CONFIG_ERROR = {
     "tools.publish_model": "usage or configuration error",
     "tools.promote": "usage or configuration error",
     "tools.preview": "config error",
+    "tools.preflight": "usage or configuration error",
 }
 
 
@@ -125,6 +126,7 @@ def _invocations(stack: str, project: Path) -> dict[str, list[str]]:
         "tools.publish_model": ["--stack", stack, "--model", "resnet", "--version", "1", "--path", str(project / "export" / "1")],
         "tools.promote": ["--from", "prod", "--to", stack, "--root", str(project)],
         "tools.preview": ["--stack", stack, "--out", str(project / "build")],
+        "tools.preflight": ["--stack", stack],
     }
 
 
