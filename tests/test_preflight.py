@@ -23,7 +23,7 @@ from components.config import StackConfig
 from tests.support import parse, raw_stack
 from tests.support.aws import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 from tools.lib.stackfile import ROOT, parse_document, stack_file
-from tools.preflight import offline, quotas, runner
+from tools.preflight import existing, offline, quotas, runner
 from components.cluster import INTERNAL_ELB_ROLE_TAG
 from tools.preflight.aws_errors import policy_actions
 from tools.preflight.model import Context, Finding
@@ -361,19 +361,19 @@ def test_a_certificate_from_another_region_fails() -> None:
 
 def test_a_deployer_outside_admin_principals_fails(aws: None) -> None:
     # moto's caller is arn:aws:sts::123456789012:user/moto, in none of prod's admin roles.
-    findings = offline.identity(context(prod()))
-    deployer = by_check(findings, "deployer")
+    findings = existing.checks(context(prod()))
+    deployer = by_check(findings, "deployer is a cluster admin")
     assert deployer.verdict == "fail" and "bootstrap_creator_admin" in deployer.fix
     raw = raw_stack("prod")
     raw["cluster"]["admin_principals"] = {"me": f"arn:aws:iam::{ACCOUNT}:user/moto"}
-    assert by_check(offline.identity(context(parse(raw))), "deployer").verdict == "pass"
-    assert offline._same_principal(
+    assert by_check(existing.checks(context(parse(raw))), "deployer is a cluster admin").verdict == "pass"
+    assert existing._same_principal(
         f"arn:aws:iam::{ACCOUNT}:role/PlatformAdmins", f"arn:aws:iam::{ACCOUNT}:role/team/PlatformAdmins"
     )
-    assert not offline._same_principal(
+    assert not existing._same_principal(
         f"arn:aws:iam::{ACCOUNT}:role/PlatformAdmins", "arn:aws:iam::111122223333:role/PlatformAdmins"
     )
-    assert offline._role_of(f"arn:aws:sts::{ACCOUNT}:assumed-role/Admins/s1") == f"arn:aws:iam::{ACCOUNT}:role/Admins"
+    assert existing._role_of(f"arn:aws:sts::{ACCOUNT}:assumed-role/Admins/s1") == f"arn:aws:iam::{ACCOUNT}:role/Admins"
 
 
 # --- read-only, and every call in the policy ------------------------------------------------
@@ -443,7 +443,7 @@ def test_an_unreachable_endpoint_is_unknown_without_a_traceback() -> None:
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 1
     verdicts = {f["check"]: f["verdict"] for f in json.loads(done.stdout)}
-    assert verdicts["availability zones"] == "unknown" and verdicts["AWS identity"] == "unknown"
+    assert verdicts["availability zones"] == "unknown" and verdicts["AWS account"] == "unknown"
     assert "pass" not in verdicts.values()
 
 

@@ -37,12 +37,14 @@ def checks(ctx: Context) -> list[Finding]:
         return []
     findings: list[Finding] = []
     try:
-        account = caller(ctx)["Account"]
+        identity = caller(ctx)
     except CouldNotCheck as exc:
         findings.append(exc.finding)
         account = None
-    if account is not None:
+    else:
+        account = identity["Account"]
         findings.append(account_finding(ctx.config, account))
+        findings += deployer_findings(ctx.config, identity["Arn"])
     for group in (hosted_zone_findings, lambda c: principal_findings(c, account), cluster_findings):
         try:
             findings += group(ctx)
@@ -101,6 +103,37 @@ def account_finding(cfg: StackConfig, account: str) -> Finding:
         "AWS account", needs, f"you are signed in to account {account}; the stack file names {named}", "fail",
         f"sign in to the stack's account (AWS_PROFILE), or change those keys to ARNs of account {account}",
     )
+
+
+def _role_of(caller_arn: str) -> str:
+    """The IAM ARN an STS caller ARN stands for: an assumed-role session is its role."""
+    found = re.fullmatch(r"arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/.+", caller_arn)
+    return f"arn:{found[1]}:iam::{found[2]}:role/{found[3]}" if found else caller_arn
+
+
+_PRINCIPAL = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):(role|user)/(?:.*/)?([^/]+)")
+
+
+def _same_principal(caller_arn: str, principal: str) -> bool:
+    """Whether a caller is a listed principal: an STS session ARN drops the role's path, so
+    roles (and users) match by account, kind and name."""
+    a, b = _PRINCIPAL.fullmatch(caller_arn), _PRINCIPAL.fullmatch(principal)
+    return caller_arn == principal or (a is not None and b is not None and a.groups() == b.groups())
+
+
+def deployer_findings(cfg: StackConfig, caller_arn: str) -> list[Finding]:
+    """Who runs the deploy: with `bootstrap_creator_admin: false` (mode create) only the
+    `admin_principals` get cluster access (README, "Deploying for real"), so a caller outside
+    them creates the cluster and then cannot create anything in it."""
+    if cfg.cluster.mode != "create" or cfg.cluster.bootstrap_creator_admin:
+        return []
+    role = _role_of(caller_arn)
+    in_list = any(_same_principal(role, a) for a in cfg.cluster.admin_principals.values())
+    return [Finding(
+        "deployer is a cluster admin", "the caller among cluster.admin_principals (bootstrap_creator_admin: false)",
+        f"caller {role}", "pass" if in_list else "fail",
+        "" if in_list else "add the caller's role to cluster.admin_principals, or set cluster.bootstrap_creator_admin: true",
+    )]
 
 
 # --- hosted zone --------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from components.config import StackConfig
-from tools.preflight.aws_errors import could_not_check
 from tools.preflight.model import Context, Finding, Verdict
 
 # The placeholders the repo's stack files and README ship (README, "Deploying for real").
@@ -126,58 +125,8 @@ def certificate_region(cfg: StackConfig) -> list[Finding]:
     )]
 
 
-def _role_of(caller_arn: str) -> str:
-    """The IAM ARN an STS caller ARN stands for: an assumed-role session is its role."""
-    found = re.fullmatch(r"arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/.+", caller_arn)
-    return f"arn:{found[1]}:iam::{found[2]}:role/{found[3]}" if found else caller_arn
-
-
-_PRINCIPAL = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):(role|user)/(?:.*/)?([^/]+)")
-
-
-def _same_principal(caller: str, principal: str) -> bool:
-    """Whether a caller is a listed principal: an STS session ARN drops the role's path, so
-    roles (and users) match by account, kind and name."""
-    a, b = _PRINCIPAL.fullmatch(caller), _PRINCIPAL.fullmatch(principal)
-    return caller == principal or (a is not None and b is not None and a.groups() == b.groups())
-
-
-def identity(ctx: Context) -> list[Finding]:
-    """Who runs the deploy: with `bootstrap_creator_admin: false` (mode create) only the
-    `admin_principals` get cluster access (README, "Deploying for real"), so a caller outside
-    them creates the cluster and then cannot create anything in it."""
-    if ctx.client is None:
-        return []
-    cfg = ctx.config
-    try:
-        caller = ctx.client("sts").get_caller_identity()
-    except Exception as exc:  # noqa: BLE001 - every AWS error becomes `unknown`
-        return [could_not_check("AWS identity", "the account that will run pulumi up", exc)]
-    account, arn = caller["Account"], caller["Arn"]
-    findings = [Finding("AWS identity", "credentials for the target account", f"account {account}, {arn}", "pass")]
-    ingress = cfg.ingress
-    if ingress is not None and ingress.enabled and ingress.certificate_arn is not None:
-        cert_account = ingress.certificate_arn.split(":")[4]
-        if cert_account != account:
-            findings.append(Finding(
-                "ACM certificate account", f"a certificate in account {account}",
-                f"ingress.certificate_arn is in account {cert_account}", "fail",
-                "use a certificate of the deploying account in ingress.certificate_arn, or deploy with that account's credentials",
-            ))
-    if cfg.cluster.mode == "create" and not cfg.cluster.bootstrap_creator_admin:
-        role = _role_of(arn)
-        in_list = any(_same_principal(role, a) for a in cfg.cluster.admin_principals.values())
-        findings.append(Finding(
-            "deployer is a cluster admin", "the caller among cluster.admin_principals (bootstrap_creator_admin: false)",
-            f"caller {role}", "pass" if in_list else "fail",
-            "" if in_list else "add the caller's role to cluster.admin_principals, or set cluster.bootstrap_creator_admin: true",
-        ))
-    return findings
-
-
 def checks(ctx: Context) -> list[Finding]:
     return [
         *placeholders(ctx.config, ctx.notes.get("document")),
         *certificate_region(ctx.config),
-        *identity(ctx),
     ]
