@@ -1,5 +1,6 @@
 """Preflight checks of the things a stack refers to but does not create: the account the
-caller is signed in to against the accounts the stack file's ARNs name, the ingress's
+caller is signed in to against the accounts the stack file's ARNs name, the caller among
+the cluster admins when the creator gets no access of its own, the ingress's
 hosted zone, the admin and publisher principals, and in mode existing the cluster with what
 components/cluster.py needs of it (version, add-ons, IAM OIDC provider, private and load
 balancer subnets). It also exports the zones of an existing cluster's private subnets for

@@ -1,8 +1,8 @@
-"""Preflight checks of what the stack file alone tells (no AWS call), and of who runs the
-deploy (one STS call when online): placeholders shipped in the example stack files, reported
-first with the keys to change, and the few things a deploy would fail on that the config
-model cannot refuse without knowing the account. It must not repeat the config model's
-rules: the file has been validated before any check runs."""
+"""Preflight checks of what the stack file alone tells: placeholders shipped in the example
+stack files, reported first with the keys to change, and the few things a deploy would fail
+on that the config model does not refuse (a certificate from another region). It must make
+no AWS call (the account checks are tools/preflight/existing.py's), nor repeat the config
+model's rules: the file has been validated before any check runs."""
 
 from __future__ import annotations
 
