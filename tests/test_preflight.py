@@ -469,3 +469,20 @@ def test_the_readme_shows_the_policy_and_the_dev_output_as_they_are() -> None:
     shown = text.split(readme.BEGIN, 1)[1].split(readme.END, 1)[0].strip()
     assert shown == readme.section(), "README Preflight section is stale: run `python -m tools.preflight.readme --write-readme`"
     assert json.loads(shown.split("```json", 1)[1].split("```", 1)[0]) == json.loads(readme.POLICY_PATH.read_text())
+
+
+def test_a_lookup_two_modules_need_fails_once_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    lost = Finding("EKS cluster shared-gpu", "cluster shared-gpu", "could not check: eks:DescribeCluster was denied", "unknown", "allow it")
+
+    def first(ctx: Context) -> list[Finding]:
+        return [lost]
+
+    def second(ctx: Context) -> list[Finding]:
+        return [lost, Finding("other", "-", "-", "pass")]
+
+    cfg = dev()
+    ctx = Context("dev", cfg, cfg.aws_region)
+    names = ["tools.preflight.eks", "tools.preflight.existing"]
+    monkeypatch.setattr(runner, "check_functions", lambda modules: list(zip(names, (first, second))))
+    findings = runner.preflight(ctx, names)
+    assert [f.check for f in findings] == ["EKS cluster shared-gpu", "other"]

@@ -179,4 +179,6 @@ def preflight(ctx: Context, modules: Iterable[str] = CHECK_MODULES) -> list[Find
     results = run_checks(ctx, check_functions(names))
     at = names.index(STACK_FILE_MODULE) + 1 if STACK_FILE_MODULE in names else 0
     results.insert(at, findings)
-    return [finding for result in results for finding in result]
+    # Modules that need the same lookup (an existing cluster, for the EKS and the
+    # referenced-resource checks) report its failure alike: once is enough.
+    return list(dict.fromkeys(finding for result in results for finding in result))
