@@ -161,9 +161,9 @@ def stack_of(name: str) -> Stack:
         (h,) = hpas
         hpa = Hpa(h["metadata"]["name"], h["spec"]["minReplicas"], h["spec"]["maxReplicas"])
     else:
-        # KEDA makes the HPA `keda-hpa-<ScaledObject>` (controllers/keda/hpa.go getHPAName), with
+        # KEDA makes the HPA `keda-hpa-<ScaledObject>` (KEDA v2.20.2 controllers/keda/hpa.go getHPAName), with
         # minReplicas the ScaledObject's minReplicaCount, or 1 when that is 0 (apis/keda/v1alpha1
-        # scaledobject_types.go GetHPAMinReplicas): KEDA itself takes the Deployment to zero.
+        # scaledobject_types.go GetHPAMinReplicas, defaultHPAMinReplicas = 1): KEDA itself takes the Deployment to zero.
         (so,) = scaled
         hpa = Hpa(f"keda-hpa-{so['metadata']['name']}", max(1, so["spec"]["minReplicaCount"]), so["spec"]["maxReplicaCount"])
     dcgm = [x.inputs["namespace"] for x in rendered(name).of_type("kubernetes:helm.sh/v3:Release") if x.inputs["chart"] == "dcgm-exporter"]
