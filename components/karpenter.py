@@ -409,7 +409,7 @@ class Karpenter(pulumi.ComponentResource):
         )
         aws.sqs.QueuePolicy(
             f"{name}-interruption-policy",
-            queue_url=queue.id,
+            queue_url=queue.url,
             policy=queue.arn.apply(lambda arn: json.dumps(queue_policy(arn))),
             opts=child_options(self),
         )

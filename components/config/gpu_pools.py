@@ -74,7 +74,8 @@ class DisruptionBudget(Section):
         # NodePool v1 CRD, budgets: "'schedule' must be set with 'duration'" (and the reverse).
         if (self.schedule is None) != (self.duration is None):
             raise RuleError(
-                "schedule" if self.duration is None else "duration",
+                # The key that is missing, and the value of the one given.
+                "duration" if self.duration is None else "schedule",
                 self.schedule or self.duration,
                 "schedule and duration go together: set both or neither",
             )
@@ -145,6 +146,13 @@ def zone_share(total: int, zone_count: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(zone_count)]
 
 
+KARPENTER_HAS_NO_NODE_COUNT = (
+    "is for provisioner: managed-node-group only; Karpenter keeps no standing nodes (it "
+    "launches one for each pending pod, up to max_size nodes' GPUs) and replaces nodes by its "
+    "disruption budgets (karpenter.budgets)"
+)
+
+
 class GpuPoolConfig(NodeGroupSizing):
     """One GPU pool: an EKS managed node group per availability zone of the private subnets,
     all alike (CA's --balance-similar-node-groups keeps them level). Keyed by name in
@@ -201,9 +209,11 @@ class GpuPoolConfig(NodeGroupSizing):
         # Runs before the env defaults fill min/desired (child validators run first): a
         # Karpenter pool has no node count of its own, so its defaults are 0, not prod's 3.
         if isinstance(data, dict) and data.get("provisioner") == KARPENTER:
-            data = {**data}
-            data.setdefault("min_size", 0)
-            data.setdefault("desired_size", 0)
+            for key in ("min_size", "desired_size"):
+                # Refused here, before the sizing rules compare them with each other.
+                if data.get(key) not in (None, 0):
+                    raise RuleError(key, data[key], KARPENTER_HAS_NO_NODE_COUNT)
+            data = {**data, "min_size": 0, "desired_size": 0}
         return data
 
     @model_validator(mode="after")
@@ -223,19 +233,9 @@ class GpuPoolConfig(NodeGroupSizing):
                     "managed-node-group (remove the section or set provisioner: karpenter)",
                 )
             return self
-        # min/desired are always set here (0 unless the stack file says otherwise);
-        # max_unavailable only when the stack file sets it.
-        given = {k: getattr(self, k) for k in ("min_size", "desired_size") if getattr(self, k)}
+        # min_size and desired_size are refused before validation (above).
         if "max_unavailable" in self.model_fields_set:
-            given["max_unavailable"] = self.max_unavailable
-        for key, value in given.items():
-            raise RuleError(
-                key,
-                value,
-                "is for provisioner: managed-node-group only; Karpenter keeps no standing "
-                "nodes (it launches one for each pending pod, up to max_size nodes' GPUs) "
-                "and replaces nodes by its disruption budgets (karpenter.budgets)",
-            )
+            raise RuleError("max_unavailable", self.max_unavailable, KARPENTER_HAS_NO_NODE_COUNT)
         return self
 
     @model_validator(mode="after")
