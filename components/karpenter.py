@@ -60,6 +60,11 @@ INTERRUPTION_EVENTS: dict[str, dict[str, list[str]]] = {
         "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"],
     },
 }
+# The CRDs outlive a failed or removed release: deleting a CRD deletes every NodePool and
+# NodeClaim of it, and Karpenter then terminates their nodes. `keep` makes Helm leave the
+# object on uninstall (Helm docs, "Tell Helm Not To Uninstall a Resource"); the chart adds
+# these annotations to each CRD (karpenter-crd 1.14.1 values.yaml, additionalAnnotations).
+CRD_VALUES = {"additionalAnnotations": {"helm.sh/resource-policy": "keep"}}
 # The same template: messages older than 5 minutes are of no use to the controller.
 QUEUE_RETENTION_SECONDS = 300
 
@@ -431,7 +436,7 @@ class Karpenter(pulumi.ComponentResource):
             f"{name}-crd",
             catalog.CHARTS["karpenter-crd"],
             KARPENTER_NAMESPACE,
-            {},
+            CRD_VALUES,
             child_options(self, cluster.provider),
         )
         policy = pulumi.Output.all(cluster.name, role.arn, queue.arn).apply(

@@ -249,6 +249,8 @@ def test_the_karpenter_charts_render_with_our_values_and_conform(stack: str) -> 
     crds = c.release("karpenter-crd")
     assert controller is not None and crds is not None
     assert {crd["spec"]["names"]["kind"] for crd in crds.render.crds} >= {"NodePool", "EC2NodeClass", "NodeClaim"}
+    # Removing the release must not delete the CRDs, and with them every NodePool's nodes.
+    assert all(crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for crd in crds.render.crds)
     assert cr.conformance_problems(c) == []
     assert cr.unserved_kind_problems(c) == []
     deployment = next(m for m in controller.render.of_kind("Deployment"))
