@@ -77,6 +77,10 @@ def test_a_karpenter_pool_has_no_node_group_and_no_node_template_tags(stack: str
     assert not [t for t in r.of_type(cr.ASG_TAG) if f"-{pool}-" in t.name]
     assert [x.name for x in r.of_type(NODE_POOL)] == [f"karpenter-{pool}-node-pool"]
     assert [x.name for x in r.of_type(NODE_CLASS)] == [f"karpenter-{pool}-node-class"]
+    # A managed-node-group pool beside it (prod has two pools) keeps its groups and tags.
+    for other in set(raw_stack(stack)["gpu_pools"]) - {pool}:
+        assert [g for g in r.of_type(cr.NODE_GROUP) if f"-{other}-" in g.name]
+        assert [t for t in r.of_type(cr.ASG_TAG) if f"-{other}-" in t.name and "-asg-tag-label-" in t.name]
 
 
 def discovery_tagged(monkeypatch: pytest.MonkeyPatch, cluster: str) -> None:
