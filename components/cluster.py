@@ -690,7 +690,7 @@ class Cluster(pulumi.ComponentResource):
             subnet = aws.ec2.get_subnet(id=subnet_id, opts=invoke)
             by_zone.setdefault(subnet.availability_zone, []).append(pulumi.Output.from_input(subnet_id))
             private_cidrs.append(subnet.cidr_block)
-            if (subnet.tags or {}).get(DISCOVERY_TAG) != found.name:
+            if self._karpenter and (subnet.tags or {}).get(DISCOVERY_TAG) != found.name:
                 untagged.append(subnet_id)
         if self._karpenter:
             # We do not tag what the cluster's owners hold: Karpenter's nodes land only in
