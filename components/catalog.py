@@ -399,7 +399,25 @@ CHARTS: dict[str, Chart] = {
         ),
         # aws/eks-charts stable/aws-for-fluent-bit, newest published (image 3.2.1, Fluent Bit 4.2).
         Chart("aws-for-fluent-bit", "0.2.0", "https://aws.github.io/eks-charts"),
+        # Karpenter 1.14.1 and its CRDs as their own chart, installed first: Helm installs a
+        # chart's crds/ only once and never upgrades them, so the project recommends the
+        # karpenter-crd chart (karpenter-provider-aws website/content/en/v1.14/upgrading/
+        # upgrade-guide.md, "CRD Upgrades").
+        Chart("karpenter-crd", "1.14.1", "oci://public.ecr.aws/karpenter"),
+        Chart("karpenter", "1.14.1", "oci://public.ecr.aws/karpenter"),
     )
+}
+
+# Karpenter pools pick their EKS-optimised AMI by alias at a pinned release, never @latest (a
+# new AMI would roll every node as drift). AL2023 v20260520 is the release Karpenter 1.14's own
+# e2e suite pins as a known older AMI for the Kubernetes versions it tests
+# (karpenter-provider-aws test/suites/ami/suite_test.go); Bottlerocket v1.46.0 is the one its
+# AMI family tests name (pkg/providers/amifamily/bottlerocket_test.go). With an alias and an
+# NVIDIA instance type Karpenter picks the NVIDIA variant itself (EC2NodeClass docs,
+# amiSelectorTerms: "alias").
+KARPENTER_AMI_ALIASES: dict[AmiType, str] = {
+    "AL2023_x86_64_NVIDIA": "al2023@v20260520",
+    "BOTTLEROCKET_x86_64_NVIDIA": "bottlerocket@v1.46.0",
 }
 
 # cluster-autoscaler's minor must match the cluster's (kubernetes/kops' mapping, 2026-07).

@@ -28,6 +28,10 @@ from components.resources import child_options
 
 ELB_ROLE_TAG = "kubernetes.io/role/elb"
 INTERNAL_ELB_ROLE_TAG = "kubernetes.io/role/internal-elb"
+# Karpenter finds the subnets and security groups of its nodes by this tag, valued with the
+# cluster's name (karpenter-provider-aws website/content/en/v1.14/getting-started/
+# getting-started-with-karpenter: "Add tags to subnets and security groups").
+DISCOVERY_TAG = "karpenter.sh/discovery"
 CLUSTER_ADMIN_POLICY = "arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 POOL_LABEL = "tf-serving-eks/pool"
 SYSTEM_POOL = "system"
@@ -115,10 +119,11 @@ class ExistingClusterNeeds:
 def existing_cluster_needs(cfg: StackConfig) -> ExistingClusterNeeds:
     ingress = cfg.ingress if cfg.ingress and cfg.ingress.enabled else None
     return ExistingClusterNeeds(
-        # Pod Identity roles: cluster-autoscaler, the load balancer controller and
+        # Pod Identity roles: cluster-autoscaler, Karpenter, the load balancer controller and
         # external-dns, fluent-bit, and the model reader unless it uses IRSA.
         pod_identity=bool(
-            (cfg.gpu_pools and cfg.node_autoscaling.enabled)
+            (cfg.node_group_pools and cfg.node_autoscaling.enabled)
+            or cfg.karpenter_pools
             or ingress
             or cfg.monitoring.logs.enabled
             or cfg.model_store.identity == "pod_identity"
@@ -253,10 +258,15 @@ class Cluster(pulumi.ComponentResource):
         account_id: str,
         aws_provider: aws.Provider,
         needs: ExistingClusterNeeds | None = None,
+        karpenter: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:cluster:Cluster", name, None, opts)
         self._needs = needs or ExistingClusterNeeds()
+        # Some GPU pool's nodes come from Karpenter: its subnets and security group are found
+        # by DISCOVERY_TAG (tagged in mode create only then, so other stacks are unchanged;
+        # checked in mode existing).
+        self._karpenter = karpenter
         self._name = name
         self._cfg = cfg
         self._region = region
@@ -376,6 +386,17 @@ class Cluster(pulumi.ComponentResource):
             for addon in ADDONS_AFTER_NODES
         }
 
+        node_security_group = cluster.vpc_config.apply(lambda v: v.cluster_security_group_id or "")
+        if self._karpenter:
+            # EKS creates the cluster security group (every node's): a tag resource, since
+            # no resource of ours holds its tags.
+            aws.ec2.Tag(
+                f"{n}-node-sg-discovery-tag",
+                resource_id=node_security_group,
+                key=DISCOVERY_TAG,
+                value=cfg.name,
+                opts=child_options(self),
+            )
         plan = plan_subnets(str(cfg.vpc.cidr), cfg.vpc.az_count)
         ca_data = cluster.certificate_authority.apply(lambda ca: ca.data or "")
         provider = k8s.Provider(
@@ -410,9 +431,7 @@ class Cluster(pulumi.ComponentResource):
             private_subnet_cidrs=pulumi.Output.from_input(
                 [p.cidr for p in plan if p.tier == "private"]
             ),
-            node_security_group_id=cluster.vpc_config.apply(
-                lambda v: v.cluster_security_group_id or ""
-            ),
+            node_security_group_id=node_security_group,
             provider=provider,
             system_node_selector={POOL_LABEL: SYSTEM_POOL},
             private_subnet_ids_by_zone={
@@ -471,7 +490,12 @@ class Cluster(pulumi.ComponentResource):
                 cidr_block=plan.cidr,
                 availability_zone=zone,
                 map_public_ip_on_launch=False,
-                tags={"Name": f"{cfg.name}-{plan.tier}-{zone}", role_tag: "1", cluster_tag: "shared"},
+                tags={
+                    "Name": f"{cfg.name}-{plan.tier}-{zone}",
+                    role_tag: "1",
+                    cluster_tag: "shared",
+                    **({DISCOVERY_TAG: cfg.name} if self._karpenter and plan.tier == "private" else {}),
+                },
                 opts=child_options(self),
             )
             (public if plan.tier == "public" else private).append(subnet)
@@ -661,10 +685,27 @@ class Cluster(pulumi.ComponentResource):
             )
         by_zone: dict[str, list[pulumi.Output[str]]] = {}
         private_cidrs: list[str] = []
+        untagged: list[str] = []
         for subnet_id in subnet_ids:
             subnet = aws.ec2.get_subnet(id=subnet_id, opts=invoke)
             by_zone.setdefault(subnet.availability_zone, []).append(pulumi.Output.from_input(subnet_id))
             private_cidrs.append(subnet.cidr_block)
+            if self._karpenter and (subnet.tags or {}).get(DISCOVERY_TAG) != found.name:
+                untagged.append(subnet_id)
+        if self._karpenter:
+            # We do not tag what the cluster's owners hold: Karpenter's nodes land only in
+            # subnets and security groups that carry the discovery tag, so it must be there.
+            group_id = found.vpc_config.cluster_security_group_id
+            group = aws.ec2.get_security_group(id=group_id, opts=invoke)
+            if (group.tags or {}).get(DISCOVERY_TAG) != found.name:
+                untagged.append(group_id)
+            if untagged:
+                raise refuse_existing(
+                    found.name, "gpu_pools", "provisioner: karpenter",
+                    f"has private subnets or a cluster security group without the tag "
+                    f"{DISCOVERY_TAG}={found.name} ({', '.join(untagged)}), by which Karpenter "
+                    "finds where to launch nodes: tag them, or use provisioner managed-node-group",
+                )
         vpc = aws.ec2.get_vpc(id=vpc_id, opts=invoke)
         public_cidrs = [vpc.cidr_block]
         if needs.load_balancer_scheme == "internet-facing":

@@ -1,17 +1,19 @@
 """GPU node pools that scale from zero, with the NVIDIA stack their nodes need (stack key
 `gpu_pools`).
 
-Per pool (keyed by name): one node role and launch template, and one EKS managed node
-group per availability zone of the private subnets (keyed by pool and zone name), all on
+Per managed-node-group pool (keyed by name): one node role and launch template, and one EKS
+managed node group per availability zone of the private subnets (keyed by pool and zone name), all on
 the NVIDIA EKS AMI with the same taint and labels (the scheduling contract GPU workloads
 use), and node-template tags on each Auto Scaling group so cluster-autoscaler can build a
 node from nothing, in the right zone. One group per zone because cluster-autoscaler builds
 a multi-AZ group's template node in its first zone only (cloudprovider/aws/aws_manager.go,
 getAsgTemplate), which a strict zone spread cannot use; --balance-similar-node-groups keeps
 the zones level. Per cluster: the NVIDIA device plugin and the DCGM exporter, each from its
-upstream chart, pinned.
+upstream chart, pinned, for every pool whatever its provisioner. A Karpenter pool's nodes come
+from its NodePool (components/karpenter.py), with the same labels and taint (pool_labels): no
+node group and no node-template tags here.
 
-It must not install or configure cluster-autoscaler (components/node_autoscaling.py does,
+It must not install or configure cluster-autoscaler or Karpenter (components/node_autoscaling.py does,
 reading these pools' outputs), nor export stack outputs (components/stack.py does).
 """
 
@@ -81,7 +83,7 @@ class GpuPoolsOutputs:
 
     # Per pool, what a GPU workload carries to land on its nodes.
     scheduling: dict[str, GpuScheduling]
-    # Per pool, its node groups' names by zone name.
+    # Per managed-node-group pool, its node groups' names by zone name.
     node_group_names: dict[str, dict[str, pulumi.Output[str]]]
     # Per pool, the IAM role its nodes run as.
     node_role_names: dict[str, pulumi.Output[str]]
@@ -216,6 +218,7 @@ class GpuPools(pulumi.ComponentResource):
         partition: str,
         service_monitor: Mapping[str, str] | None,
         monitoring_ready: list[pulumi.Resource],
+        karpenter_node_role_name: pulumi.Output[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         # Deployed stacks hold this component, and through it every child, under the old type.
@@ -232,6 +235,10 @@ class GpuPools(pulumi.ComponentResource):
         node_group_names: dict[str, dict[str, pulumi.Output[str]]] = {}
         groups: list[aws.eks.NodeGroup] = []
         for pool_name, pool in pools.items():
+            if pool.uses_karpenter:
+                assert karpenter_node_role_name is not None, "Karpenter pools need Karpenter's node role"
+                node_role_names[pool_name] = karpenter_node_role_name
+                continue
             role, by_zone = self._node_groups(pool_name, pool)
             node_role_names[pool_name] = role.name
             node_group_names[pool_name] = {z: g.node_group_name for z, g in by_zone.items()}

@@ -33,6 +33,7 @@ def helm_release(
     opts: pulumi.ResourceOptions,
     create_namespace: bool = False,
     timeout_seconds: int = 600,
+    skip_crds: bool = False,
 ) -> k8s.helm.v3.Release:
     """A Helm release named after its chart (stable object names), rolled back if it fails."""
     return k8s.helm.v3.Release(
@@ -49,6 +50,8 @@ def helm_release(
             cleanup_on_fail=True,
             # `atomic` makes Helm wait for every object to be ready, this long, then roll back.
             timeout=timeout_seconds,
+            # Only set for a chart whose CRDs another release owns (unset: Helm's default).
+            skip_crds=True if skip_crds else None,
         ),
         opts=opts,
     )
@@ -82,6 +85,7 @@ def controller(
     managed_policy_description: str | None = None,
     timeout_seconds: int = 600,
     aliases: Sequence[pulumi.Alias] = (),
+    skip_crds: bool = False,
 ) -> Controller:
     """A chart whose pods call AWS, with its own identity: an EKS Pod Identity role bound to
     the chart's service account, the role's IAM policy, and the pinned release.
@@ -90,7 +94,8 @@ def controller(
     policy; with `managed_policy_description`, a managed policy of that description, attached
     by `<name>-policy-attachment`) and the release `<name>`, on `provider`. The release waits
     for the identity binding (the pods get their credentials at admission), for `depends_on`
-    and, with `wait_for_policy`, for the policy. `aliases` are set on every child."""
+    and, with `wait_for_policy`, for the policy. `aliases` are set on every child; with
+    `skip_crds`, Helm leaves the chart's crds/ alone (another release installs them)."""
     aws_opts = child_options(parent, aliases=list(aliases) or None)
     role, association = pod_identity_role(
         name,
@@ -123,6 +128,7 @@ def controller(
             aliases=list(aliases) or None,
         ),
         timeout_seconds=timeout_seconds,
+        skip_crds=skip_crds,
     )
     return Controller(role=role, association=association, grant=grant, release=release)
 

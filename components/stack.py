@@ -18,6 +18,7 @@ from components.config import StackConfig, check_pool_zones, load_stack_config
 from components.gpu_pools import GpuPools
 from components.image_cache import ImageCache
 from components.ingress import Ingress, IngressOutputs
+from components.karpenter import Karpenter
 from components.logs import ClusterLogs
 from components.model_layout import model_bucket_name
 from components.model_store import ModelStore
@@ -49,6 +50,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         account_id=account_id,
         aws_provider=aws_provider,
         needs=existing_cluster_needs(cfg),
+        karpenter=bool(cfg.karpenter_pools),
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     ).outputs
     # An existing cluster's zones are known only now: refuse pools they cannot split before
@@ -67,6 +69,21 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             cluster=cluster,
         ).outputs
     monitoring_ready: list[pulumi.Resource] = list(prometheus.crds_ready) if prometheus else []
+    karpenter = None
+    if cfg.karpenter_pools:
+        karpenter = Karpenter(
+            "karpenter",
+            {name: cfg.gpu_pools[name] for name in cfg.karpenter_pools},
+            cluster=cluster,
+            environment=cfg.environment,
+            region=cfg.aws_region,
+            partition=partition,
+            account_id=account_id,
+            tags=base_tags(cfg, pulumi.get_stack()),
+            service_monitor=chart_monitors,
+            monitoring_ready=monitoring_ready,
+            opts=pulumi.ResourceOptions(providers=[aws_provider]),
+        ).outputs
     gpu = GpuPools(
         "gpu",
         cfg.gpu_pools,
@@ -75,11 +92,13 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         partition=partition,
         service_monitor=chart_monitors,
         monitoring_ready=monitoring_ready,
+        karpenter_node_role_name=karpenter.node_role_name if karpenter else None,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     ).outputs
     # cluster-autoscaler scales only the groups this stack makes (components/nodes.py,
-    # AUTOSCALED_BY_TAG): on an existing cluster without GPU pools there are none.
-    if cfg.node_autoscaling.enabled and (cfg.cluster.mode == "create" or cfg.gpu_pools):
+    # AUTOSCALED_BY_TAG): on an existing cluster without managed-node-group GPU pools there
+    # are none (Karpenter pools have no node group).
+    if cfg.node_autoscaling.enabled and (cfg.cluster.mode == "create" or cfg.node_group_pools):
         NodeAutoscaler(
             # The GPU pools' name: its resources keep the names they had under that component.
             "gpu",

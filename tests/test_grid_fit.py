@@ -1,6 +1,6 @@
 """Every pod of every grid config fits the nodes it can land on, judged from the rendered
 objects as the scheduler would: node groups (instance type, labels, taints, max size) from
-the rendered EKS node groups; pods and their requests from the rendered Deployments and
+the rendered EKS node groups and Karpenter NodePools; pods and their requests from the rendered Deployments and
 StatefulSets; per-node daemons from the rendered DaemonSets and from each DaemonSet chart's
 Helm values over the pinned chart's defaults (../shared/reference/charts), plus the EKS
 add-ons' daemons (catalog.EKS_ADDON_DAEMONS, sourced there).
@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from components import catalog
+from tests.support import chart_renders as cr
 from tests.support.config_grid import GRID, rendered
 from tests.support.scheduling import Taint, can_land
 from tools.lib.mock_engine import Rendering
@@ -158,6 +159,27 @@ def node_groups(r: Rendering) -> list[NodeGroup]:
         }
         taints = [Taint.from_eks(t) for t in res.inputs.get("taints") or []]
         groups.append(NodeGroup(res.name, instance, labels, taints, res.inputs["scalingConfig"]["maxSize"]))
+    return groups + karpenter_node_groups(r)
+
+
+def karpenter_node_groups(r: Rendering) -> list[NodeGroup]:
+    """A Karpenter NodePool's nodes, one group per instance type it admits (labels and taints
+    as tests/support/chart_renders.py karpenter_nodes models them). Its GPU limit bounds the
+    whole pool: split evenly over its types, so a pool is never judged larger than it is."""
+    groups = []
+    limits = {
+        m["metadata"]["name"]: int(m["spec"]["limits"]["nvidia.com/gpu"])
+        for m in r.k8s_objects() if m["kind"] == "NodePool"
+    }
+    nodes = cr.karpenter_nodes(r)
+    for node in nodes:
+        pool = node.labels["karpenter.sh/nodepool"]
+        instance = catalog.instance_type(node.labels["node.kubernetes.io/instance-type"])
+        assert instance is not None, f"{node.name}: not in the catalogue"
+        group = NodeGroup(node.name, instance, dict(node.labels), list(node.taints), 0)
+        share = sum(1 for n in nodes if n.labels["karpenter.sh/nodepool"] == pool)
+        group.max_size = limits[pool] // _gpus_advertised(r, group) // share
+        groups.append(group)
     return groups
 
 

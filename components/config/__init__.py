@@ -55,7 +55,12 @@ from components.config.cluster import (
 )
 from components.config.errors import StackConfigError, format_errors
 from components.config.gpu_pools import (
+    KARPENTER,
+    MANAGED_NODE_GROUP,
+    DisruptionBudget,
     GpuPoolConfig,
+    KarpenterPoolConfig,
+    karpenter_controller_replicas,
     PoolName,
     TaintConfig,
     describe_shape,
@@ -148,6 +153,11 @@ __all__ = [
     "VpcConfig",
     # gpu_pools
     "GpuPoolConfig",
+    "KARPENTER",
+    "MANAGED_NODE_GROUP",
+    "DisruptionBudget",
+    "KarpenterPoolConfig",
+    "karpenter_controller_replicas",
     "PoolName",
     "TaintConfig",
     "describe_shape",

@@ -1,5 +1,6 @@
-"""The `gpu_pools` key: GPU node pools keyed by name, and the zone and node-shape helpers
-that need nothing but the pools.
+"""The `gpu_pools` key: GPU node pools keyed by name, each with the provisioner that makes
+its nodes (EKS managed node groups or Karpenter) and that provisioner's own settings, and the
+zone and node-shape helpers that need nothing but the pools.
 
 Whether the serving pods fit a pool needs the serving section too: that rule is on the
 root model (components/config/stack.py), not here.
@@ -8,7 +9,7 @@ root model (components/config/stack.py), not here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
@@ -23,7 +24,100 @@ from components.config.base import (
     environment_of,
     section,
 )
-from components.validation import checked
+from components.validation import checked, worded
+
+MANAGED_NODE_GROUP: Final = "managed-node-group"
+KARPENTER: Final = "karpenter"
+AUTO_MODE: Final = "auto-mode"
+Provisioner = Literal["managed-node-group", "karpenter", "auto-mode"]
+
+# Karpenter's duration fields (NodePool v1 CRD, disruption.consolidateAfter and
+# template.spec.expireAfter: pattern ^(([0-9]+(s|m|h))+|Never)$); we take one unit.
+KarpenterDuration = Annotated[str, worded(
+    r"[0-9]+(s|m|h)|Never", "must be a whole number of seconds, minutes or hours (e.g. 30s, 10m, "
+    "720h) or Never",
+)]
+# NodePool v1 CRD, disruption.budgets[].nodes: ^((100|[0-9]{1,2})%|[0-9]+)$.
+BudgetNodes = Annotated[str, worded(
+    r"(100|[0-9]{1,2})%|[0-9]+", "must be a node count (e.g. 1) or a percentage of the pool's nodes (e.g. 10%)"
+)]
+# budgets[].duration: ^((([0-9]+(h|m))|([0-9]+h[0-9]+m))(0s)?)$ (cron has no seconds).
+BudgetDuration = Annotated[str, worded(
+    r"([0-9]+(h|m))|([0-9]+h[0-9]+m)", "must be minutes or hours, e.g. 30m, 2h or 1h30m"
+)]
+# budgets[].schedule: cron syntax or one of its macros (the CRD's pattern, words only).
+BudgetSchedule = Annotated[str, worded(
+    r"@(annually|yearly|monthly|weekly|daily|midnight|hourly)|(\S+\s){4}\S+",
+    "must be a cron schedule of five fields (e.g. '0 9 * * mon-fri') or a macro such as @daily",
+)]
+
+
+def karpenter_controller_replicas(environment: str) -> int:
+    """Karpenter controllers (leader-elected; a second one takes over at once): one in dev,
+    two elsewhere, on separate system nodes (the chart's required hostname anti-affinity,
+    karpenter 1.14.1 values.yaml `affinity.podAntiAffinity`)."""
+    return 1 if environment == "dev" else 2
+
+
+class DisruptionBudget(Section):
+    """At most `nodes` of the pool disrupted at once (while `schedule` + `duration` is active)."""
+
+    nodes: BudgetNodes = Field(description="Nodes (count or percentage) Karpenter may disrupt at once.")
+    schedule: BudgetSchedule | None = Field(None, description="When the budget starts (cron, UTC).")
+    duration: BudgetDuration | None = Field(None, description="How long it lasts from each start.")
+    reasons: list[Literal["Underutilized", "Empty", "Drifted"]] | None = Field(
+        None, description="Disruption reasons it limits (default: all)."
+    )
+
+    @model_validator(mode="after")
+    def _schedule_with_duration(self) -> DisruptionBudget:
+        # NodePool v1 CRD, budgets: "'schedule' must be set with 'duration'" (and the reverse).
+        if (self.schedule is None) != (self.duration is None):
+            raise RuleError(
+                # The key that is missing, and the value of the one given.
+                "duration" if self.duration is None else "schedule",
+                self.schedule or self.duration,
+                "schedule and duration go together: set both or neither",
+            )
+        return self
+
+
+class KarpenterPoolConfig(Section):
+    """Settings of a pool whose nodes Karpenter launches (provisioner: karpenter)."""
+
+    env_defaults = {
+        # Dev gives back idle or half-used GPUs quickly; prod only removes empty nodes, and
+        # late, so that serving pods (minutes to load a model) are not moved to save money.
+        "consolidation_policy": _by_env("WhenEmptyOrUnderutilized", "WhenEmpty"),
+        "consolidate_after": _by_env("5m", "30m"),
+        "budgets": _by_env([{"nodes": "100%"}], [{"nodes": "1"}]),
+    }
+
+    consolidation_policy: Literal["WhenEmpty", "WhenEmptyOrUnderutilized"] = Field(
+        description="Which nodes Karpenter may consolidate away: only empty ones, or also "
+        "under-used ones whose pods fit elsewhere."
+    )
+    consolidate_after: KarpenterDuration = Field(
+        description="How long a node stays empty (or under-used) before Karpenter may remove it."
+    )
+    budgets: list[DisruptionBudget] = Field(
+        min_length=1, max_length=50, description="Limits on how many nodes are disrupted at once."
+    )
+    expire_after: KarpenterDuration = Field(
+        "720h", description="Node lifetime: Karpenter replaces older nodes (picks up new AMIs)."
+    )
+
+    @model_validator(mode="after")
+    def _production_rules(self, info: ValidationInfo) -> KarpenterPoolConfig:
+        if environment_of(info) == "prod" and self.consolidate_after in ("0s", "0m", "0h"):
+            raise RuleError(
+                "consolidate_after",
+                self.consolidate_after,
+                "prod must not remove a node the moment it empties (new serving pods would "
+                "wait for a new GPU node); use at least 1m",
+            )
+        return self
+
 
 
 class TaintConfig(Section):
@@ -52,6 +146,13 @@ def zone_share(total: int, zone_count: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(zone_count)]
 
 
+KARPENTER_HAS_NO_NODE_COUNT = (
+    "is for provisioner: managed-node-group only; Karpenter keeps no standing nodes (it "
+    "launches one for each pending pod, up to max_size nodes' GPUs) and replaces nodes by its "
+    "disruption budgets (karpenter.budgets)"
+)
+
+
 class GpuPoolConfig(NodeGroupSizing):
     """One GPU pool: an EKS managed node group per availability zone of the private subnets,
     all alike (CA's --balance-similar-node-groups keeps them level). Keyed by name in
@@ -66,6 +167,13 @@ class GpuPoolConfig(NodeGroupSizing):
         "max_size": _by_env(3, 6),
     }
 
+    provisioner: Provisioner = Field(
+        MANAGED_NODE_GROUP,
+        description="What makes the pool's nodes: managed-node-group (one EKS managed node group "
+        "per zone, scaled by cluster-autoscaler) or karpenter (a Karpenter NodePool); "
+        "auto-mode is not supported yet.",
+    )
+    karpenter: KarpenterPoolConfig = section("Karpenter settings (provisioner: karpenter only).")
     instance_types: list[str] = Field(
         min_length=1,
         description="GPU instance types from the catalogue (components/catalog.py); all of one "
@@ -94,6 +202,41 @@ class GpuPoolConfig(NodeGroupSizing):
         description="NVIDIA time-slicing: pods that share one GPU (1 = no sharing; for dev only; "
         "AL2023 pools only).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _karpenter_has_no_standing_nodes(cls, data: Any) -> Any:
+        # Runs before the env defaults fill min/desired (child validators run first): a
+        # Karpenter pool has no node count of its own, so its defaults are 0, not prod's 3.
+        if isinstance(data, dict) and data.get("provisioner") == KARPENTER:
+            for key in ("min_size", "desired_size"):
+                # Refused here, before the sizing rules compare them with each other.
+                if data.get(key) not in (None, 0):
+                    raise RuleError(key, data[key], KARPENTER_HAS_NO_NODE_COUNT)
+            data = {**data, "min_size": 0, "desired_size": 0}
+        return data
+
+    @model_validator(mode="after")
+    def _keys_of_its_provisioner(self) -> GpuPoolConfig:
+        if self.provisioner == AUTO_MODE:
+            raise RuleError(
+                "provisioner",
+                self.provisioner,
+                "EKS Auto Mode pools are not supported yet; use managed-node-group or karpenter",
+            )
+        if self.provisioner == MANAGED_NODE_GROUP:
+            if "karpenter" in self.model_fields_set:
+                raise RuleError(
+                    "karpenter",
+                    "...",
+                    "is for provisioner: karpenter only; this pool's provisioner is "
+                    "managed-node-group (remove the section or set provisioner: karpenter)",
+                )
+            return self
+        # min_size and desired_size are refused before validation (above).
+        if "max_unavailable" in self.model_fields_set:
+            raise RuleError("max_unavailable", self.max_unavailable, KARPENTER_HAS_NO_NODE_COUNT)
+        return self
 
     @model_validator(mode="after")
     def _known_gpu_types(self) -> GpuPoolConfig:
@@ -134,6 +277,10 @@ class GpuPoolConfig(NodeGroupSizing):
                 "time-slicing gives no memory isolation between pods; not allowed in prod",
             )
         return self
+
+    @property
+    def uses_karpenter(self) -> bool:
+        return self.provisioner == KARPENTER
 
     @property
     def is_bottlerocket(self) -> bool:
@@ -203,6 +350,10 @@ def pool_zone_problems(
     """
     problems: list[RuleError] = []
     for name, pool in pools.items():
+        if pool.uses_karpenter:
+            # No per-zone node groups: Karpenter picks each node's zone for the pods that
+            # wait (it honours their topology spread), within the pool's GPU limit.
+            continue
         if pool.max_size < zone_count:
             # EKS: a node group's scalingConfig.maxSize is at least 1 (CreateNodegroup API).
             problems.append(

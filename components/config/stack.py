@@ -24,7 +24,12 @@ from components.config.base import (
     section,
 )
 from components.config.cluster import ClusterConfig
-from components.config.gpu_pools import GpuPools, pool_zone_problems, strict_zone_spread
+from components.config.gpu_pools import (
+    GpuPools,
+    karpenter_controller_replicas,
+    pool_zone_problems,
+    strict_zone_spread,
+)
 from components.config.ingress import ALB_RULES_PER_LOAD_BALANCER, IngressConfig, alb_listener_rules
 from components.config.model_store import ModelStoreConfig
 from components.config.monitoring import AlertThresholds, MonitoringConfig
@@ -226,6 +231,35 @@ class StackConfig(Section):
                     f"{group.max_size} {name} system nodes ({capacity} serving pods at most, "
                     "before the cluster's controllers); raise max_size or use larger instance types",
                 )
+        return self
+
+    @property
+    def karpenter_pools(self) -> list[str]:
+        return [name for name, pool in self.gpu_pools.items() if pool.uses_karpenter]
+
+    @property
+    def node_group_pools(self) -> list[str]:
+        return [name for name, pool in self.gpu_pools.items() if not pool.uses_karpenter]
+
+    @model_validator(mode="after")
+    def _karpenter_has_a_home(self) -> StackConfig:
+        # Karpenter must not run on nodes it launches (it would remove its own node: Karpenter
+        # docs, getting-started "Install Karpenter"); we run it on the system node group. An
+        # existing cluster's nodes are unknown here: the chart's own affinity (no
+        # karpenter.sh/nodepool label) keeps it off Karpenter nodes, and Cluster checks the
+        # discovery tags of its subnets and security group when it looks them up.
+        pools = self.karpenter_pools
+        if not pools or self.cluster.mode != "create":
+            return self
+        replicas = karpenter_controller_replicas(self.environment)
+        group = self.cluster.system_node_group
+        if group.max_size < replicas:
+            raise RuleError(
+                "cluster.system_node_group.max_size",
+                group.max_size,
+                f"pool '{pools[0]}' uses provisioner karpenter, whose {replicas} controllers run "
+                f"on separate system nodes in {self.environment}: use at least {replicas}",
+            )
         return self
 
     @model_validator(mode="after")

@@ -388,7 +388,15 @@ def chart_traits(chart: str, version: str) -> tuple[bool, bool]:
 
 @functools.cache
 def stack_charts(name: str) -> StackCharts:
-    """Every release of stack `name`, rendered with the API versions its cluster serves:
+    """Every release of stack `name` (one of STACKS), rendered: see rendering_charts."""
+    return rendering_charts(name, stack(name))
+
+
+_charts_of_renderings: dict[str, StackCharts] = {}
+
+
+def rendering_charts(name: str, r: Rendering) -> StackCharts:
+    """Every release of the rendering `r` of stack `name` (once per name), rendered with the API versions its cluster serves:
     the CRDs its charts install (their `crds/` and CRD templates), the Gateway API CRDs it
     applies, the custom kinds it creates itself (which an existing cluster must serve for
     the stack to deploy), and the built-in groups Helm's offline set lacks.
@@ -396,7 +404,8 @@ def stack_charts(name: str) -> StackCharts:
     A chart that never consults .Capabilities.APIVersions renders the same whatever the
     cluster serves, so it is rendered once; one that installs CRDs and consults them is
     rendered twice (CRDs first), and its CRDs must come out the same both times."""
-    r = stack(name)
+    if name in _charts_of_renderings:
+        return _charts_of_renderings[name]
     kube_version = str(r.outputs["kubernetes_version"])
     registered = r.of_type(HELM_RELEASE)
     bare = [release_of(x, kube_version) for x in registered]
@@ -437,6 +446,7 @@ def stack_charts(name: str) -> StackCharts:
                 schema = (version.get("schema") or {}).get("openAPIV3Schema")
                 if schema:
                     charts.crd_schemas[(f"{group}/{version['name']}", kind)] = schema
+    _charts_of_renderings[name] = charts
     return charts
 
 
@@ -587,6 +597,52 @@ def node_groups(r: Rendering) -> list[NodeGroup]:
     return groups
 
 
+# Karpenter's AMI aliases by family -> the EKS AMI type a managed node group would name.
+_ALIAS_AMI_TYPES = {"al2023": "AL2023_x86_64_NVIDIA", "bottlerocket": "BOTTLEROCKET_x86_64_NVIDIA"}
+
+
+def karpenter_nodes(r: Rendering) -> list[NodeGroup]:
+    """The nodes the stack's Karpenter NodePools may launch, one per instance type each admits.
+
+    Labels, as Karpenter registers a node (karpenter-provider-aws website/content/en/v1.14/
+    concepts/scheduling.md, "Well-Known Labels", and nodepools.md, spec.template): the
+    template's labels, every requirement with operator In and one value (Karpenter sets
+    single-valued requirements as labels), the instance type it picked, the NodePool's name
+    as karpenter.sh/nodepool, and the kubelet's os and arch; taints: the template's. The AMI
+    family comes from the EC2NodeClass's alias."""
+    objects = r.k8s_objects()
+    classes = {m["metadata"]["name"]: m for m in objects if m["kind"] == "EC2NodeClass"}
+    nodes = []
+    for pool in (m for m in objects if m["kind"] == "NodePool"):
+        spec = pool["spec"]["template"]["spec"]
+        node_class = classes.get(spec["nodeClassRef"]["name"])
+        alias = ((node_class or {}).get("spec", {}).get("amiSelectorTerms") or [{}])[0].get("alias", "")
+        ami = _ALIAS_AMI_TYPES.get(alias.partition("@")[0], "unknown")
+        fixed = {
+            req["key"]: req["values"][0]
+            for req in spec.get("requirements") or []
+            if req["operator"] == "In" and len(req["values"]) == 1
+        }
+        types: list[str] = next(
+            (req["values"] for req in spec.get("requirements") or []
+             if req["key"] == "node.kubernetes.io/instance-type" and req["operator"] == "In"),
+            [],
+        )
+        taints = tuple(Taint(str(t["key"]), str(t.get("value") or ""), str(t["effect"])) for t in spec.get("taints") or [])
+        name = pool["metadata"]["name"]
+        for instance_type in types:
+            labels = {
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                **fixed,
+                **(pool["spec"]["template"].get("metadata", {}).get("labels") or {}),
+                "node.kubernetes.io/instance-type": instance_type,
+                "karpenter.sh/nodepool": name,
+            }
+            nodes.append(NodeGroup(f"nodepool/{name}/{instance_type}", ami, labels, taints, "", ""))
+    return nodes
+
+
 def pod_template(manifest: Manifest) -> Mapping[str, Any] | None:
     """The pod spec a workload object runs, or None."""
     kind = manifest.get("kind")
@@ -626,10 +682,11 @@ def runs_device_plugin(daemonset: Manifest) -> bool:
 
 
 def gpu_daemonset_problems(charts: StackCharts) -> list[str]:
-    """GPU node daemons land where they serve: on every GPU node exactly one device plugin
+    """GPU node daemons land where they serve (nodes of managed node groups and of Karpenter
+    NodePools alike): on every GPU node exactly one device plugin
     (the host's on Bottlerocket, else the chart's) and exactly one DCGM exporter; none on a
     node without GPUs; each tolerates every GPU pool's taint."""
-    groups = node_groups(charts.rendering)
+    groups = node_groups(charts.rendering) + karpenter_nodes(charts.rendering)
     gpu_groups = [g for g in groups if g.gpu]
     problems = []
     plugin = charts.release("nvidia-device-plugin")

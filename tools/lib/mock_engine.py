@@ -43,6 +43,8 @@ EXISTING_ADDONS: dict[str, str] = {
 }
 # Whether the account has an IAM OIDC provider for the existing cluster's issuer.
 EXISTING_OIDC_PROVIDER = True
+# Tags of the existing cluster's subnets and security groups, by ID (none unless a test sets them).
+EXISTING_RESOURCE_TAGS: dict[str, dict[str, str]] = {}
 
 
 
@@ -201,6 +203,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "name": f"{name}-{_short_hash(name)[:7]}",
                 "arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}-{_short_hash(name)[:7]}",
             },
+            # Auto-named like a role; its ID is its URL (pulumi-aws sqs.Queue).
+            "aws:sqs/queue:Queue": lambda: {
+                "name": f"{name}-{_short_hash(name)[:7]}",
+                "arn": f"arn:aws:sqs:{self.region}:{ACCOUNT_ID}:{name}-{_short_hash(name)[:7]}",
+                "url": f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{name}-{_short_hash(name)[:7]}",
+            },
+            "aws:eks/accessEntry:AccessEntry": lambda: {"accessEntryArn": self._arn("eks", "access-entry", name)},
+            "aws:cloudwatch/eventRule:EventRule": lambda: {
+                "name": f"{name}-{_short_hash(name)[:7]}",
+                "arn": self._arn("events", "rule", f"{name}-{_short_hash(name)[:7]}"),
+            },
             "aws:iam/policy:Policy": lambda: {
                 "arn": f"arn:aws:iam::{ACCOUNT_ID}:policy/{name}-{_short_hash(name)[:7]}"
             },
@@ -328,6 +341,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "availabilityZone": existing_subnet_zone(self.region, subnet_id),
                 "vpcId": EXISTING_VPC_ID,
                 "arn": self._arn("ec2", "subnet", subnet_id),
+                "tags": dict(EXISTING_RESOURCE_TAGS.get(subnet_id, {})),
+            }
+        if token == "aws:ec2/getSecurityGroup:getSecurityGroup":
+            group_id = call_args["id"]
+            return {
+                "id": group_id,
+                "vpcId": EXISTING_VPC_ID,
+                "arn": self._arn("ec2", "security-group", group_id),
+                "tags": dict(EXISTING_RESOURCE_TAGS.get(group_id, {})),
             }
         if token == "aws:ec2/getSubnets:getSubnets":
             tags = {f["name"] for f in call_args.get("filters", [])}
