@@ -43,3 +43,16 @@ def test_every_module_outside_the_test_files_says_what_it_must_not_do() -> None:
         if not re.search(r"\b(not|never|no|nothing|only)\b", doc, re.I):
             bare.append(str(path.relative_to(ROOT)))
     assert bare == [], f"these module docstrings do not say what the module must not do: {bare}"
+
+
+def test_the_readme_states_the_imds_hop_limit_the_nodes_get() -> None:
+    """Every "hop limit (of) N" the README states is the one components/nodes.py sets on
+    every launch template and EC2NodeClass (a stated 2 would tell users pods can reach the
+    node role)."""
+    import re
+
+    from components.nodes import METADATA_HOP_LIMIT
+
+    stated = [int(n) for n in re.findall(r"hop\s+limit\s+(?:of\s+)?(\d+)", (ROOT / "README.md").read_text())]
+    assert stated, "the README states the hop limit"
+    assert set(stated) == {METADATA_HOP_LIMIT}, stated
