@@ -1,6 +1,6 @@
 """Session fixtures: every repo stack rendered once (`rendered_stack`) and the stack-name
 parameter; the garbage collector's thresholds for a suite that keeps many renderings alive;
-the time of each test group (module) printed at the end. Fixtures and reporting only, no
+the longest modules run first; the time of each test group (module) printed at the end. Fixtures and reporting only, no
 assertions of their own."""
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ def dev() -> Rendering:
 @pytest.fixture(scope="session")
 def prod() -> Rendering:
     return rendered_stack("prod")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules marked `long_running` first, the rest in their order: with the tests spread
+    over the cores one module at a time (`make test`), the longest start first and the short
+    ones fill in beside them, so no core is left with a long module at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long_running") is None)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -43,6 +43,8 @@ from tests.support import chart_renders as cr
 from tests.support.external_tools import chart_dir, tool
 from tests.support import dependencies
 
+pytestmark = pytest.mark.long_running
+
 # Seconds each group took, printed at the end of the session.
 _TIMINGS: list[tuple[str, float]] = []
 

@@ -28,6 +28,8 @@ from components.model_sync import SYNC_IMAGE, READY_SH, SYNC_SH, ModelSync, mode
 from tests.support.external_tools import program
 from tools.lib.mock_engine import Rendering
 
+pytestmark = pytest.mark.long_running
+
 
 def test_sync_containers_are_pinned_non_root_and_credential_free(dev: Rendering) -> None:
     deployment = next(m for m in dev.k8s_objects() if m["kind"] == "Deployment")
