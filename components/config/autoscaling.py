@@ -14,6 +14,7 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from components import validation
 from components.config.base import RuleError, Section, _by_env, environment_of
+from components.config.monitoring import GPU_UTILISATION_MAX_PERCENT, QUEUEING_HISTOGRAM_TOP_MS
 from components.validation import checked, worded
 
 MetricKind = Literal[
@@ -33,11 +34,10 @@ HPA_TOLERANCE = 0.1
 # The largest value a metric can take, and why: a target within the tolerance of it can
 # never trigger a scale-up.
 MEASURABLE_MAXIMUM: dict[MetricKind, tuple[float, str]] = {
-    # DCGM_FI_DEV_GPU_UTIL is a percentage.
-    "gpu_utilisation": (100.0, "GPU utilisation is at most 100%"),
-    # TF Serving's queueing histogram ends at 100 us * 1.2^51 = 1094 ms (batching/
-    # batching_session.cc), and histogram_quantile never reads above the highest finite bound.
-    "batch_queueing_p99": (1094.0, "TF Serving measures queueing up to about 1094 ms"),
+    "gpu_utilisation": (GPU_UTILISATION_MAX_PERCENT, f"GPU utilisation is at most {GPU_UTILISATION_MAX_PERCENT:.0f}%"),
+    "batch_queueing_p99": (
+        QUEUEING_HISTOGRAM_TOP_MS, f"TF Serving measures queueing up to about {QUEUEING_HISTOGRAM_TOP_MS:.0f} ms"
+    ),
 }
 
 
@@ -100,8 +100,9 @@ class AutoscalingConfig(Section):
         min_length=1,
         description="Target per pod, by metric: cpu (% of request), requests_per_second, "
         "latency_p95 / latency_p99 / batch_queueing_p99 (ms), gpu_utilisation (%). A target the "
-        "metric can never exceed by the autoscaler's 10% tolerance is refused (gpu_utilisation "
-        "above 90, batch_queueing_p99 above 994).",
+        f"metric can never exceed by the autoscaler's {HPA_TOLERANCE:.0%} tolerance is refused "
+        f"(gpu_utilisation above {largest_useful_target('gpu_utilisation')}, batch_queueing_p99 "
+        f"above {largest_useful_target('batch_queueing_p99')}).",
     )
     scale_up: ScalingPolicy = Field(description="How fast replicas are added.")
     scale_down: ScalingPolicy = Field(description="How fast replicas are removed.")

@@ -28,6 +28,13 @@ from components.validation import worded
 RetentionPeriod = Annotated[str, worded(r"[1-9][0-9]*(h|d|w|y)", "must be a whole number of hours, days, weeks or years, e.g. 15d")]
 Severity = Literal["critical", "warning"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
+# The most the exporters can report, which no alert threshold or scaling target may need to
+# exceed. TF Serving's queueing histogram ends at 100 us * 1.2^51 = 1094 ms
+# (tensorflow/serving batching/batching_session.cc: Buckets::Exponential(100, 1.2, 52),
+# "~1 second"), and histogram_quantile never reads above the highest finite bound;
+# DCGM_FI_DEV_GPU_UTIL is a percentage.
+QUEUEING_HISTOGRAM_TOP_MS = 1094.0
+GPU_UTILISATION_MAX_PERCENT = 100.0
 
 
 class AlertThresholds(Section):
@@ -39,10 +46,7 @@ class AlertThresholds(Section):
     latency_p99_ms: int = Field(
         500, ge=1, le=600_000, description="p99 request latency SLO per model, in milliseconds."
     )
-    # TF Serving's queueing histogram ends at 100 us * 1.2^51 = 1094 ms (tensorflow/serving
-    # batching/batching_session.cc: Buckets::Exponential(100, 1.2, 52), "~1 second"), and
-    # histogram_quantile never reads above the highest finite bound: a higher threshold could
-    # never be crossed.
+    # Below QUEUEING_HISTOGRAM_TOP_MS: a higher threshold could never be crossed.
     queueing_p99_ms: int = Field(
         50, ge=1, le=1000, description="p99 batching queueing latency that alerts (ms); TF Serving measures up to about 1 s."
     )
