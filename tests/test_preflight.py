@@ -385,11 +385,7 @@ def test_a_deployer_outside_admin_principals_fails(aws: None) -> None:
 )
 def test_every_call_is_read_only_and_in_the_policy(aws: None, cfg: Callable[[], StackConfig]) -> None:
     calls: Calls = []
-    if cfg is not dev and cfg is not prod:
-        boto3.client("eks", region_name="us-east-1").create_cluster(
-            name="shared-gpu", roleArn=f"arn:aws:iam::{ACCOUNT}:role/eks", resourcesVpcConfig={}
-        )
-    ctx = context(cfg(), {"L-DB2E81BA": 0.0}, calls)
+    ctx = context(cfg(), {"L-DB2E81BA": 0.0}, calls)  # existing: subnets_in makes the cluster
     findings = runner.preflight(ctx)
     actions = {f"{prefix}:{operation}" for prefix, operation in calls}
     # The recorder sees stubbed and moto calls alike: had it missed some, this would fail.
@@ -397,6 +393,15 @@ def test_every_call_is_read_only_and_in_the_policy(aws: None, cfg: Callable[[], 
     assert actions - set(policy_actions()) == set(), "calls missing from tools/preflight/policy.json"
     assert all(op.startswith(("Describe", "Get", "List")) for _, op in calls), calls
     assert findings
+    # What several checks need (the caller, the existing cluster's private subnets) is
+    # looked up once.
+    assert calls.count(("sts", "GetCallerIdentity")) == 1, calls
+    if ctx.config.cluster.mode == "existing":
+        assert ctx.zones == ["us-east-1a", "us-east-1b", "us-east-1c"]
+        # The private subnets once (they give the zones and the subnet checks), the load
+        # balancer subnets once, and moto's DescribeCluster, which leaves out the VPC ID,
+        # costs one more lookup (of a cluster subnet's VPC) for each of the two.
+        assert calls.count(("ec2", "DescribeSubnets")) == 4, calls
 
 
 def test_the_policy_holds_read_only_actions_only() -> None:

@@ -28,6 +28,7 @@ from tools.preflight.model import Context, Finding
 
 _CLUSTER_NOTE = "existing.cluster"
 _CALLER_NOTE = "existing.caller"
+_SUBNETS_NOTE = "existing.private_subnets"
 # Any ARN with an account field (arn:partition:service:region:account:resource).
 _ARN_ACCOUNT = re.compile(r"^arn:(aws[a-z-]*):[a-z0-9-]+:[a-z0-9-]*:(\d{12}):")
 _IAM_PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):(role|user)/(?:[^ ]*/)?([^/]+)$")
@@ -278,7 +279,21 @@ def _tagged_subnets(ctx: Context, vpc_id: str, tag: str, check: str, needs: str)
 
 def _private_subnets(ctx: Context, cluster: dict[str, Any]) -> tuple[list[dict[str, Any]], Finding | None]:
     """The private subnets the program would use (components/cluster.py _existing), or the
-    failure that keeps it from finding them."""
+    failure that keeps it from finding them; looked up once per run (the command's zones and
+    the subnet checks both need them), a failed lookup raised again to each caller."""
+    if _SUBNETS_NOTE not in ctx.notes:
+        try:
+            ctx.notes[_SUBNETS_NOTE] = _look_up_private_subnets(ctx, cluster)
+        except CouldNotCheck as exc:
+            ctx.notes[_SUBNETS_NOTE] = exc
+    found = ctx.notes[_SUBNETS_NOTE]
+    if isinstance(found, CouldNotCheck):
+        raise found
+    subnets, problem = found
+    return list(subnets), problem
+
+
+def _look_up_private_subnets(ctx: Context, cluster: dict[str, Any]) -> tuple[list[dict[str, Any]], Finding | None]:
     check, needs = "Existing cluster: private subnets", "private subnets for the node groups"
     listed = list(ctx.config.cluster.existing.private_subnet_ids) if ctx.config.cluster.existing else []
     vpc_id = _vpc_id(ctx, cluster, check, needs)
