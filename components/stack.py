@@ -95,10 +95,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         karpenter_node_role_name=karpenter.node_role_name if karpenter else None,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     ).outputs
-    # cluster-autoscaler scales only the groups this stack makes (components/nodes.py,
-    # AUTOSCALED_BY_TAG): on an existing cluster without managed-node-group GPU pools there
-    # are none (Karpenter pools have no node group).
-    if cfg.node_autoscaling.enabled and (cfg.cluster.mode == "create" or cfg.node_group_pools):
+    if cfg.installs_cluster_autoscaler:
         NodeAutoscaler(
             # The GPU pools' name: its resources keep the names they had under that component.
             "gpu",

@@ -114,8 +114,7 @@ def test_chart_pods_run_as_the_service_accounts_our_identities_name(name: str, e
 
 
 def has_cluster_autoscaler(cfg: StackConfig) -> bool:
-    """For the node groups the stack makes: the system group (a new cluster's), GPU pools."""
-    return cfg.node_autoscaling.enabled and (cfg.cluster.mode == "create" or bool(cfg.gpu_pools))
+    return cfg.installs_cluster_autoscaler
 
 
 def has_load_balancer_controller(cfg: StackConfig) -> bool:

@@ -241,6 +241,14 @@ class StackConfig(Section):
     def node_group_pools(self) -> list[str]:
         return [name for name, pool in self.gpu_pools.items() if not pool.uses_karpenter]
 
+    @property
+    def installs_cluster_autoscaler(self) -> bool:
+        """cluster-autoscaler scales only the node groups this stack makes (components/nodes.py,
+        AUTOSCALED_BY_TAG): a new cluster's system group and the managed-node-group GPU pools.
+        On an existing cluster without such pools there are none (Karpenter pools have no
+        node group), and it is not installed."""
+        return self.node_autoscaling.enabled and (self.cluster.mode == "create" or bool(self.node_group_pools))
+
     @model_validator(mode="after")
     def _karpenter_has_a_home(self) -> StackConfig:
         # Karpenter must not run on nodes it launches (it would remove its own node: Karpenter
