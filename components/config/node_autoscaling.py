@@ -28,8 +28,9 @@ class NodeAutoscalingConfig(Section):
     enabled: bool = Field(
         True,
         description="Install cluster-autoscaler for the node groups this stack makes: the system "
-        "group and the GPU pools; in cluster mode `existing` only the GPU pools (the cluster's own "
-        "groups are never scaled), and without GPU pools it is not installed.",
+        "group and the managed-node-group GPU pools (Karpenter pools have none); in cluster mode "
+        "`existing` only those pools (the cluster's own groups are never scaled), and without "
+        "them it is not installed.",
     )
     expander: Literal["least-waste", "random", "most-pods", "priority"] = Field(
         "least-waste", description="How to choose among node groups that could take a pod."
