@@ -54,6 +54,18 @@ SERVING_UID = 10001
 PRE_STOP_SLEEP_SECONDS = 15
 PRIORITY_CLASS_VALUE = 1_000_000
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+# Karpenter leaves a node alone while a pod on it carries this annotation with a Go duration
+# that has not elapsed since the pod's status.startTime (kubernetes-sigs/karpenter v1.14.1
+# pkg/utils/pod/scheduling.go IsDoNotDisruptActive; website v1.14 concepts/disruption.md,
+# "Pod-Level Controls"): consolidation and drift then wait, interruption and expiry do not.
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+# status.startTime is when the kubelet took the pod, before the image pull and the model-sync
+# init container: on a new GPU node the ~6 GB serving image takes 1-2 minutes (README, "GPU
+# node pools", cold start) and the models' first download a few more. The window covers that
+# allowance plus the startup probe's whole budget (serving.startup_timeout_seconds).
+NEW_POD_DELIVERY_ALLOWANCE_SECONDS = 600
+# Provisioners whose nodes Karpenter removes and replaces (EKS Auto Mode runs Karpenter).
+KARPENTER_PROVISIONERS = ("karpenter", "auto-mode")
 
 
 @dataclass(frozen=True)
@@ -359,6 +371,23 @@ class PodPlacement:
     priority_class: str
     strict_zones: bool
     image_mirror: pulumi.Input[str] | None = None
+    # What makes the nodes of `serving.gpu_pool` (None on CPU).
+    provisioner: str | None = None
+
+
+def loading_window_seconds(cfg: ServingConfig) -> int:
+    """From the kubelet taking a pod to its models being loaded, at the most we allow: the
+    image and model delivery allowance plus the startup probe's budget."""
+    return NEW_POD_DELIVERY_ALLOWANCE_SECONDS + cfg.startup_timeout_seconds
+
+
+def pod_annotations(cfg: ServingConfig, provisioner: str | None) -> dict[str, str] | None:
+    """On nodes Karpenter manages, the pods ask it not to consolidate or drift their node while
+    they may still be loading (a move restarts a load of minutes); after that window the node
+    is Karpenter's again, so a permanent "true" never blocks consolidation or AMI updates."""
+    if provisioner not in KARPENTER_PROVISIONERS:
+        return None
+    return {DO_NOT_DISRUPT: f"{loading_window_seconds(cfg)}s"}
 
 
 def gpu_scheduling_for(cfg: ServingConfig, pools: Mapping[str, GpuScheduling]) -> GpuScheduling | None:
@@ -535,10 +564,11 @@ class TfServing(pulumi.ComponentResource):
         replicas: int | None,
         monitoring_namespace: str | None,
         image_cache: ImageCacheOutputs | None = None,
+        gpu_provisioner: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """`gpu_scheduling`: every GPU pool's scheduling contract, by pool name; the pods
-        follow the one of `serving.gpu_pool`."""
+        follow the one of `serving.gpu_pool`, whose nodes `gpu_provisioner` makes."""
         super().__init__("tf-serving-eks:serving:TfServing", name, None, opts)
         k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = k8s_labels("serving", cfg.name)
@@ -575,6 +605,7 @@ class TfServing(pulumi.ComponentResource):
             priority_class=f"{cfg.name}-{ns}",
             strict_zones=strict_zone_spread(environment),
             image_mirror=image_cache.mirror if image_cache else None,
+            provisioner=gpu_provisioner,
         )
         # Pods pull through the cache only once its rule and node permissions exist, and reach
         # S3 only once their identity does.
@@ -677,7 +708,9 @@ class TfServing(pulumi.ComponentResource):
                     rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_surge=1, max_unavailable=0),
                 ),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        labels=pod_labels, annotations=pod_annotations(cfg, placement.provisioner)
+                    ),
                     spec=pod_spec(
                         cfg, placement, workload=workload, config_map=config_name, sync_config_map=sync_name
                     ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from typing import Any
 
 import pytest
@@ -453,3 +454,103 @@ def test_karpenter_needs_a_system_node_per_controller() -> None:
         "provisioner karpenter, whose 2 controllers run on separate system nodes in staging: use "
         "at least 2 (got 1)"
     ) in message
+
+
+# --- serving pods while they load -------------------------------------------------------------
+
+# Go's time.ParseDuration (src/time/format.go): a sequence of decimal numbers, each with a unit;
+# Karpenter parses the annotation with it (pkg/utils/pod/scheduling.go parseDoNotDisrupt).
+GO_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+GO_DURATION = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def go_duration_seconds(value: str) -> float | None:
+    """What time.ParseDuration makes of `value`, in seconds; None where it returns an error."""
+    sign, body = (-1.0, value[1:]) if value.startswith("-") else (1.0, value.lstrip("+"))
+    if body == "0":
+        return 0.0
+    total, at = 0.0, 0
+    while at < len(body):
+        m = GO_DURATION.match(body, at)
+        if not m or m.group(1) in ("", "."):
+            return None
+        total += float(m.group(1)) * GO_DURATION_UNITS[m.group(2)]
+        at = m.end()
+    return sign * total if body else None
+
+
+def do_not_disrupt_active(annotations: dict[str, str], seconds_since_start: float) -> bool:
+    """Karpenter v1.14.1's IsDoNotDisruptActive for a pod whose status.startTime is known."""
+    value = annotations.get("karpenter.sh/do-not-disrupt")
+    if value is None:
+        return False
+    if value == "true":
+        return True
+    window = go_duration_seconds(value)
+    if window is None or window <= 0:
+        return False  # Karpenter emits an event and ignores the annotation
+    return seconds_since_start < window
+
+
+def test_the_go_duration_evaluator_agrees_with_go() -> None:
+    # Cases from Go's own table (src/time/time_test.go parseDurationTests).
+    assert go_duration_seconds("1h15m30.918273645s") == pytest.approx(4530.918273645)
+    assert go_duration_seconds("1.5h") == 5400 and go_duration_seconds("300ms") == 0.3
+    assert go_duration_seconds("0") == 0
+    for bad in ("", "3", "15 min", "1d", ".s", "1h-5m", "true"):
+        assert go_duration_seconds(bad) is None, bad
+
+
+def serving_pod_metadata(r: Rendering) -> dict[str, dict[str, Any]]:
+    return {
+        m["metadata"]["name"]: m["spec"]["template"]["metadata"]
+        for m in r.k8s_objects()
+        if m["kind"] == "Deployment" and m["metadata"]["namespace"] == "tf-serving"
+    }
+
+
+@pytest.mark.parametrize("stack", VARIANTS)
+def test_karpenter_leaves_a_loading_serving_pods_node_alone_until_its_load_budget_ends(stack: str) -> None:
+    cfg = parse(karpenter_raw(stack), stack)
+    probe = next(
+        c["startupProbe"]
+        for m in rendering(stack).k8s_objects()
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == "tf-serving"
+        for c in m["spec"]["template"]["spec"]["containers"]
+        if c["name"] == "tf-serving"
+    )
+    # The pod's own limit on loading: the startup probe restarts it after this much running.
+    probe_budget = probe["periodSeconds"] * probe["failureThreshold"]
+    pods = serving_pod_metadata(rendering(stack))
+    assert pods
+    for name, meta in pods.items():
+        annotations = meta.get("annotations") or {}
+        # status.startTime precedes the image pull and the model download: the protection
+        # outlasts the probe's budget, and then ends (never a permanent "true").
+        assert do_not_disrupt_active(annotations, probe_budget), name
+        assert do_not_disrupt_active(annotations, probe_budget + 300), name
+        assert not do_not_disrupt_active(annotations, 24 * 3600), name
+        assert cfg.serving.startup_timeout_seconds <= probe_budget
+
+
+def test_canary_pods_on_a_karpenter_pool_are_protected_while_they_load_too() -> None:
+    raw = karpenter_raw("prod")
+    model = next(iter(raw["serving"]["models"]))
+    versions = raw["serving"]["models"][model].get("versions") or [1]
+    raw["serving"]["models"][model]["canary"] = {"version": max(versions) + 1, "weight": 10}
+    pods = serving_pod_metadata(render_raw(raw, stack="prod"))
+    assert set(pods) == {"tf-serving", "tf-serving-canary"}, set(pods)
+    for name, meta in pods.items():
+        assert do_not_disrupt_active(meta.get("annotations") or {}, 60), name
+
+
+def test_serving_pods_on_managed_node_groups_carry_no_karpenter_annotation() -> None:
+    for stack in VARIANTS:
+        for name, meta in serving_pod_metadata(render_raw(raw_stack(stack), stack=stack)).items():
+            assert "karpenter.sh/do-not-disrupt" not in (meta.get("annotations") or {}), (stack, name)
+
+
+def test_a_do_not_disrupt_value_karpenter_would_ignore_is_caught() -> None:
+    assert not do_not_disrupt_active({"karpenter.sh/do-not-disrupt": "25 minutes"}, 1)
+    assert not do_not_disrupt_active({"karpenter.sh/do-not-disrupt": "0s"}, 0)
+    assert not do_not_disrupt_active({"karpenter.sh/do-not-disrupt": "15m"}, 900)
