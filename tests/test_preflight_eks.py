@@ -1,7 +1,9 @@
-"""Preflight's EKS checks (tools/preflight/eks.py) and its checks of what the stack refers to
-(tools/preflight/existing.py): moto for what it emulates (EKS clusters, IAM, Route 53, STS,
-EC2 subnets), and for what it does not (eks DescribeClusterVersions, DescribeAddonVersions,
-DescribeAddon) answers validated against botocore's own service model, as Stubber does."""
+"""Preflight's EKS checks (tools/preflight/eks.py), its checks of what the stack refers to
+(tools/preflight/existing.py) and of the Karpenter pools' pinned AMIs (tools/preflight/amis.py):
+moto for what it emulates (EKS clusters, IAM, Route 53, STS, EC2 subnets), and for what it does
+not (eks DescribeClusterVersions, DescribeAddonVersions, DescribeAddon; ssm GetParameter of
+AWS's public parameters) answers validated against botocore's own service model, as Stubber
+does."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from components.config import StackConfig
 from tests.support import parse, raw_stack
 from tests.support.aws import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 from tools.lib.stackfile import load_stack_file
-from tools.preflight import eks, existing
+from tools.preflight import amis, eks, existing
 from tools.preflight.aws_errors import CouldNotCheck, guarded
 from tools.preflight.model import Context, Finding
 
@@ -531,3 +533,59 @@ def test_denied_cluster_versions_is_unknown() -> None:
     finding = one(eks.checks(account.context(dev())), "EKS Kubernetes version 1.36")
     assert finding.verdict == "unknown"
     assert "allow eks:DescribeClusterVersions" in finding.fix
+
+
+# --- the AMI a Karpenter pool pins --------------------------------------------------------------
+
+def karpenter_dev(ami_type: str = "AL2023_x86_64_NVIDIA") -> StackConfig:
+    raw = raw_stack("dev")
+    pool = raw["serving"]["gpu_pool"]
+    for key in ("min_size", "desired_size", "max_unavailable"):
+        raw["gpu_pools"][pool].pop(key, None)
+    raw["gpu_pools"][pool].update(provisioner="karpenter", ami_type=ami_type)
+    if ami_type.startswith("BOTTLEROCKET"):
+        raw["gpu_pools"][pool].pop("time_slicing_replicas", None)  # refused on Bottlerocket
+    return parse(raw, "dev")
+
+
+def published(*names: str) -> Answer:
+    """ssm GetParameter answering for `names` only, ParameterNotFound otherwise (SSM API)."""
+    def answer(params: dict[str, Any]) -> dict[str, Any]:
+        if params["Name"] not in names:
+            return {"Error": {"Code": "ParameterNotFound", "Message": ""}}
+        return {"Parameter": {"Name": params["Name"], "Type": "String", "Value": "ami-0123456789abcdef0", "Version": 1}}
+    return answer
+
+
+def test_the_ssm_paths_are_the_ones_karpenter_reads() -> None:
+    # karpenter-provider-aws v1.14.1 pkg/providers/amifamily: al2023.go resolvePath, and
+    # bottlerocket.go (the leading v trimmed).
+    assert amis.ssm_parameter("al2023@v20260520", "1.35") == (
+        "/aws/service/eks/optimized-ami/1.35/amazon-linux-2023/x86_64/nvidia/"
+        "amazon-eks-node-al2023-x86_64-nvidia-1.35-v20260520/image_id"
+    )
+    assert amis.ssm_parameter("bottlerocket@v1.46.0", "1.35") == "/aws/service/bottlerocket/aws-k8s-1.35-nvidia/x86_64/1.46.0/image_id"
+
+
+@pytest.mark.parametrize("ami_type", ["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA"])
+def test_a_pinned_ami_that_is_published_passes_and_a_missing_one_fails(ami_type: str) -> None:
+    cfg = karpenter_dev(ami_type)
+    [pool] = cfg.karpenter_pools
+    name = amis.ssm_parameter(catalog.KARPENTER_AMI_ALIASES[cfg.gpu_pools[pool].ami_type], cfg.cluster.kubernetes_version)
+    account = Account({"GetParameter": published(name)})
+    [finding] = amis.checks(account.context(cfg, "dev"))
+    assert finding.verdict == "pass" and "ami-0123456789abcdef0" in finding.has
+    assert account.called == ["GetParameter"]
+    [missing] = amis.checks(Account({"GetParameter": published()}).context(cfg, "dev"))
+    assert missing.verdict == "fail" and "catalog.KARPENTER_AMI_ALIASES" in missing.fix
+    assert "get-parameters-by-path" in missing.fix
+
+
+def test_a_denied_ami_lookup_is_unknown_and_names_the_action() -> None:
+    [finding] = amis.checks(Account({"GetParameter": denied}).context(karpenter_dev(), "dev"))
+    assert finding.verdict == "unknown" and "ssm:GetParameter" in finding.has
+
+
+def test_no_karpenter_pool_no_ami_lookup() -> None:
+    account = Account()
+    assert amis.checks(account.context(dev(), "dev")) == [] and account.called == []
