@@ -289,8 +289,11 @@ def karpenter_values(
         # Beside the chart's own affinity (no karpenter.sh/nodepool label: never on a node it
         # launched), on the system node group.
         "nodeSelector": {"kubernetes.io/os": "linux", **node_selector},
+        # The getting-started install's figures (website/content/en/v1.14/getting-started/
+        # getting-started-with-karpenter/scripts/step08-apply-helm-chart.sh): 1 CPU and 1Gi,
+        # limits equal to requests (Guaranteed QoS: the last pod the kubelet evicts).
         "controller": {
-            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
         },
         "serviceMonitor": service_monitor_values(service_monitor),
     }
