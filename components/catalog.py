@@ -176,6 +176,15 @@ def monthly_cost_range(
     return round(low, 2), round(high, 2)
 
 
+def node_cost_range(types: list[str]) -> tuple[float, float]:
+    """One node of a pool for a month, USD: its cheapest and its dearest priced type (a
+    Karpenter pool may launch any of its types, a managed node group prefers its first)."""
+    hourly = [t.usd_per_hour for t in (instance_type(n) for n in types) if t is not None]
+    if not hourly:
+        return 0.0, 0.0
+    return round(min(hourly) * HOURS_PER_MONTH, 2), round(max(hourly) * HOURS_PER_MONTH, 2)
+
+
 # --- What a pod can get on a node ----------------------------------------------------------
 #
 # Allocatable is capacity minus what the EKS AMI reserves: nodeadm (awslabs/amazon-eks-ami

@@ -12,7 +12,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.autoscaling import Autoscaling
-from components.catalog import PRICED_REGIONS, monthly_cost_range
+from components.catalog import PRICED_REGIONS, monthly_cost_range, node_cost_range
 from components.cluster import Cluster, existing_cluster_needs
 from components.config import StackConfig, check_pool_zones, load_stack_config
 from components.gpu_pools import GpuPools
@@ -265,10 +265,22 @@ def node_cost_estimate(cfg: StackConfig) -> dict[str, Any]:
         pools["system"] = (list(system.instance_types), system.min_size, system.max_size)
     low, high = monthly_cost_range(pools)
     priced_in = cfg.aws_region if cfg.aws_region in PRICED_REGIONS else "us-east-1"
+    provisioners = {name: p.provisioner for name, p in cfg.gpu_pools.items()}
     return {
         "min": low,
         "max": high,
-        "pools": {name: dict(zip(("min", "max"), monthly_cost_range({name: p}))) for name, p in pools.items()},
+        # Per pool: what makes its nodes, the types it may launch, one node's month from the
+        # cheapest to the dearest of them, and the pool at min and at max size (a Karpenter
+        # pool's min is 0: it keeps no standing node; its max is max_size nodes' worth of GPUs).
+        "pools": {
+            name: {
+                **dict(zip(("min", "max"), monthly_cost_range({name: p}))),
+                "provisioner": provisioners.get(name, "managed-node-group"),
+                "instance_types": p[0],
+                "node": dict(zip(("min", "max"), node_cost_range(p[0]))),
+            }
+            for name, p in pools.items()
+        },
         "prices": f"on-demand list prices, {priced_in}; spot pools usually cost less",
     }
 

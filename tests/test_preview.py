@@ -31,7 +31,7 @@ def test_preview_writes_objects_inventory_and_outputs(tmp_path: Path, capsys: py
     ]
     helm = {p.stem: yaml.safe_load(p.read_text()) for p in (tmp_path / "helm").rglob("*.yaml")}
     assert helm["gpu-device-plugin"]["chart"] == "nvidia-device-plugin"
-    assert "node pools: $" in printed and "l4: $0.00 .." in printed
+    assert "node pools: $" in printed and "l4 (managed-node-group; g6.xlarge): $0.00 .." in printed
     outputs = yaml.safe_load((tmp_path / "outputs.yaml").read_text())
     assert outputs["cluster_name"] == "tfs-dev"
 
@@ -69,3 +69,41 @@ def test_readme_config_reference_matches_the_model() -> None:
     readme = (stackfile.ROOT / "README.md").read_text()
     documented = readme.split(BEGIN)[1].split(END)[0].strip()
     assert documented == table(), "README is stale: run `python -m tools.config_docs --write-readme`"
+
+
+def test_the_summary_prices_each_pool_by_its_provisioner_and_shapes() -> None:
+    from components import catalog
+    from tests.support import raw_stack, render_raw
+
+    raw = raw_stack("prod")
+    serving_pool = raw["serving"]["gpu_pool"]
+    for key in ("min_size", "desired_size", "max_unavailable"):
+        raw["gpu_pools"][serving_pool].pop(key, None)
+    raw["gpu_pools"][serving_pool]["provisioner"] = "karpenter"
+    rendering = render_raw(raw, stack="prod")
+    pools = rendering.outputs["node_cost_usd_per_month"]["pools"]
+    month = catalog.HOURS_PER_MONTH
+    for name, pool in raw["gpu_pools"].items():
+        entry = pools[name]
+        hourly = [catalog.GPU_INSTANCE_TYPES[t].usd_per_hour for t in pool["instance_types"]]
+        provisioner = pool.get("provisioner", "managed-node-group")
+        assert entry["provisioner"] == provisioner and entry["instance_types"] == pool["instance_types"]
+        assert entry["node"] == {"min": round(min(hourly) * month, 2), "max": round(max(hourly) * month, 2)}
+        # A Karpenter pool keeps no standing node; at most max_size nodes of its dearest type.
+        low_nodes = 0 if provisioner == "karpenter" else pool["min_size"]
+        assert entry["min"] == round(max(hourly) * low_nodes * month, 2)
+        assert entry["max"] == round(max(hourly) * pool["max_size"] * month, 2)
+    text = preview.summary_table(rendering)
+    karpenter_line = next(line for line in text.splitlines() if line.strip().startswith(f"{serving_pool} ("))
+    assert "karpenter" in karpenter_line and "$0.00 .." in karpenter_line
+    assert all(t in karpenter_line for t in raw["gpu_pools"][serving_pool]["instance_types"])
+
+
+def test_one_nodes_cost_range_spans_the_cheapest_to_the_dearest_type() -> None:
+    from components import catalog
+
+    low, high = catalog.node_cost_range(["g6.xlarge", "p5.48xlarge", "not-a-type"])
+    month = catalog.HOURS_PER_MONTH
+    assert low == round(catalog.GPU_INSTANCE_TYPES["g6.xlarge"].usd_per_hour * month, 2)
+    assert high == round(catalog.GPU_INSTANCE_TYPES["p5.48xlarge"].usd_per_hour * month, 2)
+    assert catalog.node_cost_range(["not-a-type"]) == (0.0, 0.0)

@@ -118,7 +118,13 @@ def summary_table(rendering: Rendering) -> str:
             f"(all at min size .. all at max size; {cost['prices']})"
         )
         for pool, each in sorted(cost["pools"].items()):
-            lines.append(f"  {pool}: ${each['min']:,.2f} .. ${each['max']:,.2f}")
+            node = each.get("node") or {}
+            lines.append(
+                f"  {pool} ({each.get('provisioner', 'managed-node-group')}; "
+                f"{', '.join(each.get('instance_types') or [])}): ${each['min']:,.2f} .. ${each['max']:,.2f}"
+                + (f"; one node ${node['min']:,.2f}" + (f" .. ${node['max']:,.2f}" if node["max"] != node["min"] else "")
+                   if node else "")
+            )
     return "\n".join(lines)
 
 
