@@ -332,9 +332,22 @@ def ec2_node_class_spec(
             "httpTokens": "required",
         },
         "blockDeviceMappings": block_device_mappings(pool),
+        # Reservations Karpenter fills first (v1.14 tasks/odcrs.md: it does no open matching,
+        # so every reservation to use is listed); the controller may already describe and
+        # launch into them (controller_policy_statements).
+        **({"capacityReservationSelectorTerms": [t.selector() for t in pool.karpenter.capacity_reservations]}
+           if pool.karpenter.capacity_reservations else {}),
         # Karpenter's instances are not Pulumi's: the provider's default tags never reach them.
         "tags": {**tags, "gpu-pool": pool_name},
     }
+
+
+def capacity_types(pool: GpuPoolConfig) -> list[str]:
+    """The pool's capacity type, after `reserved` when it lists reservations: Karpenter
+    prefers reserved capacity and falls back to the others the NodePool admits (v1.14
+    tasks/odcrs.md, "Prioritization Behavior")."""
+    own = [CAPACITY_TYPES[pool.capacity_type]]
+    return ["reserved", *own] if pool.karpenter.capacity_reservations else own
 
 
 def node_pool_spec(pool_name: str, pool: GpuPoolConfig, node_class: str) -> dict[str, Any]:
@@ -353,7 +366,7 @@ def node_pool_spec(pool_name: str, pool: GpuPoolConfig, node_class: str) -> dict
                 "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class},
                 "requirements": [
                     {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": list(pool.instance_types)},
-                    {"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": [CAPACITY_TYPES[pool.capacity_type]]},
+                    {"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": capacity_types(pool)},
                     {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
                     {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
                 ],

@@ -554,3 +554,68 @@ def test_a_do_not_disrupt_value_karpenter_would_ignore_is_caught() -> None:
     assert not do_not_disrupt_active({"karpenter.sh/do-not-disrupt": "25 minutes"}, 1)
     assert not do_not_disrupt_active({"karpenter.sh/do-not-disrupt": "0s"}, 0)
     assert not do_not_disrupt_active({"karpenter.sh/do-not-disrupt": "15m"}, 900)
+
+
+# --- capacity reservations -----------------------------------------------------------------------
+
+RESERVATIONS = [{"id": "cr-0123456789abcdef0"}, {"tags": {"team": "ml-serving", "purpose": "*"}}]
+
+
+@functools.cache
+def reserved_rendering(stack: str) -> Rendering:
+    raw = karpenter_raw(stack)
+    raw["gpu_pools"][serving_pool(stack)]["karpenter"] = {"capacity_reservations": RESERVATIONS}
+    return render_raw(raw, stack=f"karpenter-{stack}")
+
+
+@pytest.mark.parametrize("stack", VARIANTS)
+def test_a_pool_with_reservations_fills_them_first_then_falls_back_to_its_capacity_type(stack: str) -> None:
+    r = reserved_rendering(stack)
+    version = str(r.outputs["kubernetes_version"])
+    node_class, node_pool = manifest(r, "EC2NodeClass"), manifest(r, "NodePool")
+    for obj in (node_class, node_pool):
+        assert conformance.validate_object(obj, version) == []
+    assert node_class["spec"]["capacityReservationSelectorTerms"] == RESERVATIONS
+    capacity = next(
+        q["values"] for q in node_pool["spec"]["template"]["spec"]["requirements"] if q["key"] == "karpenter.sh/capacity-type"
+    )
+    own = {"dev": "spot", "prod": "on-demand"}[stack]
+    assert capacity == ["reserved", own]
+    # Reserved or not, the nodes are the pool's: the serving pods land on either.
+    deployment = next(
+        m for m in r.k8s_objects() if m["kind"] == "Deployment" and m["metadata"]["name"] == "tf-serving"
+    )
+    nodes = cr.karpenter_nodes(r)
+    for capacity_type in capacity:
+        assert all(can_land(cr.pod_template(deployment) or {}, cr.NodeGroup(
+            n.name, n.ami_type, {**n.labels, "karpenter.sh/capacity-type": capacity_type}, n.taints, "", ""
+        )) for n in nodes)
+
+
+def test_a_pool_without_reservations_admits_only_its_capacity_type() -> None:
+    spec = manifest(rendering("prod"), "NodePool")["spec"]["template"]["spec"]
+    assert "capacityReservationSelectorTerms" not in manifest(rendering("prod"), "EC2NodeClass")["spec"]
+    assert [q["values"] for q in spec["requirements"] if q["key"] == "karpenter.sh/capacity-type"] == [["on-demand"]]
+
+
+def test_the_crd_refuses_what_the_reservation_rules_refuse() -> None:
+    # The CRD's own pattern: the config's id rule says the same in words.
+    bad = copy.deepcopy(manifest(reserved_rendering("dev"), "EC2NodeClass"))
+    bad["spec"]["capacityReservationSelectorTerms"] = [{"id": "reservation-1"}]
+    assert conformance.validate_object(bad, "1.36")
+
+
+@pytest.mark.parametrize(
+    ("terms", "key", "rule"),
+    [
+        ([{"id": "cr-0abc", "tags": {"a": "b"}}], "capacity_reservations[0].id", "one of the two, not both"),
+        ([{}], "capacity_reservations[0].id", "one of the two, not both"),
+        ([{"id": "xr-1"}], "capacity_reservations[0].id", "must be a capacity reservation ID"),
+        ([{"tags": {"team": ""}}], "capacity_reservations[0].tags.team", "must not be empty"),
+    ],
+)
+def test_wrong_reservation_terms_are_refused(terms: list[dict[str, Any]], key: str, rule: str) -> None:
+    raw = karpenter_raw("dev")
+    raw["gpu_pools"][serving_pool("dev")]["karpenter"] = {"capacity_reservations": terms}
+    message = refusal(raw)
+    assert f"gpu_pools.{serving_pool('dev')}.karpenter.{key}" in message and rule in message, message

@@ -82,6 +82,36 @@ class DisruptionBudget(Section):
         return self
 
 
+class CapacityReservationTerm(Section):
+    """EC2 On-Demand Capacity Reservations (or Capacity Blocks) a Karpenter pool uses first:
+    one by ID, or every one carrying all the given tags (EC2NodeClass v1
+    spec.capacityReservationSelectorTerms; an ID goes alone in its term, the CRD's rule)."""
+
+    id: Annotated[str, worded(r"cr-[0-9a-z]+", "must be a capacity reservation ID, e.g. cr-0123456789abcdef0")] | None = Field(
+        None, description="The reservation's ID."
+    )
+    tags: dict[str, str] | None = Field(
+        None, min_length=1, max_length=20,
+        description="Every reservation with all these tags (a value of * matches any value).",
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_select(self) -> CapacityReservationTerm:
+        if (self.id is None) == (self.tags is None):
+            raise RuleError(
+                "id", self.id, "name a reservation by id or select reservations by tags: one of the two, not both"
+            )
+        if self.tags is not None:
+            for key, value in self.tags.items():
+                if not key or not value:
+                    # EC2NodeClass CRD: "empty tag keys or values aren't supported".
+                    raise RuleError(f"tags.{key}", value, "tag keys and values must not be empty (use * for any value)")
+        return self
+
+    def selector(self) -> dict[str, Any]:
+        return {"id": self.id} if self.id is not None else {"tags": dict(self.tags or {})}
+
+
 class KarpenterPoolConfig(Section):
     """Settings of a pool whose nodes Karpenter launches (provisioner: karpenter)."""
 
@@ -105,6 +135,12 @@ class KarpenterPoolConfig(Section):
     )
     expire_after: KarpenterDuration = Field(
         "720h", description="Node lifetime: Karpenter replaces older nodes (picks up new AMIs)."
+    )
+    capacity_reservations: list[CapacityReservationTerm] = Field(
+        default_factory=list,
+        max_length=30,
+        description="On-Demand Capacity Reservations or Capacity Blocks Karpenter fills first "
+        "(capacity type reserved), falling back to the pool's capacity_type.",
     )
 
     @model_validator(mode="after")
