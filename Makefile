@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 PY     := $(VENV)/bin/python
 # The installed packages our code imports, whose types mypy caches at install time.
 MYPY_INSTALLED_PACKAGES := pulumi, pulumi_aws, pulumi_kubernetes, pulumi_random, pydantic, \
-	boto3, botocore, moto, hypothesis, pytest, yaml, ruamel.yaml, promql_parser, jsonschema
+	boto3, botocore, moto, hypothesis, pytest, yaml, ruamel.yaml, promql_parser, jsonschema, celpy
 
 .PHONY: preview preflight test typecheck unit bench clean tools
 
