@@ -396,9 +396,9 @@ _ALL = (
 )
 _accept("CKV2_K8S_6", _ALL, _NETWORK_POLICY)
 _accept("CKV_K8S_43", _ALL, _TAG)
-# Karpenter's chart runs its image by digest and pulls IfNotPresent: only these apply.
+# Karpenter's chart runs its image by digest and pulls IfNotPresent, and we set its CPU limit:
+# only these apply.
 _accept("CKV2_K8S_6", "karpenter", _NETWORK_POLICY)
-_accept("CKV_K8S_11", "karpenter", _CPU_LIMIT)
 _accept("CKV_K8S_38", "karpenter", _TOKEN)
 _accept("CKV_K8S_15", _ALL.replace("keda ", ""), _PULL)
 _accept(
