@@ -55,6 +55,35 @@ class ScalingPolicy(Section):
     period_seconds: int = Field(15, ge=1, le=1800, description="Length of a period.")
 
 
+# A cold start (EC2 launch and boot, a ~6 GB image, the model load) takes minutes; a quarter
+# of an hour covers it with room, for a quarter-hour of one GPU node's price a working day.
+PREWARM_DEFAULT_MINUTES = 15
+PREWARM_MAX_MINUTES = 180
+
+
+def prewarm_start(start: str, lead_minutes: int) -> str:
+    """`start` moved `lead_minutes` earlier on the same days. Only a start at one fixed minute
+    and hour can be moved so (a list, range or step would need one schedule per time), and
+    only within its day (an earlier day would need a shifted day-of-week field)."""
+    minute, hour, *days = start.split()
+    if not (minute.isdigit() and hour.isdigit()):
+        raise RuleError(
+            "prewarm_minutes",
+            lead_minutes,
+            f"needs start at one fixed minute and hour (e.g. '0 8 * * 1-5'), not {start!r}; "
+            "set prewarm_minutes: 0 or give start a single time",
+        )
+    at = int(hour) * 60 + int(minute) - lead_minutes
+    if at < 0:
+        raise RuleError(
+            "prewarm_minutes",
+            lead_minutes,
+            f"would move the window's opening ({int(hour):02d}:{int(minute):02d}) to the day "
+            "before, on other weekdays than start names; use a shorter lead time or a later start",
+        )
+    return " ".join([str(at % 60), str(at // 60), *days])
+
+
 class OffHoursConfig(Section):
     """KEDA cron window: replicas kept up during working hours only (dev GPU cost)."""
 
@@ -64,6 +93,20 @@ class OffHoursConfig(Section):
         "UTC", description="IANA time zone of start and end (e.g. Europe/Berlin)."
     )
     replicas: int = Field(1, ge=1, le=100, description="Replicas during the window.")
+    prewarm_minutes: int = Field(
+        PREWARM_DEFAULT_MINUTES,
+        ge=0,
+        le=PREWARM_MAX_MINUTES,
+        description="Bring the window's replicas up this many minutes before start, so the "
+        "first user of the day does not wait for a GPU node, the image pull and the model "
+        "load (0: at start). Needs start at a fixed minute and hour (e.g. '0 8 * * 1-5').",
+    )
+
+    @model_validator(mode="after")
+    def _prewarm_stays_on_the_day(self) -> OffHoursConfig:
+        if self.prewarm_minutes:
+            prewarm_start(self.start, self.prewarm_minutes)  # raises RuleError with the reason
+        return self
 
     @model_validator(mode="after")
     def _distinct(self) -> OffHoursConfig:
