@@ -432,3 +432,16 @@ def test_lead_time_is_configurable_and_refused_where_it_cannot_apply() -> None:
         with pytest.raises(StackConfigError) as info:
             parse(raw)
         assert "tf-serving-eks:autoscaling.off_hours.prewarm_minutes:" in str(info.value) and fragment in str(info.value)
+
+
+def test_the_default_lead_leaves_a_start_it_cannot_move_alone() -> None:
+    # A start of several times, or at midnight, keeps its own time unless a lead is written.
+    for start in ("0,30 8 * * 1-5", "0 0 * * 1-5", "*/15 * * * *"):
+        raw = raw_stack("dev")
+        raw["autoscaling"]["off_hours"]["start"] = start
+        off_hours = parse(raw).autoscaling.off_hours
+        assert off_hours is not None and off_hours.prewarm_minutes == 0, start
+    raw = raw_stack("dev")
+    raw["autoscaling"]["off_hours"]["start"] = "30 6 * * 1-5"
+    off_hours = parse(raw).autoscaling.off_hours
+    assert off_hours is not None and off_hours.prewarm_minutes == 15

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
@@ -99,8 +99,21 @@ class OffHoursConfig(Section):
         le=PREWARM_MAX_MINUTES,
         description="Bring the window's replicas up this many minutes before start, so the "
         "first user of the day does not wait for a GPU node, the image pull and the model "
-        "load (0: at start). Needs start at a fixed minute and hour (e.g. '0 8 * * 1-5').",
+        "load (0: at start). Needs start at one fixed minute and hour (e.g. '0 8 * * 1-5') "
+        "and a lead that stays on start's day; the default is 0 for any other start.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_prewarm_where_it_applies(cls, data: Any) -> Any:
+        # The default lead applies to a start it can move; any other start keeps its own time
+        # (a lead time written in the stack file is checked, and refused if it cannot apply).
+        if isinstance(data, dict) and "prewarm_minutes" not in data and isinstance(data.get("start"), str):
+            try:
+                prewarm_start(data["start"], PREWARM_DEFAULT_MINUTES)
+            except (RuleError, ValueError):
+                data = {**data, "prewarm_minutes": 0}
+        return data
 
     @model_validator(mode="after")
     def _prewarm_stays_on_the_day(self) -> OffHoursConfig:
