@@ -27,15 +27,19 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import boto3
 import jsonschema
 import pytest
 import yaml
+from moto import mock_aws
 
 from components import catalog
 from components.config import StackConfigError
 from components.node_bootstrap import FAST_IMAGE_PULL, NODECONFIG_MEDIA_TYPE, mime_user_data
 from tests.support import conformance, parse, raw_stack, render_raw
 from tools.lib.mock_engine import Rendering
+from tools.preflight import runner, snapshots
+from tools.preflight.model import Context
 
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -445,3 +449,42 @@ def test_the_default_lead_leaves_a_start_it_cannot_move_alone() -> None:
     raw["autoscaling"]["off_hours"]["start"] = "30 6 * * 1-5"
     off_hours = parse(raw).autoscaling.off_hours
     assert off_hours is not None and off_hours.prewarm_minutes == 15
+
+
+# --- Preflight: the snapshot exists, is complete and fits --------------------------------
+
+
+def _snapshot(ec2: Any, size: int) -> str:
+    volume = ec2.create_volume(AvailabilityZone="us-west-2a", Size=size, VolumeType="gp3")
+    return str(ec2.create_snapshot(VolumeId=volume["VolumeId"])["SnapshotId"])
+
+
+def _preflight(snapshot_id: str, disk_size_gib: int = 150) -> list[Any]:
+    raw = raw_stack("prod")
+    raw["gpu_pools"]["l4"].update({"image_pull": {"prepulled_snapshot_id": snapshot_id}, "disk_size_gib": disk_size_gib})
+    cfg = parse(raw)
+    client = runner.aws_clients(boto3.Session(region_name=cfg.aws_region), timeout=5)
+    return snapshots.checks(Context(stack="test", config=cfg, region=cfg.aws_region, client=client))
+
+
+def test_preflight_passes_a_snapshot_that_fits_and_fails_one_that_does_not() -> None:
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name="us-west-2")
+        fits, too_big = _snapshot(ec2, 100), _snapshot(ec2, 200)
+        [ok] = _preflight(fits)
+        assert ok.verdict == "pass" and ok.has == "completed, 100 GiB", ok
+        [big] = _preflight(too_big)
+        assert big.verdict == "fail" and "disk_size_gib to at least 200" in big.fix, big
+        [exact] = _preflight(too_big, disk_size_gib=200)
+        assert exact.verdict == "pass"
+        [missing] = _preflight("snap-0123456789abcdef0")
+        assert missing.verdict == "fail" and "no snapshot snap-0123456789abcdef0 visible in us-west-2" in missing.has
+        # No snapshot configured: nothing to check, and no call made.
+        assert snapshots.checks(Context(stack="t", config=parse(raw_stack("prod")), region="us-west-2", client=None)) == []
+
+
+def test_preflight_snapshot_check_is_in_the_command_and_its_policy() -> None:
+    assert "tools.preflight.snapshots" in runner.CHECK_MODULES
+    policy = (runner.__file__.rsplit("/", 1)[0] + "/policy.json")
+    with open(policy) as f:
+        assert "ec2:DescribeSnapshots" in f.read()

@@ -32,6 +32,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "tools.preflight.offerings",
     "tools.preflight.eks",
     "tools.preflight.existing",
+    "tools.preflight.snapshots",
 )
 STACK_FILE_MODULE = "tools.preflight.offline"
 
