@@ -87,5 +87,8 @@ def images_volume(pool: GpuPoolConfig) -> dict[str, Any]:
     volume on AL2023, the data volume on Bottlerocket), by the EC2 API's names."""
     volume: dict[str, Any] = {"iops": pool.image_pull.volume_iops, "throughput": pool.volume_throughput_mibps}
     if pool.image_pull.prepulled_snapshot_id is not None:
+        # The volume stays `encrypted`: restored from an unencrypted snapshot, EC2 encrypts
+        # the new volume (EC2 API EbsBlockDevice.Encrypted: "whether the encryption state of
+        # an EBS volume is changed while being restored from a backing snapshot").
         volume["snapshotId"] = pool.image_pull.prepulled_snapshot_id
     return volume
