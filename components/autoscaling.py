@@ -20,6 +20,7 @@ import pulumi_kubernetes as k8s
 from components import catalog
 from components.cluster import ClusterOutputs
 from components.config import AutoscalingConfig, MetricKind, ScalingPolicy
+from components.config.autoscaling import prewarm_start
 from components.custom_resources import serving_custom_resource
 from components.helm import helm_release
 from components.monitoring import PrometheusStackOutputs
@@ -224,6 +225,21 @@ def keda_triggers(cfg: AutoscalingConfig, prometheus_url: str, namespace: str, d
                 },
             }
         )
+        if window.prewarm_minutes:
+            # From the lead time to the window's start: KEDA scales to the largest of its
+            # triggers, so the two cron triggers together hold the replicas from pre-warm to end.
+            triggers.append(
+                {
+                    "type": "cron",
+                    "name": "pre-warm",
+                    "metadata": {
+                        "timezone": window.timezone,
+                        "start": prewarm_start(window.start, window.prewarm_minutes),
+                        "end": window.start,
+                        "desiredReplicas": str(window.replicas),
+                    },
+                }
+            )
     return triggers
 
 

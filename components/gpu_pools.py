@@ -41,6 +41,7 @@ from components.nodes import (
     node_group_timeouts,
     node_role,
 )
+from components.node_bootstrap import images_volume, launch_template_user_data
 from components.podsecurity import namespace
 from components.resources import child_options
 
@@ -126,6 +127,27 @@ def node_template_tags(pool_name: str, pool: GpuPoolConfig, zone: str, region: s
     tags[f"{NODE_TEMPLATE_TAG}/resources/{GPU_RESOURCE}"] = str(pool.gpus_per_node)
     tags[f"{NODE_TEMPLATE_TAG}/resources/ephemeral-storage"] = f"{pool.disk_size_gib}G"
     return tags
+
+
+# EKS API WarmPoolConfig.poolState takes these names (EKS user guide, "warm pools with managed
+# node groups"; pulumi-aws 7.51.1 eks.NodeGroup warm_pool_config.pool_state: STOPPED, RUNNING,
+# HIBERNATED).
+WARM_POOL_STATES = {"Stopped": "STOPPED", "Running": "RUNNING", "Hibernated": "HIBERNATED"}
+
+
+def warm_pool_args(pool: GpuPoolConfig, min_size: int, max_size: int) -> aws.eks.NodeGroupWarmPoolConfigArgs | None:
+    """One zone's warm pool: at least `min_size` instances, and never more prepared (warm plus
+    in the group) than the group's `max_size` (EC2 Auto Scaling's MaxGroupPreparedCapacity;
+    the group's nodes plus the warm ones then never exceed what the pool may have)."""
+    warm = pool.warm_pool
+    if not warm.enabled:
+        return None
+    return aws.eks.NodeGroupWarmPoolConfigArgs(
+        min_size=min_size,
+        max_group_prepared_capacity=max_size,
+        pool_state=WARM_POOL_STATES[warm.pool_state],
+        reuse_on_scale_in=warm.reuse_on_scale_in,
+    )
 
 
 def time_slicing_config_name(replicas: int) -> str:
@@ -290,9 +312,18 @@ class GpuPools(pulumi.ComponentResource):
             raise ValueError(f"gpu_pools.{pool_name}: the cluster exposes no private subnets by zone")
         role, attachments = node_role(f"{n}-node-role", self._partition, self)
         device = BOTTLEROCKET_DATA_DEVICE if pool.is_bottlerocket else ROOT_DEVICE
+        volume = images_volume(pool)
         template = aws.ec2.LaunchTemplate(
             f"{n}-lt",
-            args=launch_template_args(pool.disk_size_gib, {"gpu-pool": pool_name}, device),
+            args=launch_template_args(
+                pool.disk_size_gib,
+                {"gpu-pool": pool_name},
+                device,
+                user_data=launch_template_user_data(pool),
+                iops=volume["iops"],
+                throughput_mibps=volume["throughput"],
+                snapshot_id=volume.get("snapshotId"),
+            ),
             opts=child_options(self),
         )
         sizes = zip(
@@ -301,7 +332,8 @@ class GpuPools(pulumi.ComponentResource):
             zone_share(pool.max_size, len(zones)),
         )
         groups: dict[str, aws.eks.NodeGroup] = {}
-        for zone, (min_size, desired_size, max_size) in zip(zones, sizes):
+        warm_sizes = zone_share(pool.warm_pool.min_size, len(zones))
+        for (zone, (min_size, desired_size, max_size)), warm_min in zip(zip(zones, sizes), warm_sizes):
             g = f"{n}-{zone}"
             group = aws.eks.NodeGroup(
                 f"{g}-nodes",
@@ -326,6 +358,7 @@ class GpuPools(pulumi.ComponentResource):
                 launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
                     id=template.id, version=template.latest_version.apply(str)
                 ),
+                warm_pool_config=warm_pool_args(pool, warm_min, max_size),
                 tags={"gpu-pool": pool_name},
                 opts=child_options(
                     self,

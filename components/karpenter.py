@@ -33,6 +33,7 @@ from components.helm import controller, helm_release, service_monitor_values
 from components.iam import policy_document
 from components.naming import k8s_labels
 from components.nodes import BOTTLEROCKET_DATA_DEVICE, METADATA_HOP_LIMIT, ROOT_DEVICE, node_role
+from components.node_bootstrap import images_volume, pool_user_data
 from components.resources import child_options
 
 KARPENTER_NAMESPACE = "kube-system"
@@ -43,6 +44,8 @@ INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
 # Karpenter's capacity types (NodePool docs, karpenter.sh/capacity-type: spot, on-demand).
 CAPACITY_TYPES = {"SPOT": "spot", "ON_DEMAND": "on-demand"}
+# components/node_bootstrap.images_volume's EC2 API names, as the EC2NodeClass spells them.
+EBS_FIELDS = {"iops": "iops", "throughput": "throughput", "snapshotId": "snapshotID"}
 # Bottlerocket's OS volume, as Karpenter's default block device mappings for the family have
 # it (website/content/en/v1.14/concepts/nodeclasses.md, spec.blockDeviceMappings: Bottlerocket).
 BOTTLEROCKET_OS_VOLUME = "4Gi"
@@ -303,15 +306,26 @@ def block_device_mappings(pool: GpuPoolConfig) -> list[dict[str, Any]]:
     """An encrypted gp3 volume for images and models, of the pool's size: the root volume on
     AL2023, the data volume on Bottlerocket (whose OS volume keeps its default size)."""
 
-    def volume(device: str, size: str) -> dict[str, Any]:
+    def volume(device: str, size: str, extra: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "deviceName": device,
-            "ebs": {"volumeSize": size, "volumeType": "gp3", "encrypted": True, "deleteOnTermination": True},
+            "ebs": {
+                "volumeSize": size,
+                "volumeType": "gp3",
+                "encrypted": True,
+                "deleteOnTermination": True,
+                # EC2NodeClass v1 blockDeviceMappings[].ebs: iops, throughput, snapshotID.
+                **{EBS_FIELDS[k]: v for k, v in extra.items()},
+            },
         }
 
+    images = images_volume(pool)
     if pool.is_bottlerocket:
-        return [volume(ROOT_DEVICE, BOTTLEROCKET_OS_VOLUME), volume(BOTTLEROCKET_DATA_DEVICE, f"{pool.disk_size_gib}Gi")]
-    return [volume(ROOT_DEVICE, f"{pool.disk_size_gib}Gi")]
+        return [
+            volume(ROOT_DEVICE, BOTTLEROCKET_OS_VOLUME, {}),
+            volume(BOTTLEROCKET_DATA_DEVICE, f"{pool.disk_size_gib}Gi", images),
+        ]
+    return [volume(ROOT_DEVICE, f"{pool.disk_size_gib}Gi", images)]
 
 
 def ec2_node_class_spec(
@@ -337,6 +351,9 @@ def ec2_node_class_spec(
         # launch into them (controller_policy_statements).
         **({"capacityReservationSelectorTerms": [t.selector() for t in pool.karpenter.capacity_reservations]}
            if pool.karpenter.capacity_reservations else {}),
+        # Karpenter puts its own NodeConfig (cluster, kubelet) before ours and nodeadm merges
+        # them (components/node_bootstrap.py).
+        **({"userData": user_data} if (user_data := pool_user_data(pool)) else {}),
         # Karpenter's instances are not Pulumi's: the provider's default tags never reach them.
         "tags": {**tags, "gpu-pool": pool_name},
     }

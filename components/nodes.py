@@ -54,11 +54,21 @@ def node_role(
 
 
 def launch_template_args(
-    disk_size_gib: int, tags: Mapping[str, str], device_name: str = ROOT_DEVICE
+    disk_size_gib: int,
+    tags: Mapping[str, str],
+    device_name: str = ROOT_DEVICE,
+    *,
+    user_data: str | None = None,
+    iops: int | None = None,
+    throughput_mibps: int | None = None,
+    snapshot_id: str | None = None,
 ) -> aws.ec2.LaunchTemplateArgs:
-    """IMDSv2 only, an encrypted gp3 volume at `device_name`, tags on instances and volumes."""
+    """IMDSv2 only, an encrypted gp3 volume at `device_name` (with the IOPS, throughput and
+    source snapshot given, else gp3's included 3000 IOPS and 125 MiB/s), tags on instances and
+    volumes, and `user_data` (base64) if given."""
     return aws.ec2.LaunchTemplateArgs(
         update_default_version=True,
+        user_data=user_data,
         metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
             http_endpoint="enabled",
             http_tokens="required",
@@ -70,6 +80,9 @@ def launch_template_args(
                 ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                     volume_size=disk_size_gib,
                     volume_type="gp3",
+                    iops=iops,
+                    throughput=throughput_mibps,
+                    snapshot_id=snapshot_id,
                     encrypted="true",
                     delete_on_termination="true",
                 ),

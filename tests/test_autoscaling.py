@@ -146,12 +146,16 @@ def test_dev_keda_scales_to_zero_with_an_off_hours_window(dev: Rendering) -> Non
     assert prometheus["metadata"]["threshold"] == "10.0"
     promql_parser.parse(prometheus["metadata"]["query"])
     assert 'namespace="tf-serving"' in prometheus["metadata"]["query"]
-    assert triggers["cron"]["metadata"] == {
+    crons = {t["name"]: t["metadata"] for t in scaled["triggers"] if t["type"] == "cron"}
+    assert crons["working-hours"] == {
         "timezone": "Europe/London",
         "start": "0 8 * * 1-5",
         "end": "0 19 * * 1-5",
         "desiredReplicas": "1",
     }
+    # The default pre-warm: the same replicas from 15 minutes before the window opens
+    # (what KEDA does with both: tests/test_cold_start.py).
+    assert crons["pre-warm"] == {**crons["working-hours"], "start": "45 7 * * 1-5", "end": "0 8 * * 1-5"}
     keda = release(dev, "keda")
     assert (keda["version"], keda["namespace"], keda["createNamespace"]) == ("2.20.2", "keda", True)
     assert not [m for m in dev.k8s_objects() if m["kind"] == "HorizontalPodAutoscaler"]

@@ -202,6 +202,9 @@ def test_node_role_and_launch_template(prod: Rendering) -> None:
         "volumeType": "gp3",
         "encrypted": "true",
         "deleteOnTermination": "true",
+        # Parallel image pull is on: nodeadm's advised 600 MiB/s (tests/test_cold_start.py).
+        "iops": 3000,
+        "throughput": 600,
     }
     bottlerocket = prod.one("aws:ec2/launchTemplate:LaunchTemplate", "gpu-l4-lt").inputs
     assert bottlerocket["blockDeviceMappings"][0]["deviceName"] == "/dev/xvdb"

@@ -164,7 +164,15 @@ def test_node_class_launches_hardened_nodes_where_discovery_tags_point(stack: st
     assert spec["metadataOptions"]["httpPutResponseHopLimit"] == 1
     volumes = {b["deviceName"]: b["ebs"] for b in spec["blockDeviceMappings"]}
     data = volumes["/dev/xvdb" if pool.is_bottlerocket else "/dev/xvda"]
-    assert data == {"volumeSize": f"{pool.disk_size_gib}Gi", "volumeType": "gp3", "encrypted": True, "deleteOnTermination": True}
+    assert data == {
+        "volumeSize": f"{pool.disk_size_gib}Gi",
+        "volumeType": "gp3",
+        "encrypted": True,
+        "deleteOnTermination": True,
+        # The images volume's speed (tests/test_cold_start.py).
+        "iops": pool.image_pull.volume_iops,
+        "throughput": pool.volume_throughput_mibps,
+    }
     assert all(v["encrypted"] for v in volumes.values())
     assert spec["amiSelectorTerms"] == [{"alias": catalog.KARPENTER_AMI_ALIASES[pool.ami_type]}]
     assert "@latest" not in spec["amiSelectorTerms"][0]["alias"]

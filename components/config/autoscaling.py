@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
@@ -55,6 +55,35 @@ class ScalingPolicy(Section):
     period_seconds: int = Field(15, ge=1, le=1800, description="Length of a period.")
 
 
+# A cold start (EC2 launch and boot, a ~6 GB image, the model load) takes minutes; a quarter
+# of an hour covers it with room, for a quarter-hour of one GPU node's price a working day.
+PREWARM_DEFAULT_MINUTES = 15
+PREWARM_MAX_MINUTES = 180
+
+
+def prewarm_start(start: str, lead_minutes: int) -> str:
+    """`start` moved `lead_minutes` earlier on the same days. Only a start at one fixed minute
+    and hour can be moved so (a list, range or step would need one schedule per time), and
+    only within its day (an earlier day would need a shifted day-of-week field)."""
+    minute, hour, *days = start.split()
+    if not (minute.isdigit() and hour.isdigit()):
+        raise RuleError(
+            "prewarm_minutes",
+            lead_minutes,
+            f"needs start at one fixed minute and hour (e.g. '0 8 * * 1-5'), not {start!r}; "
+            "set prewarm_minutes: 0 or give start a single time",
+        )
+    at = int(hour) * 60 + int(minute) - lead_minutes
+    if at < 0:
+        raise RuleError(
+            "prewarm_minutes",
+            lead_minutes,
+            f"would move the window's opening ({int(hour):02d}:{int(minute):02d}) to the day "
+            "before, on other weekdays than start names; use a shorter lead time or a later start",
+        )
+    return " ".join([str(at % 60), str(at // 60), *days])
+
+
 class OffHoursConfig(Section):
     """KEDA cron window: replicas kept up during working hours only (dev GPU cost)."""
 
@@ -64,6 +93,33 @@ class OffHoursConfig(Section):
         "UTC", description="IANA time zone of start and end (e.g. Europe/Berlin)."
     )
     replicas: int = Field(1, ge=1, le=100, description="Replicas during the window.")
+    prewarm_minutes: int = Field(
+        PREWARM_DEFAULT_MINUTES,
+        ge=0,
+        le=PREWARM_MAX_MINUTES,
+        description="Bring the window's replicas up this many minutes before start, so the "
+        "first user of the day does not wait for a GPU node, the image pull and the model "
+        "load (0: at start). Needs start at one fixed minute and hour (e.g. '0 8 * * 1-5') "
+        "and a lead that stays on start's day; the default is 0 for any other start.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_prewarm_where_it_applies(cls, data: Any) -> Any:
+        # The default lead applies to a start it can move; any other start keeps its own time
+        # (a lead time written in the stack file is checked, and refused if it cannot apply).
+        if isinstance(data, dict) and "prewarm_minutes" not in data and isinstance(data.get("start"), str):
+            try:
+                prewarm_start(data["start"], PREWARM_DEFAULT_MINUTES)
+            except (RuleError, ValueError):
+                data = {**data, "prewarm_minutes": 0}
+        return data
+
+    @model_validator(mode="after")
+    def _prewarm_stays_on_the_day(self) -> OffHoursConfig:
+        if self.prewarm_minutes:
+            prewarm_start(self.start, self.prewarm_minutes)  # raises RuleError with the reason
+        return self
 
     @model_validator(mode="after")
     def _distinct(self) -> OffHoursConfig:

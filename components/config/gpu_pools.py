@@ -156,6 +156,85 @@ class KarpenterPoolConfig(Section):
 
 
 
+# gp3 limits (Amazon EBS user guide, "General Purpose SSD volumes"): 3,000 IOPS and 125 MiB/s
+# come with every volume, throughput may be at most 0.25 MiB/s per provisioned IOPS. We keep
+# to the range every consumer documents (Karpenter's EC2NodeClass v1 CRD: gp3 3,000-16,000
+# IOPS, 125-1,000 MiB/s), below EBS's newer, higher ceilings.
+GP3_BASE_THROUGHPUT_MIBPS: Final = 125
+GP3_BASE_IOPS: Final = 3000
+GP3_MIBPS_PER_IOPS: Final = 0.25
+# nodeadm doc/examples.md, "Enabling fast image pull": at least 600 MiB/s of root volume
+# throughput, "below that value, you may see longer image pull times with this flag".
+PARALLEL_PULL_THROUGHPUT_MIBPS: Final = 600
+# nodeadm internal/containerd/config.go UseSOCISnapshotter: the FastImagePull gate is ignored
+# (silently: plain containerd pulls) below 4 vCPUs or 7 GiB of memory.
+PARALLEL_PULL_MIN_VCPUS: Final = 4
+PARALLEL_PULL_MIN_MEMORY_GIB: Final = 7
+# EC2 snapshot IDs: snap- and 8 (older) or 17 hexadecimal digits.
+SnapshotId = Annotated[str, worded(r"snap-([0-9a-f]{8}|[0-9a-f]{17})", "must be an EBS snapshot ID: snap- and 8 or 17 hexadecimal digits")]
+
+
+class ImagePullConfig(Section):
+    """How a new node gets the serving image (~6 GB) onto its disk."""
+
+    parallel: bool = Field(
+        True,
+        description="AL2023 pools: pull and unpack image layers in parallel (nodeadm's "
+        "FastImagePull: the SOCI snapshotter in parallel-pull mode). Costs CPU, memory and disk "
+        "I/O while the image is pulled; needs nodes of 4 vCPUs and 7 GiB or more.",
+    )
+    volume_throughput_mibps: int | None = Field(
+        None,
+        ge=GP3_BASE_THROUGHPUT_MIBPS,
+        le=1000,
+        description=f"gp3 throughput of the images volume (MiB/s). Unset: {PARALLEL_PULL_THROUGHPUT_MIBPS} "
+        f"with parallel pull (nodeadm's advice), else gp3's included {GP3_BASE_THROUGHPUT_MIBPS}. "
+        "Throughput above 125 is billed per MiB/s-month while the volume exists.",
+    )
+    volume_iops: int = Field(
+        GP3_BASE_IOPS,
+        ge=GP3_BASE_IOPS,
+        le=16000,
+        description="gp3 IOPS of the images volume (3000 included; throughput may be at most "
+        "0.25 MiB/s per IOPS).",
+    )
+    prepulled_snapshot_id: SnapshotId | None = Field(
+        None,
+        description="Bottlerocket pools: EBS snapshot of a data volume with the images already "
+        "pulled (README, Cold start); every new node's data volume starts from it. disk_size_gib "
+        "must be at least the snapshot's size (EC2 refuses a smaller volume).",
+    )
+
+
+WarmPoolState = Literal["Stopped", "Running", "Hibernated"]
+
+
+class WarmPoolConfig(Section):
+    """An EC2 Auto Scaling warm pool beside each of the pool's node groups (EKS API
+    WarmPoolConfig): instances booted once, kept Stopped (EBS paid) or Running (all paid),
+    moved into the group when it scales out."""
+
+    enabled: bool = Field(False, description="Keep pre-booted instances beside each node group.")
+    pool_state: WarmPoolState = Field(
+        "Stopped",
+        description="Stopped: only the volumes are billed; a scale-out starts the instance. "
+        "Running: billed as a running instance, joins fastest. Hibernated is refused for GPU "
+        "instance types.",
+    )
+    min_size: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Warm instances kept at least (pool total, split over zones like the node "
+        "counts). The warm pool holds up to max_size minus the group's nodes.",
+    )
+    reuse_on_scale_in: bool = Field(
+        False,
+        description="Return instances to the warm pool on scale-in instead of terminating them "
+        "(not on Bottlerocket).",
+    )
+
+
 class TaintConfig(Section):
     key: QualifiedName = Field("nvidia.com/gpu", description="Taint key on every GPU node.")
     value: LabelValue = Field("true", description="Taint value.")
@@ -239,6 +318,12 @@ class GpuPoolConfig(NodeGroupSizing):
         "AL2023 pools only).",
     )
 
+    image_pull: ImagePullConfig = section("How new nodes pull the serving image (README, Cold start).")
+    warm_pool: WarmPoolConfig = section(
+        "EC2 Auto Scaling warm pool of pre-booted nodes (provisioner: managed-node-group, "
+        "ON_DEMAND, one instance type)."
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _karpenter_has_no_standing_nodes(cls, data: Any) -> Any:
@@ -313,6 +398,109 @@ class GpuPoolConfig(NodeGroupSizing):
                 "time-slicing gives no memory isolation between pods; not allowed in prod",
             )
         return self
+
+    @model_validator(mode="after")
+    def _image_pull_fits_the_pool(self) -> GpuPoolConfig:
+        pull = self.image_pull
+        if self.is_bottlerocket and pull.parallel and "parallel" in pull.model_fields_set:
+            raise RuleError(
+                "image_pull.parallel",
+                True,
+                "parallel pull is nodeadm's FastImagePull, which only AL2023 nodes run; "
+                "Bottlerocket pools start faster from image_pull.prepulled_snapshot_id instead",
+            )
+        if self.uses_parallel_pull:
+            for i, instance in enumerate(self.instances):
+                if instance.vcpus < PARALLEL_PULL_MIN_VCPUS or instance.memory_gib < PARALLEL_PULL_MIN_MEMORY_GIB:
+                    raise RuleError(
+                        f"instance_types.{i}",
+                        instance.name,
+                        f"has {instance.vcpus} vCPUs and {instance.memory_gib} GiB; nodeadm ignores "
+                        f"parallel pull below {PARALLEL_PULL_MIN_VCPUS} vCPUs or "
+                        f"{PARALLEL_PULL_MIN_MEMORY_GIB} GiB, so it would silently be off: use a "
+                        "larger type or set image_pull.parallel: false",
+                    )
+        most = pull.volume_iops * GP3_MIBPS_PER_IOPS
+        if self.volume_throughput_mibps > most:
+            raise RuleError(
+                "image_pull.volume_throughput_mibps",
+                self.volume_throughput_mibps,
+                f"gp3 allows at most {GP3_MIBPS_PER_IOPS} MiB/s per IOPS: {pull.volume_iops} IOPS "
+                f"allow {most:.0f} MiB/s; raise image_pull.volume_iops to at least "
+                f"{int(self.volume_throughput_mibps / GP3_MIBPS_PER_IOPS)} or lower the throughput",
+            )
+        if pull.prepulled_snapshot_id is not None and not self.is_bottlerocket:
+            raise RuleError(
+                "image_pull.prepulled_snapshot_id",
+                pull.prepulled_snapshot_id,
+                "is for Bottlerocket pools, whose images live on their own data volume; an "
+                "AL2023 node keeps images on its root volume, which comes from the AMI",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _warm_pool_is_allowed(self) -> GpuPoolConfig:
+        warm = self.warm_pool
+        if not warm.enabled:
+            return self
+        if self.uses_karpenter:
+            raise RuleError(
+                "warm_pool.enabled",
+                True,
+                "warm pools belong to an Auto Scaling group, and Karpenter launches its nodes "
+                "without one; use provisioner: managed-node-group for a warm pool",
+            )
+        # EC2 Auto Scaling user guide, "Warm pools": no warm pool for a group that launches
+        # Spot Instances or has a mixed instances policy (several instance types).
+        if self.capacity_type == "SPOT":
+            raise RuleError(
+                "warm_pool.enabled",
+                True,
+                "EC2 Auto Scaling has no warm pools for groups that launch Spot Instances; use "
+                "capacity_type: ON_DEMAND or turn the warm pool off",
+            )
+        if len(self.instance_types) > 1:
+            raise RuleError(
+                "warm_pool.enabled",
+                True,
+                f"the pool has {len(self.instance_types)} instance types, which makes its groups "
+                "mixed-instances groups, and EC2 Auto Scaling has no warm pools for those; list "
+                "one type",
+            )
+        if warm.pool_state == "Hibernated":
+            why = (
+                "EKS refuses Hibernated warm pools on Bottlerocket (EKS API, WarmPoolConfig)"
+                if self.is_bottlerocket
+                else f"EC2 hibernation supports no GPU instance family ({self.instance_types[0]}: "
+                "EC2 user guide, hibernation prerequisites)"
+            )
+            raise RuleError("warm_pool.pool_state", warm.pool_state, f"{why}; use Stopped or Running")
+        if warm.reuse_on_scale_in and self.is_bottlerocket:
+            raise RuleError(
+                "warm_pool.reuse_on_scale_in",
+                True,
+                "EKS does not support reuseOnScaleIn with Bottlerocket AMIs (EKS API, WarmPoolConfig)",
+            )
+        if warm.min_size > self.max_size:
+            raise RuleError(
+                "warm_pool.min_size",
+                warm.min_size,
+                f"the warm pool never holds more than max_size ({self.max_size}) instances",
+            )
+        return self
+
+    @property
+    def uses_parallel_pull(self) -> bool:
+        """Whether the pool's nodes get nodeadm's FastImagePull (AL2023 only)."""
+        return self.image_pull.parallel and not self.is_bottlerocket
+
+    @property
+    def volume_throughput_mibps(self) -> int:
+        """gp3 throughput of the images volume: configured, or nodeadm's advice with parallel pull."""
+        configured = self.image_pull.volume_throughput_mibps
+        if configured is not None:
+            return configured
+        return PARALLEL_PULL_THROUGHPUT_MIBPS if self.uses_parallel_pull else GP3_BASE_THROUGHPUT_MIBPS
 
     @property
     def uses_karpenter(self) -> bool:

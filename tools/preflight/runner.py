@@ -33,6 +33,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "tools.preflight.eks",
     "tools.preflight.existing",
     "tools.preflight.amis",
+    "tools.preflight.snapshots",
 )
 STACK_FILE_MODULE = "tools.preflight.offline"
 
