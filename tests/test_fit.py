@@ -192,3 +192,50 @@ def test_gpu_pod_counts_its_sidecar() -> None:
     raw["serving"]["cpu"] = f"{room.cpu_milli - 10}m"
     with pytest.raises(StackConfigError, match="does not fit pool 'a10g': the serving pod needs"):
         parse(raw)
+
+
+# --- declared model sizes against one GPU's share -------------------------------------------
+
+def sized_prod(gib: float, *, versions: list[int] | None = None, canary: bool = False, fraction: float = 0.9) -> dict[str, Any]:
+    raw = raw_stack("prod")
+    model = raw["serving"]["models"]["resnet"]
+    model.update(version_policy="specific", versions=versions or [3], gpu_memory_gib=gib)
+    model.pop("labels", None)
+    if canary:
+        model["canary"] = {"version": max(versions or [3]) + 1, "weight": 10}
+    raw["serving"]["gpu_memory_fraction"] = fraction
+    return raw
+
+
+def gpu_share_refusal(raw: dict[str, Any]) -> str | None:
+    try:
+        parse(raw, "prod")
+    except StackConfigError as exc:
+        return str(exc)
+    return None
+
+
+def test_a_model_fits_when_its_served_versions_and_the_one_loading_fit_the_share() -> None:
+    # prod's a10g pool: one A10G of 24 GiB, TF Serving takes 0.9 of it: 21.6 GiB.
+    assert gpu_share_refusal(sized_prod(10.8)) is None  # 1 served + 1 loading = 21.6
+    message = gpu_share_refusal(sized_prod(10.9))
+    assert message and "serving.gpu_memory_fraction" in message and "resnet 10.9 GiB x 2" in message
+    assert "21.6 GiB" in message and "at least 0.91" in message
+
+
+def test_each_served_version_counts_and_a_canary_pod_holds_one_more() -> None:
+    assert gpu_share_refusal(sized_prod(7, versions=[2, 3])) is None  # 3 x 7 = 21
+    assert gpu_share_refusal(sized_prod(7, versions=[2, 3], canary=True)) is not None  # canary pod: 4 x 7
+    message = gpu_share_refusal(sized_prod(7, versions=[2, 3], canary=True))
+    assert message and "a canary pod holds 28 GiB" in message
+
+
+def test_models_too_big_for_any_share_of_the_gpu_are_told_so() -> None:
+    message = gpu_share_refusal(sized_prod(13))  # 26 GiB > 24 GiB
+    assert message and "no share of this GPU holds them" in message
+
+
+def test_undeclared_models_are_not_counted() -> None:
+    raw = raw_stack("prod")
+    assert "gpu_memory_gib" not in raw["serving"]["models"]["resnet"]
+    assert gpu_share_refusal(raw) is None

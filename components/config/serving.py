@@ -63,6 +63,19 @@ class ModelConfig(Section):
     canary: CanaryConfig | None = Field(
         None, description="Canary rollout of a new version (policy specific only)."
     )
+    gpu_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        le=640,
+        description="GPU memory one loaded version takes (weights and working memory, as "
+        "measured); when set, a stack whose GPU cannot hold the versions a pod loads, plus "
+        "one more during a version switch, is refused.",
+    )
+
+    def versions_held(self, canary_pod: bool = False) -> int:
+        """Versions a pod holds loaded: the served ones (and the canary's, on a canary pod)."""
+        held = len(self.versions) if self.version_policy == "specific" else self.latest_count
+        return held + (1 if canary_pod and self.canary is not None else 0)
 
     @model_validator(mode="after")
     def _policy_consistent(self) -> ModelConfig:

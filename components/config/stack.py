@@ -7,6 +7,7 @@ after its key; this module must not grow single-section rules.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -25,6 +26,7 @@ from components.config.base import (
 )
 from components.config.cluster import ClusterConfig
 from components.config.gpu_pools import (
+    GpuPoolConfig,
     GpuPools,
     karpenter_controller_replicas,
     pool_zone_problems,
@@ -353,6 +355,7 @@ class StackConfig(Section):
                     "raise min_size, or set it to 0 to scale the pool from zero",
                 )
         shared = pool.time_slicing_replicas
+        self._declared_models_fit_a_gpu(pool)
         if serving.gpu_memory_fraction * shared > 1.0 + 1e-9:
             raise RuleError(
                 "serving.gpu_memory_fraction",
@@ -386,6 +389,37 @@ class StackConfig(Section):
                 f"{allocated + GPU_CONTEXT_HEADROOM_PERCENT:.0f}% or above, else it fires on a healthy node",
             )
         return self
+
+    def _declared_models_fit_a_gpu(self, pool: GpuPoolConfig) -> None:
+        """The models a pod loads fit the share of one GPU TF Serving takes. TF Serving's
+        AvailabilityPreservingPolicy (server.cc sets it; core/availability_preserving_policy.h)
+        loads a model's new version before it unloads the old one, so each model may hold one
+        version more than it serves while it switches; a canary pod also holds the canary
+        version. Models without gpu_memory_gib are not counted."""
+        serving = self.serving
+        declared = {n: m for n, m in serving.models.items() if m.gpu_memory_gib is not None}
+        if not declared:
+            return
+        gpu_gib = pool.instances[0].gpu_memory_gib
+        usable = serving.gpu_memory_fraction * gpu_gib
+        pods = [("stable", False)] + ([("canary", True)] if any(m.canary for m in serving.models.values()) else [])
+        for pod, canary in pods:
+            need = sum((m.gpu_memory_gib or 0) * (m.versions_held(canary) + 1) for m in declared.values())
+            if need > usable + 1e-9:
+                parts = ", ".join(
+                    f"{n} {m.gpu_memory_gib:g} GiB x {m.versions_held(canary) + 1}" for n, m in sorted(declared.items())
+                )
+                raise RuleError(
+                    "serving.gpu_memory_fraction",
+                    serving.gpu_memory_fraction,
+                    f"a {pod} pod holds {need:g} GiB of models on one GPU while a version switches "
+                    f"({parts}: the versions served plus the one loading), but TF Serving may take "
+                    f"{serving.gpu_memory_fraction:g} of the {gpu_gib} GiB of a {pool.gpu_model} "
+                    f"({usable:.1f} GiB) in pool '{serving.gpu_pool}'; "
+                    + (f"raise the fraction to at least {math.ceil(need / gpu_gib * 100) / 100:.2f}, "
+                       if need < gpu_gib else "no share of this GPU holds them: ")
+                    + "serve fewer versions, or use a pool with more GPU memory",
+                )
 
     @model_validator(mode="after")
     def _production_replicas(self) -> StackConfig:
