@@ -181,6 +181,10 @@ def server_args(cfg: ServingConfig) -> list[str]:
         f"--tensorflow_inter_op_parallelism={threads}",
         f"--rest_api_num_threads={max(4, threads * 2)}",
         f"--enable_model_warmup={'true' if cfg.enable_warmup else 'false'}",
+        # Loads (and unloads) in their own threads, not in the manager's main loop (main.cc
+        # num_load_threads / num_unload_threads, default 0: serially in that loop).
+        f"--num_load_threads={cfg.model_load_threads}",
+        f"--num_unload_threads={cfg.model_load_threads}",
     ]
     if cfg.batching.enabled:
         args += ["--enable_batching=true", f"--batching_parameters_file={CONFIG_DIR}/batching.config"]

@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import text_format
 
 from components.config import StackConfigError
-from components.serving import batching_parameters_text, model_config_text
+from components.serving import batching_parameters_text, model_config_text, server_args
 from tests.support import mounted_config_map, parse, raw_stack, render_raw
 from tests.support import tfs_config
 from tools.lib.mock_engine import Rendering
@@ -159,12 +159,36 @@ def test_image_is_pinned_gpu_build_and_flags_are_set(prod: Rendering) -> None:
         "--tensorflow_inter_op_parallelism=4",
         "--per_process_gpu_memory_fraction=0.9",
         "--enable_model_warmup=true",
+        # prod serves one model on 4 CPUs: one load thread.
+        "--num_load_threads=1",
+        "--num_unload_threads=1",
     ):
         assert flag in args, flag
     mounted = {m["mountPath"] for m in serving["volumeMounts"]}
     for path_flag in ("--model_config_file=", "--batching_parameters_file=", "--monitoring_config_file="):
         path = next(a for a in args if a.startswith(path_flag)).split("=", 1)[1]
         assert path.rsplit("/", 1)[0] in mounted
+
+
+def test_load_threads_follow_the_models_and_the_pods_cpus() -> None:
+    from components.config import ServingConfig
+
+    def threads(models: int, cpu: str, load_threads: int | None = None) -> str:
+        raw = raw_stack("prod")
+        serving = raw["serving"]
+        first = next(iter(serving["models"].values()))
+        serving["models"] = {f"m{i}": dict(first) for i in range(models)}
+        serving["cpu"] = cpu
+        if load_threads is not None:
+            serving["load_threads"] = load_threads
+        cfg: ServingConfig = parse(raw, "prod").serving
+        return next(a for a in server_args(cfg) if a.startswith("--num_load_threads="))
+
+    assert threads(1, "4") == "--num_load_threads=1"
+    assert threads(3, "4") == "--num_load_threads=3"
+    assert threads(6, "2") == "--num_load_threads=2"
+    assert threads(3, "500m") == "--num_load_threads=1"
+    assert threads(3, "4", load_threads=8) == "--num_load_threads=8"
 
 
 def test_cpu_serving_uses_the_cpu_image_without_gpu_scheduling() -> None:

@@ -240,6 +240,23 @@ class ServingConfig(Section):
     enable_warmup: bool = Field(
         True, description="Replay assets.extra/tf_serving_warmup_requests before serving."
     )
+    load_threads: int | None = Field(
+        None,
+        ge=1,
+        le=32,
+        description="Models TF Serving loads at once (--num_load_threads); default: one per "
+        "model, at most one per CPU of the pod.",
+    )
+
+    @property
+    def model_load_threads(self) -> int:
+        """TF Serving's default, 0, loads servables one after another inside its manager's
+        main loop, delaying the other models and requests (model_servers/main.cc, 2.19.1:
+        num_load_threads); a pool lets several models load at once, no more than the CPUs
+        that build their graphs."""
+        if self.load_threads is not None:
+            return self.load_threads
+        return max(1, min(len(self.models), self.cpu_milli // 1000))
     batching: BatchingConfig = section("Server-side batching.")
     image_cache: ImageCacheConfig = section("ECR pull-through cache for the serving image.")
     promotion_source: Annotated[str, worded(
