@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -20,7 +21,12 @@ import pulumi_kubernetes as k8s
 
 from components import catalog
 from components.config import PROJECT, ClusterConfig, StackConfig, StackConfigError
-from components.iam import pod_identity_trust_policy, role_with_managed_policies, service_trust_policy
+from components.iam import (
+    policy_document,
+    pod_identity_trust_policy,
+    role_with_managed_policies,
+    service_trust_policy,
+)
 from components.naming import k8s_labels
 from components.netplan import plan_subnets
 from components.nodes import autoscaled_by_tag, launch_template_args, node_group_timeouts, node_role
@@ -46,6 +52,64 @@ ADDONS_BEFORE_NODES: tuple[catalog.AddonName, ...] = (
     "kube-proxy",
 )
 ADDONS_AFTER_NODES: tuple[catalog.AddonName, ...] = ("coredns", "aws-ebs-csi-driver")
+
+
+# EKS Auto Mode's capabilities act as the cluster role: its AWS managed policies for compute,
+# block storage, load balancing and networking beside AmazonEKSClusterPolicy (EKS user guide,
+# awsdocs/amazon-eks-user-guide latest/ug/automode/auto-learn-iam.adoc, "Cluster IAM role"),
+# and a trust policy with sts:TagSession, which ours always has.
+AUTO_MODE_CLUSTER_POLICIES = (
+    "AmazonEKSComputePolicy",
+    "AmazonEKSBlockStoragePolicy",
+    "AmazonEKSLoadBalancingPolicy",
+    "AmazonEKSNetworkingPolicy",
+)
+
+
+def auto_mode_tagging_statements(cluster: str) -> list[dict[str, Any]]:
+    """The managed policies let Auto Mode tag its instances with its own tags only; our
+    NodeClasses add the stack's tags, which needs this (auto-learn-iam.adoc, "Custom AWS tags
+    for EKS Auto resources", statement Compute), scoped to this cluster's node classes and
+    pools by the tags Auto Mode puts on every launch."""
+    return [
+        {
+            "Sid": "TagAutoModeInstancesOfThisCluster",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateFleet", "ec2:RunInstances", "ec2:CreateLaunchTemplate"],
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"aws:RequestTag/eks:eks-cluster-name": cluster},
+                "StringLike": {
+                    "aws:RequestTag/eks:kubernetes-node-class-name": "*",
+                    "aws:RequestTag/eks:kubernetes-node-pool-name": "*",
+                },
+            },
+        }
+    ]
+
+
+def auto_mode_cluster_args(enabled: bool) -> dict[str, Any]:
+    """The aws.eks.Cluster arguments that switch EKS Auto Mode on: compute, block storage and
+    load balancing together (EKS refuses them apart: auto-enable-existing.adoc, "The compute,
+    block storage, and load balancing capabilities must all be enabled or disabled in the same
+    request"). No built-in node pools: the system node group stays a managed node group and
+    each auto-mode GPU pool has its own NodePool, so `general-purpose` and `system`
+    (set-builtin-node-pools.adoc: on-demand C/M/R nodes) would only be nodes nothing asked for;
+    without built-in pools the compute config needs no node role (the NodeClass names it).
+    Off: nothing is set, so a stack without auto-mode pools plans as before (the provider keeps
+    whatever the cluster has: compute_config is Optional+Computed in terraform-provider-aws
+    internal/service/eks/cluster.go)."""
+    if not enabled:
+        return {}
+    return {
+        "compute_config": aws.eks.ClusterComputeConfigArgs(enabled=True, node_pools=[]),
+        "storage_config": aws.eks.ClusterStorageConfigArgs(
+            block_storage=aws.eks.ClusterStorageConfigBlockStorageArgs(enabled=True)
+        ),
+        "kubernetes_network_config": aws.eks.ClusterKubernetesNetworkConfigArgs(
+            elastic_load_balancing=aws.eks.ClusterKubernetesNetworkConfigElasticLoadBalancingArgs(enabled=True)
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -259,9 +323,13 @@ class Cluster(pulumi.ComponentResource):
         aws_provider: aws.Provider,
         needs: ExistingClusterNeeds | None = None,
         karpenter: bool = False,
+        auto_mode: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("tf-serving-eks:cluster:Cluster", name, None, opts)
+        # Some GPU pool's nodes come from EKS Auto Mode: the cluster is switched into it (mode
+        # create only; the config refuses auto-mode pools on an existing cluster).
+        self._auto_mode = auto_mode
         self._needs = needs or ExistingClusterNeeds()
         # Some GPU pool's nodes come from Karpenter: its subnets and security group are found
         # by DISCOVERY_TAG (tagged in mode create only then, so other stacks are unchanged;
@@ -314,11 +382,19 @@ class Cluster(pulumi.ComponentResource):
         cluster_role, cluster_role_attachments = role_with_managed_policies(
             f"{n}-control-plane-role",
             service_trust_policy("eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession")),
-            ("AmazonEKSClusterPolicy",),
+            ("AmazonEKSClusterPolicy", *(AUTO_MODE_CLUSTER_POLICIES if self._auto_mode else ())),
             self._partition,
             self,
             description=f"EKS control plane of {cfg.name}",
         )
+        role_ready: list[pulumi.Resource] = list(cluster_role_attachments)
+        if self._auto_mode:
+            role_ready.append(aws.iam.RolePolicy(
+                f"{n}-control-plane-auto-mode-tagging",
+                role=cluster_role.name,
+                policy=policy_document(auto_mode_tagging_statements(cfg.name)),
+                opts=child_options(self),
+            ))
         endpoint = cfg.endpoint
         cluster = aws.eks.Cluster(
             f"{n}-eks",
@@ -348,7 +424,8 @@ class Cluster(pulumi.ComponentResource):
             # Set explicitly: the EKS API defaults to EXTENDED, which bills extended support
             # once the version leaves standard support (EKS API reference, UpgradePolicyRequest).
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=cfg.support_type),
-            opts=child_options(self, depends_on=[log_group, *cluster_role_attachments]),
+            **auto_mode_cluster_args(self._auto_mode),
+            opts=child_options(self, depends_on=[log_group, *role_ready]),
         )
         issuer = cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer or "")  # type: ignore[index]
         oidc = aws.iam.OpenIdConnectProvider(

@@ -9,11 +9,13 @@ node from nothing, in the right zone. One group per zone because cluster-autosca
 a multi-AZ group's template node in its first zone only (cloudprovider/aws/aws_manager.go,
 getAsgTemplate), which a strict zone spread cannot use; --balance-similar-node-groups keeps
 the zones level. Per cluster: the NVIDIA device plugin and the DCGM exporter, each from its
-upstream chart, pinned, for every pool whatever its provisioner. A Karpenter pool's nodes come
-from its NodePool (components/karpenter.py), with the same labels and taint (pool_labels): no
-node group and no node-template tags here.
+upstream chart, pinned, for the pools whose nodes can run them. A Karpenter or Auto Mode pool's
+nodes come from its NodePool (components/karpenter.py, components/auto_mode.py), with the same
+labels and taint (pool_labels): no node group and no node-template tags here. Auto Mode nodes
+bring their own NVIDIA device plugin and run neither chart's DaemonSet.
 
-It must not install or configure cluster-autoscaler or Karpenter (components/node_autoscaling.py does,
+It must not install or configure cluster-autoscaler, Karpenter or Auto Mode (components/node_autoscaling.py,
+components/karpenter.py and components/auto_mode.py do,
 reading these pools' outputs), nor export stack outputs (components/stack.py does).
 """
 
@@ -58,6 +60,10 @@ ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
 DEVICE_PLUGIN_LABEL = "tf-serving-eks/nvidia-device-plugin"
 DEVICE_PLUGIN_FROM_CHART = "daemonset"
 DEVICE_PLUGIN_FROM_HOST = "host"
+# EKS Auto Mode labels every node it manages eks.amazonaws.com/compute-type=auto (EKS user guide,
+# latest/ug/automode/create-node-pool.adoc, supported labels).
+COMPUTE_TYPE_LABEL = "eks.amazonaws.com/compute-type"
+AUTO_COMPUTE_TYPE = "auto"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 REGION_LABEL = "topology.kubernetes.io/region"
 NVIDIA_NAMESPACE = "nvidia"
@@ -99,7 +105,11 @@ def pool_labels(pool_name: str, pool: GpuPoolConfig) -> dict[str, str]:
         GPU_MODEL_LABEL: pool.gpu_model,
         GPU_PRESENT_LABEL: "true",
         ACCELERATOR_LABEL: catalog.ACCELERATOR_LABEL_VALUES[pool.instances[0].gpu_model],  # type: ignore[index]
-        DEVICE_PLUGIN_LABEL: DEVICE_PLUGIN_FROM_HOST if pool.is_bottlerocket else DEVICE_PLUGIN_FROM_CHART,
+        # Auto Mode runs the NVIDIA device plugin inside the node, "not visible as a daemon
+        # set" (EKS user guide, auto-accelerated), as Bottlerocket's NVIDIA variants do.
+        DEVICE_PLUGIN_LABEL: (
+            DEVICE_PLUGIN_FROM_HOST if pool.is_bottlerocket or pool.uses_auto_mode else DEVICE_PLUGIN_FROM_CHART
+        ),
     }
     if pool.time_slicing_replicas > 1:
         labels[DEVICE_PLUGIN_CONFIG_LABEL] = time_slicing_config_name(pool.time_slicing_replicas)
@@ -210,15 +220,43 @@ def device_plugin_values(pools: Mapping[str, GpuPoolConfig]) -> dict[str, Any]:
     }
 
 
-def dcgm_exporter_values(
-    pools: Mapping[str, GpuPoolConfig], service_monitor: Mapping[str, str] | None
-) -> dict[str, Any]:
+def not_on_auto_mode_nodes() -> dict[str, Any]:
+    """GPU nodes that are not EKS Auto Mode's. Auto Mode nodes are appliances (read-only root,
+    SELinux enforcing, no host access: latest/ug/automode/automode.adoc, "Nodes") with a GPU
+    stack of AWS's; the guide documents no DCGM host engine or exporter for them, so the
+    chart's exporter (host paths, SYS_ADMIN) is kept off rather than left to crash-loop."""
     return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": COMPUTE_TYPE_LABEL, "operator": "NotIn", "values": [AUTO_COMPUTE_TYPE]}]}
+                ]
+            }
+        }
+    }
+
+
+def runs_gpu_daemonsets(pool: GpuPoolConfig) -> bool:
+    """Whether the pool's nodes take the chart DaemonSets (device plugin, DCGM exporter)."""
+    return not pool.uses_auto_mode
+
+
+def dcgm_exporter_values(
+    pools: Mapping[str, GpuPoolConfig],
+    service_monitor: Mapping[str, str] | None,
+    beside_auto_mode: bool = False,
+) -> dict[str, Any]:
+    """`pools`: those whose nodes run it; `beside_auto_mode`: the cluster also has Auto Mode
+    GPU nodes (labelled gpu.present like ours), which it must stay off."""
+    values: dict[str, Any] = {
         "nodeSelector": {GPU_PRESENT_LABEL: "true"},
         "tolerations": gpu_daemonset_tolerations(pools),
         "serviceMonitor": service_monitor_values(service_monitor, interval="15s"),
         "resources": copy.deepcopy(catalog.DCGM_EXPORTER_RESOURCES),
     }
+    if beside_auto_mode:
+        values["affinity"] = not_on_auto_mode_nodes()
+    return values
 
 
 # The type this component was registered under before it was named after its stack key.
@@ -241,6 +279,7 @@ class GpuPools(pulumi.ComponentResource):
         service_monitor: Mapping[str, str] | None,
         monitoring_ready: list[pulumi.Resource],
         karpenter_node_role_name: pulumi.Output[str] | None = None,
+        auto_mode_node_role_name: pulumi.Output[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         # Deployed stacks hold this component, and through it every child, under the old type.
@@ -261,12 +300,19 @@ class GpuPools(pulumi.ComponentResource):
                 assert karpenter_node_role_name is not None, "Karpenter pools need Karpenter's node role"
                 node_role_names[pool_name] = karpenter_node_role_name
                 continue
+            if pool.uses_auto_mode:
+                assert auto_mode_node_role_name is not None, "Auto Mode pools need its node role"
+                node_role_names[pool_name] = auto_mode_node_role_name
+                continue
             role, by_zone = self._node_groups(pool_name, pool)
             node_role_names[pool_name] = role.name
             node_group_names[pool_name] = {z: g.node_group_name for z, g in by_zone.items()}
             groups.extend(by_zone.values())
 
-        if pools:
+        # The charts' DaemonSets serve only pools whose nodes run them: a stack whose pools are
+        # all Auto Mode's installs neither.
+        daemonset_pools = {n: p for n, p in pools.items() if runs_gpu_daemonsets(p)}
+        if daemonset_pools:
             nvidia = namespace(
                 f"{name}-nvidia-namespace",
                 NVIDIA_NAMESPACE,
@@ -279,7 +325,7 @@ class GpuPools(pulumi.ComponentResource):
                 f"{name}-device-plugin",
                 catalog.CHARTS["nvidia-device-plugin"],
                 NVIDIA_NAMESPACE,
-                device_plugin_values(pools),
+                device_plugin_values(daemonset_pools),
                 child_options(self, cluster.provider, depends_on=[nvidia]),
                 timeout_seconds=GPU_NODE_WAIT_SECONDS,
             )
@@ -287,7 +333,9 @@ class GpuPools(pulumi.ComponentResource):
                 f"{name}-dcgm-exporter",
                 catalog.CHARTS["dcgm-exporter"],
                 NVIDIA_NAMESPACE,
-                dcgm_exporter_values(pools, service_monitor),
+                dcgm_exporter_values(
+                    daemonset_pools, service_monitor, beside_auto_mode=len(daemonset_pools) < len(pools)
+                ),
                 # Its ServiceMonitor needs the Prometheus Operator's CRDs.
                 child_options(self, cluster.provider, depends_on=[nvidia, *monitoring_ready]),
                 timeout_seconds=GPU_NODE_WAIT_SECONDS,

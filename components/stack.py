@@ -11,6 +11,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.auto_mode import AutoModePools
 from components.autoscaling import Autoscaling
 from components.catalog import PRICED_REGIONS, monthly_cost_range, node_cost_range
 from components.cluster import Cluster, existing_cluster_needs
@@ -51,6 +52,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         aws_provider=aws_provider,
         needs=existing_cluster_needs(cfg),
         karpenter=bool(cfg.karpenter_pools),
+        auto_mode=bool(cfg.auto_mode_pools),
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     ).outputs
     # An existing cluster's zones are known only now: refuse pools they cannot split before
@@ -84,6 +86,16 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             monitoring_ready=monitoring_ready,
             opts=pulumi.ResourceOptions(providers=[aws_provider]),
         ).outputs
+    auto_mode = None
+    if cfg.auto_mode_pools:
+        auto_mode = AutoModePools(
+            "auto-mode",
+            {name: cfg.gpu_pools[name] for name in cfg.auto_mode_pools},
+            cluster=cluster,
+            partition=partition,
+            tags=base_tags(cfg, pulumi.get_stack()),
+            opts=pulumi.ResourceOptions(providers=[aws_provider]),
+        ).outputs
     gpu = GpuPools(
         "gpu",
         cfg.gpu_pools,
@@ -93,6 +105,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         service_monitor=chart_monitors,
         monitoring_ready=monitoring_ready,
         karpenter_node_role_name=karpenter.node_role_name if karpenter else None,
+        auto_mode_node_role_name=auto_mode.node_role_name if auto_mode else None,
         opts=pulumi.ResourceOptions(providers=[aws_provider]),
     ).outputs
     if cfg.installs_cluster_autoscaler:
@@ -281,7 +294,8 @@ def node_cost_estimate(cfg: StackConfig) -> dict[str, Any]:
             }
             for name, p in pools.items()
         },
-        "prices": f"on-demand list prices, {priced_in}; spot pools usually cost less",
+        "prices": f"on-demand list prices, {priced_in}; spot pools usually cost less"
+        + ("; EKS Auto Mode's per-instance management fee not included" if cfg.auto_mode_pools else ""),
     }
 
 

@@ -393,15 +393,6 @@ def refusal(raw: Raw, stack: str = "dev") -> str:
     return str(caught.value)
 
 
-def test_auto_mode_is_refused_for_now() -> None:
-    raw = karpenter_raw("dev")
-    raw["gpu_pools"]["l4"]["provisioner"] = "auto-mode"
-    assert (
-        "tf-serving-eks:gpu_pools.l4.provisioner: EKS Auto Mode pools are not supported yet; use "
-        'managed-node-group or karpenter (got "auto-mode")'
-    ) in refusal(raw)
-
-
 def test_karpenter_settings_on_a_managed_node_group_pool_are_refused() -> None:
     raw = raw_stack("dev")
     raw["gpu_pools"]["l4"]["karpenter"] = {"consolidate_after": "1m"}

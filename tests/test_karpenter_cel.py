@@ -61,7 +61,8 @@ def variants() -> Iterator[tuple[str, str, Raw]]:
             {"id": "cr-0123456789abcdef0"}, {"tags": {"team": "ml"}},
         ])
     for name, raw in config_grid.GRID.items():
-        if any(p.get("provisioner") == "karpenter" for p in raw.get("gpu_pools", {}).values()):
+        # Auto Mode's NodePools are karpenter.sh/v1 NodePools, kept by the same CRD's rules.
+        if any(p.get("provisioner") in ("karpenter", "auto-mode") for p in raw.get("gpu_pools", {}).values()):
             yield f"grid-{name}", name, raw
 
 
@@ -90,7 +91,9 @@ def test_every_rule_of_both_crds_is_found_and_compiles() -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_node_pools_and_node_classes_keep_every_crd_rule(case: str) -> None:
     found = objects(case)
-    assert {m["kind"] for m in found} == set(SCHEMAS), case
+    # An Auto Mode stack's NodePools name Auto Mode's NodeClass, not an EC2NodeClass.
+    auto_mode = any(p.get("provisioner") == "auto-mode" for p in CASES[case][1].get("gpu_pools", {}).values())
+    assert {m["kind"] for m in found} == ({"NodePool"} if auto_mode else set(SCHEMAS)), case
     for obj in found:
         assert cel_rules.violations(schema(obj["kind"]), obj) == [], (case, obj["metadata"]["name"])
 

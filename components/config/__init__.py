@@ -55,6 +55,8 @@ from components.config.cluster import (
 )
 from components.config.errors import StackConfigError, format_errors
 from components.config.gpu_pools import (
+    AUTO_MODE,
+    AutoModePoolConfig,
     KARPENTER,
     MANAGED_NODE_GROUP,
     DisruptionBudget,
@@ -153,6 +155,8 @@ __all__ = [
     "VpcConfig",
     # gpu_pools
     "GpuPoolConfig",
+    "AUTO_MODE",
+    "AutoModePoolConfig",
     "KARPENTER",
     "MANAGED_NODE_GROUP",
     "DisruptionBudget",

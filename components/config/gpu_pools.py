@@ -1,6 +1,6 @@
 """The `gpu_pools` key: GPU node pools keyed by name, each with the provisioner that makes
-its nodes (EKS managed node groups or Karpenter) and that provisioner's own settings, and the
-zone and node-shape helpers that need nothing but the pools.
+its nodes (EKS managed node groups, Karpenter or EKS Auto Mode) and that provisioner's own
+settings, and the zone and node-shape helpers that need nothing but the pools.
 
 Whether the serving pods fit a pool needs the serving section too: that rule is on the
 root model (components/config/stack.py), not here.
@@ -112,8 +112,8 @@ class CapacityReservationTerm(Section):
         return {"id": self.id} if self.id is not None else {"tags": dict(self.tags or {})}
 
 
-class KarpenterPoolConfig(Section):
-    """Settings of a pool whose nodes Karpenter launches (provisioner: karpenter)."""
+class NodeDisruptionConfig(Section):
+    """How Karpenter (ours, or EKS Auto Mode's) removes and replaces a pool's nodes."""
 
     env_defaults = {
         # Dev gives back idle or half-used GPUs quickly; prod only removes empty nodes, and
@@ -136,15 +136,9 @@ class KarpenterPoolConfig(Section):
     expire_after: KarpenterDuration = Field(
         "720h", description="Node lifetime: Karpenter replaces older nodes (picks up new AMIs)."
     )
-    capacity_reservations: list[CapacityReservationTerm] = Field(
-        default_factory=list,
-        max_length=30,
-        description="On-Demand Capacity Reservations or Capacity Blocks Karpenter fills first "
-        "(capacity type reserved), falling back to the pool's capacity_type.",
-    )
 
     @model_validator(mode="after")
-    def _production_rules(self, info: ValidationInfo) -> KarpenterPoolConfig:
+    def _production_rules(self, info: ValidationInfo) -> NodeDisruptionConfig:
         if environment_of(info) == "prod" and self.consolidate_after in ("0s", "0m", "0h"):
             raise RuleError(
                 "consolidate_after",
@@ -153,6 +147,17 @@ class KarpenterPoolConfig(Section):
                 "wait for a new GPU node); use at least 1m",
             )
         return self
+
+
+class KarpenterPoolConfig(NodeDisruptionConfig):
+    """Settings of a pool whose nodes Karpenter launches (provisioner: karpenter)."""
+
+    capacity_reservations: list[CapacityReservationTerm] = Field(
+        default_factory=list,
+        max_length=30,
+        description="On-Demand Capacity Reservations or Capacity Blocks Karpenter fills first "
+        "(capacity type reserved), falling back to the pool's capacity_type.",
+    )
 
 
 
@@ -235,6 +240,46 @@ class WarmPoolConfig(Section):
     )
 
 
+# EKS Auto Mode replaces a node after 21 days at most (EKS user guide, awsdocs/amazon-eks-user-guide
+# latest/ug/automode/automode.adoc, "Upgrades": "EKS Auto Mode enforces a 21-day maximum node
+# lifetime"): a longer expireAfter, or Never, would promise what it does not do.
+AUTO_MODE_MAX_NODE_HOURS: Final = 21 * 24
+# The accelerated families Auto Mode launches (latest/ug/automode/automode-learn-instances.adoc,
+# "Supported instance reference": Accelerated Computing p5, p4d, p3, p3dn, gr6, g6, g6e, g5g,
+# g5, g4dn, inf2, inf1, trn1, trn1n), of those our catalogue holds.
+AUTO_MODE_GPU_FAMILIES: Final = frozenset({"g4dn", "g5", "g6", "g6e", "p4d", "p5"})
+
+
+def duration_hours(value: str) -> float:
+    """A KarpenterDuration in hours (Never: infinite)."""
+    if value == "Never":
+        return float("inf")
+    return int(value[:-1]) / {"s": 3600, "m": 60, "h": 1}[value[-1]]
+
+
+class AutoModePoolConfig(NodeDisruptionConfig):
+    """Settings of a pool whose nodes EKS Auto Mode launches (provisioner: auto-mode). Auto
+    Mode's node pools are Karpenter NodePools (karpenter.sh/v1), so the disruption settings
+    are Karpenter's; only the node lifetime is bounded by Auto Mode's own 21 days."""
+
+    expire_after: KarpenterDuration = Field(
+        "336h",
+        description="Node lifetime (at most 504h, Auto Mode's own limit): older nodes are "
+        "replaced, which is how they get Auto Mode's new AMIs.",
+    )
+
+    @model_validator(mode="after")
+    def _within_auto_modes_lifetime(self) -> AutoModePoolConfig:
+        if duration_hours(self.expire_after) > AUTO_MODE_MAX_NODE_HOURS:
+            raise RuleError(
+                "expire_after",
+                self.expire_after,
+                f"EKS Auto Mode replaces every node after 21 days ({AUTO_MODE_MAX_NODE_HOURS}h) "
+                f"whatever the NodePool says; use at most {AUTO_MODE_MAX_NODE_HOURS}h",
+            )
+        return self
+
+
 class TaintConfig(Section):
     key: QualifiedName = Field("nvidia.com/gpu", description="Taint key on every GPU node.")
     value: LabelValue = Field("true", description="Taint value.")
@@ -261,6 +306,26 @@ def zone_share(total: int, zone_count: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(zone_count)]
 
 
+PROVISIONER_NAMES: Final = {KARPENTER: "Karpenter", AUTO_MODE: "EKS Auto Mode", MANAGED_NODE_GROUP: "EKS"}
+AUTO_MODE_HAS_NO_NODE_COUNT = (
+    "is for provisioner: managed-node-group only; EKS Auto Mode keeps no standing nodes (it "
+    "launches one for each pending pod, up to max_size nodes' GPUs) and replaces nodes by its "
+    "disruption budgets (auto_mode.budgets)"
+)
+# What Auto Mode decides itself: a key that asks otherwise would be silently ignored.
+AUTO_MODE_OWNS = {
+    # Auto Mode chooses the AMI (latest/ug/automode/automode-learn-instances.adoc, comparison
+    # table: "AWS determines the operating system and image").
+    "ami_type": "EKS Auto Mode picks the AMI of its nodes itself; remove ami_type",
+    # Its NVIDIA device plugin runs inside the node, not as a DaemonSet (EKS user guide,
+    # auto-accelerated: "EKS Auto Mode includes the NVIDIA device plugin for Kubernetes. This
+    # plugin runs automatically and isn't visible as a daemon set"), and the guide documents
+    # no setting of it: the chart's time-slicing config never reaches it.
+    "time_slicing_replicas": "EKS Auto Mode runs its own NVIDIA device plugin, which has no "
+    "time-slicing setting; use 1, or provisioner managed-node-group or karpenter for a "
+    "time-sliced pool",
+}
+
 KARPENTER_HAS_NO_NODE_COUNT = (
     "is for provisioner: managed-node-group only; Karpenter keeps no standing nodes (it "
     "launches one for each pending pod, up to max_size nodes' GPUs) and replaces nodes by its "
@@ -285,10 +350,11 @@ class GpuPoolConfig(NodeGroupSizing):
     provisioner: Provisioner = Field(
         MANAGED_NODE_GROUP,
         description="What makes the pool's nodes: managed-node-group (one EKS managed node group "
-        "per zone, scaled by cluster-autoscaler) or karpenter (a Karpenter NodePool); "
-        "auto-mode is not supported yet.",
+        "per zone, scaled by cluster-autoscaler), karpenter (a Karpenter NodePool) or auto-mode "
+        "(an EKS Auto Mode NodePool; cluster mode create only).",
     )
     karpenter: KarpenterPoolConfig = section("Karpenter settings (provisioner: karpenter only).")
+    auto_mode: AutoModePoolConfig = section("EKS Auto Mode settings (provisioner: auto-mode only).")
     instance_types: list[str] = Field(
         min_length=1,
         description="GPU instance types from the catalogue (components/catalog.py); all of one "
@@ -329,34 +395,54 @@ class GpuPoolConfig(NodeGroupSizing):
     def _karpenter_has_no_standing_nodes(cls, data: Any) -> Any:
         # Runs before the env defaults fill min/desired (child validators run first): a
         # Karpenter pool has no node count of its own, so its defaults are 0, not prod's 3.
-        if isinstance(data, dict) and data.get("provisioner") == KARPENTER:
+        if isinstance(data, dict) and data.get("provisioner") in (KARPENTER, AUTO_MODE):
+            rule = KARPENTER_HAS_NO_NODE_COUNT if data["provisioner"] == KARPENTER else AUTO_MODE_HAS_NO_NODE_COUNT
             for key in ("min_size", "desired_size"):
                 # Refused here, before the sizing rules compare them with each other.
                 if data.get(key) not in (None, 0):
-                    raise RuleError(key, data[key], KARPENTER_HAS_NO_NODE_COUNT)
+                    raise RuleError(key, data[key], rule)
             data = {**data, "min_size": 0, "desired_size": 0}
         return data
 
     @model_validator(mode="after")
     def _keys_of_its_provisioner(self) -> GpuPoolConfig:
-        if self.provisioner == AUTO_MODE:
-            raise RuleError(
-                "provisioner",
-                self.provisioner,
-                "EKS Auto Mode pools are not supported yet; use managed-node-group or karpenter",
-            )
-        if self.provisioner == MANAGED_NODE_GROUP:
-            if "karpenter" in self.model_fields_set:
+        # Each provisioner's own section is refused on a pool of another provisioner.
+        for key, owner in (("karpenter", KARPENTER), ("auto_mode", AUTO_MODE)):
+            if key in self.model_fields_set and self.provisioner != owner:
                 raise RuleError(
-                    "karpenter",
+                    key,
                     "...",
-                    "is for provisioner: karpenter only; this pool's provisioner is "
-                    "managed-node-group (remove the section or set provisioner: karpenter)",
+                    f"is for provisioner: {owner} only; this pool's provisioner is "
+                    f"{self.provisioner} (remove the section or set provisioner: {owner})",
                 )
+        if self.provisioner == MANAGED_NODE_GROUP:
             return self
         # min_size and desired_size are refused before validation (above).
+        rule = KARPENTER_HAS_NO_NODE_COUNT if self.provisioner == KARPENTER else AUTO_MODE_HAS_NO_NODE_COUNT
         if "max_unavailable" in self.model_fields_set:
-            raise RuleError("max_unavailable", self.max_unavailable, KARPENTER_HAS_NO_NODE_COUNT)
+            raise RuleError("max_unavailable", self.max_unavailable, rule)
+        if self.provisioner == AUTO_MODE:
+            if "ami_type" in self.model_fields_set:
+                raise RuleError("ami_type", self.ami_type, AUTO_MODE_OWNS["ami_type"])
+            if self.time_slicing_replicas > 1:
+                raise RuleError(
+                    "time_slicing_replicas", self.time_slicing_replicas, AUTO_MODE_OWNS["time_slicing_replicas"]
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _types_auto_mode_launches(self) -> GpuPoolConfig:
+        if self.provisioner != AUTO_MODE:
+            return self
+        for i, name in enumerate(self.instance_types):
+            family = name.partition(".")[0]
+            if catalog.instance_type(name) is not None and family not in AUTO_MODE_GPU_FAMILIES:
+                raise RuleError(
+                    f"instance_types.{i}",
+                    name,
+                    f"EKS Auto Mode does not launch the {family} family; its GPU families in the "
+                    f"catalogue: {', '.join(sorted(AUTO_MODE_GPU_FAMILIES))}",
+                )
         return self
 
     @model_validator(mode="after")
@@ -402,6 +488,19 @@ class GpuPoolConfig(NodeGroupSizing):
     @model_validator(mode="after")
     def _image_pull_fits_the_pool(self) -> GpuPoolConfig:
         pull = self.image_pull
+        if self.uses_auto_mode:
+            # An Auto Mode NodeClass takes no user data and no snapshot: its ephemeralStorage
+            # has size, iops and throughput only (EKS user guide, latest/ug/automode/
+            # create-node-class.adoc, "Node Class Specification").
+            for key in ("parallel", "prepulled_snapshot_id"):
+                if key in pull.model_fields_set:
+                    raise RuleError(
+                        f"image_pull.{key}",
+                        getattr(pull, key),
+                        "EKS Auto Mode nodes take no user data or snapshot of ours (their "
+                        "NodeClass sets only the volume's size, IOPS and throughput); remove it, "
+                        "or keep image_pull.volume_iops / volume_throughput_mibps",
+                    )
         if self.is_bottlerocket and pull.parallel and "parallel" in pull.model_fields_set:
             raise RuleError(
                 "image_pull.parallel",
@@ -443,12 +542,13 @@ class GpuPoolConfig(NodeGroupSizing):
         warm = self.warm_pool
         if not warm.enabled:
             return self
-        if self.uses_karpenter:
+        if not self.has_node_groups:
             raise RuleError(
                 "warm_pool.enabled",
                 True,
-                "warm pools belong to an Auto Scaling group, and Karpenter launches its nodes "
-                "without one; use provisioner: managed-node-group for a warm pool",
+                f"warm pools belong to an Auto Scaling group, and "
+                f"{PROVISIONER_NAMES[self.provisioner]} launches its nodes without one; use "
+                "provisioner: managed-node-group for a warm pool",
             )
         # EC2 Auto Scaling user guide, "Warm pools": no warm pool for a group that launches
         # Spot Instances or has a mixed instances policy (several instance types).
@@ -492,7 +592,7 @@ class GpuPoolConfig(NodeGroupSizing):
     @property
     def uses_parallel_pull(self) -> bool:
         """Whether the pool's nodes get nodeadm's FastImagePull (AL2023 only)."""
-        return self.image_pull.parallel and not self.is_bottlerocket
+        return self.image_pull.parallel and not self.is_bottlerocket and not self.uses_auto_mode
 
     @property
     def volume_throughput_mibps(self) -> int:
@@ -505,6 +605,15 @@ class GpuPoolConfig(NodeGroupSizing):
     @property
     def uses_karpenter(self) -> bool:
         return self.provisioner == KARPENTER
+
+    @property
+    def uses_auto_mode(self) -> bool:
+        return self.provisioner == AUTO_MODE
+
+    @property
+    def has_node_groups(self) -> bool:
+        """Whether its nodes come from EKS managed node groups (scaled by cluster-autoscaler)."""
+        return self.provisioner == MANAGED_NODE_GROUP
 
     @property
     def is_bottlerocket(self) -> bool:
@@ -574,9 +683,10 @@ def pool_zone_problems(
     """
     problems: list[RuleError] = []
     for name, pool in pools.items():
-        if pool.uses_karpenter:
-            # No per-zone node groups: Karpenter picks each node's zone for the pods that
-            # wait (it honours their topology spread), within the pool's GPU limit.
+        if not pool.has_node_groups:
+            # No per-zone node groups: Karpenter (or Auto Mode's Karpenter) picks each node's
+            # zone for the pods that wait (it honours their topology spread), within the
+            # pool's GPU limit.
             continue
         if pool.max_size < zone_count:
             # EKS: a node group's scalingConfig.maxSize is at least 1 (CreateNodegroup API).

@@ -240,16 +240,60 @@ class StackConfig(Section):
         return [name for name, pool in self.gpu_pools.items() if pool.uses_karpenter]
 
     @property
+    def auto_mode_pools(self) -> list[str]:
+        return [name for name, pool in self.gpu_pools.items() if pool.uses_auto_mode]
+
+    @property
     def node_group_pools(self) -> list[str]:
-        return [name for name, pool in self.gpu_pools.items() if not pool.uses_karpenter]
+        return [name for name, pool in self.gpu_pools.items() if pool.has_node_groups]
 
     @property
     def installs_cluster_autoscaler(self) -> bool:
         """cluster-autoscaler scales only the node groups this stack makes (components/nodes.py,
         AUTOSCALED_BY_TAG): a new cluster's system group and the managed-node-group GPU pools.
-        On an existing cluster without such pools there are none (Karpenter pools have no
-        node group), and it is not installed."""
+        On an existing cluster without such pools there are none (Karpenter and Auto Mode
+        pools have no node group), and it is not installed."""
         return self.node_autoscaling.enabled and (self.cluster.mode == "create" or bool(self.node_group_pools))
+
+    @model_validator(mode="after")
+    def _auto_mode_has_its_cluster(self) -> StackConfig:
+        pools = self.auto_mode_pools
+        if not pools:
+            return self
+        if self.cluster.mode != "create":
+            # Turning Auto Mode on changes the cluster itself (its compute, storage and load
+            # balancing config, its IAM role's policies and trust: EKS user guide,
+            # latest/ug/automode/auto-enable-existing.adoc): not ours to do to a cluster we
+            # only look up.
+            raise RuleError(
+                f"gpu_pools.{pools[0]}.provisioner",
+                "auto-mode",
+                "needs cluster.mode create: EKS Auto Mode is switched on in the cluster's own "
+                "settings and IAM role, which this stack does not change on an existing "
+                "cluster; use provisioner karpenter or managed-node-group there",
+            )
+        if self.karpenter_pools:
+            # Auto Mode brings its own NodePool and NodeClaim CRDs (karpenter.sh) and
+            # controller; the karpenter-crd chart would claim the same CRDs. The guide
+            # advises one or the other (latest/ug/automode/automode-learn-instances.adoc:
+            # "AWS suggests running either EKS Auto Mode or self-managed Karpenter").
+            raise RuleError(
+                f"gpu_pools.{self.karpenter_pools[0]}.provisioner",
+                "karpenter",
+                f"pool '{pools[0]}' uses auto-mode, whose Karpenter owns the NodePool CRDs "
+                "of the cluster; a stack uses karpenter or auto-mode pools, not both",
+            )
+        scaling = self.autoscaling
+        pool = self.serving.gpu_pool
+        if scaling.enabled and "gpu_utilisation" in scaling.metrics and pool in pools:
+            raise RuleError(
+                "autoscaling.metrics.gpu_utilisation",
+                scaling.metrics["gpu_utilisation"],
+                f"comes from the DCGM exporter, which does not run on EKS Auto Mode nodes "
+                f"(pool '{pool}' uses auto-mode): scale on requests_per_second, latency or "
+                "batch queueing instead",
+            )
+        return self
 
     @model_validator(mode="after")
     def _karpenter_has_a_home(self) -> StackConfig:

@@ -571,6 +571,11 @@ class NodeGroup:
     def bottlerocket(self) -> bool:
         return self.ami_type.startswith("BOTTLEROCKET")
 
+    @property
+    def auto_mode(self) -> bool:
+        """An EKS Auto Mode node: AWS's AMI, with its own NVIDIA device plugin and no DCGM."""
+        return self.ami_type == AUTO_MODE_AMI
+
 
 def node_groups(r: Rendering) -> list[NodeGroup]:
     """The stack's node groups. Labels: the group's own, and those EKS and the kubelet add to
@@ -599,6 +604,13 @@ def node_groups(r: Rendering) -> list[NodeGroup]:
 
 # Karpenter's AMI aliases by family -> the EKS AMI type a managed node group would name.
 _ALIAS_AMI_TYPES = {"al2023": "AL2023_x86_64_NVIDIA", "bottlerocket": "BOTTLEROCKET_x86_64_NVIDIA"}
+# What stands for the AMI of an EKS Auto Mode node (AWS picks it; there is no AMI type).
+AUTO_MODE_AMI = "auto-mode"
+# A NodePool whose nodeClassRef names this group is Auto Mode's, and Auto Mode labels each of
+# its nodes eks.amazonaws.com/compute-type=auto (EKS user guide, latest/ug/automode/
+# create-node-pool.adoc, supported labels).
+AUTO_MODE_NODE_CLASS_GROUP = "eks.amazonaws.com"
+AUTO_MODE_NODE_LABELS = {"eks.amazonaws.com/compute-type": "auto"}
 
 
 def karpenter_nodes(r: Rendering) -> list[NodeGroup]:
@@ -609,15 +621,18 @@ def karpenter_nodes(r: Rendering) -> list[NodeGroup]:
     template's labels, every requirement with operator In and one value (Karpenter sets
     single-valued requirements as labels), the instance type it picked, the NodePool's name
     as karpenter.sh/nodepool, and the kubelet's os and arch; taints: the template's. The AMI
-    family comes from the EC2NodeClass's alias."""
+    family comes from the EC2NodeClass's alias. A NodePool of EKS Auto Mode (nodeClassRef group
+    eks.amazonaws.com) is run by Auto Mode's own Karpenter alike: its nodes carry Auto Mode's
+    compute-type label too, and AUTO_MODE_AMI."""
     objects = r.k8s_objects()
     classes = {m["metadata"]["name"]: m for m in objects if m["kind"] == "EC2NodeClass"}
     nodes = []
     for pool in (m for m in objects if m["kind"] == "NodePool"):
         spec = pool["spec"]["template"]["spec"]
+        auto_mode = spec["nodeClassRef"].get("group") == AUTO_MODE_NODE_CLASS_GROUP
         node_class = classes.get(spec["nodeClassRef"]["name"])
         alias = ((node_class or {}).get("spec", {}).get("amiSelectorTerms") or [{}])[0].get("alias", "")
-        ami = _ALIAS_AMI_TYPES.get(alias.partition("@")[0], "unknown")
+        ami = AUTO_MODE_AMI if auto_mode else _ALIAS_AMI_TYPES.get(alias.partition("@")[0], "unknown")
         fixed = {
             req["key"]: req["values"][0]
             for req in spec.get("requirements") or []
@@ -638,6 +653,7 @@ def karpenter_nodes(r: Rendering) -> list[NodeGroup]:
                 **(pool["spec"]["template"].get("metadata", {}).get("labels") or {}),
                 "node.kubernetes.io/instance-type": instance_type,
                 "karpenter.sh/nodepool": name,
+                **(AUTO_MODE_NODE_LABELS if auto_mode else {}),
             }
             nodes.append(NodeGroup(f"nodepool/{name}/{instance_type}", ami, labels, taints, "", ""))
     return nodes
@@ -683,20 +699,21 @@ def runs_device_plugin(daemonset: Manifest) -> bool:
 
 def gpu_daemonset_problems(charts: StackCharts) -> list[str]:
     """GPU node daemons land where they serve (nodes of managed node groups and of Karpenter
-    NodePools alike): on every GPU node exactly one device plugin
-    (the host's on Bottlerocket, else the chart's) and exactly one DCGM exporter; none on a
-    node without GPUs; each tolerates every GPU pool's taint."""
+    and Auto Mode NodePools alike): on every GPU node exactly one device plugin
+    (the host's on Bottlerocket and Auto Mode, else the chart's) and exactly one DCGM exporter,
+    none on an Auto Mode node (which runs no chart DaemonSet of ours: AWS's GPU stack); none
+    on a node without GPUs; each tolerates every GPU pool's taint."""
     groups = node_groups(charts.rendering) + karpenter_nodes(charts.rendering)
     gpu_groups = [g for g in groups if g.gpu]
     problems = []
     plugin = charts.release("nvidia-device-plugin")
     dcgm = charts.release("dcgm-exporter")
-    if not gpu_groups:
+    if not [g for g in gpu_groups if not g.auto_mode]:
         return [f"{sr.release.chart} installed with no GPU node group" for sr in (plugin, dcgm) if sr]
     for chart, sr in (("nvidia-device-plugin", plugin), ("dcgm-exporter", dcgm)):
         if sr is None:
             problems.append(f"{chart}: not installed, yet the stack has GPU node groups")
-    plugins_on: dict[str, list[str]] = {g.name: (["host"] if g.bottlerocket else []) for g in groups}
+    plugins_on: dict[str, list[str]] = {g.name: (["host"] if g.bottlerocket or g.auto_mode else []) for g in groups}
     exporters_on: dict[str, list[str]] = {g.name: [] for g in groups}
     for sr, tally in ((plugin, plugins_on), (dcgm, exporters_on)):
         if sr is None:
@@ -709,20 +726,25 @@ def gpu_daemonset_problems(charts: StackCharts) -> list[str]:
                     continue
                 if not g.gpu:
                     problems.append(f"{sr.release.chart}: DaemonSet {name} lands on {g.name}, which has no GPU")
+                elif g.auto_mode:
+                    problems.append(f"{sr.release.chart}: DaemonSet {name} lands on Auto Mode node {g.name}")
                 elif sr is plugin and g.bottlerocket:
                     problems.append(f"{sr.release.chart}: DaemonSet {name} lands on Bottlerocket group {g.name}")
                 if sr is dcgm or runs_device_plugin(ds):
                     tally[g.name].append(name)
             if sr is dcgm or runs_device_plugin(ds):
                 for g in gpu_groups:
+                    if g.auto_mode:
+                        continue
                     for taint in untolerated(spec.get("tolerations"), g.taints):
                         problems.append(f"{sr.release.chart}: DaemonSet {name} does not tolerate {g.name}'s taint {taint}")
     problems += device_plugin_config_problems(plugin, gpu_groups) if plugin else []
     for g in gpu_groups:
         if plugin is not None and len(plugins_on[g.name]) != 1:
             problems.append(f"{g.name}: {len(plugins_on[g.name])} NVIDIA device plugins ({plugins_on[g.name]}), not 1")
-        if dcgm is not None and len(exporters_on[g.name]) != 1:
-            problems.append(f"{g.name}: {len(exporters_on[g.name])} DCGM exporters ({exporters_on[g.name]}), not 1")
+        wanted = 0 if g.auto_mode else 1
+        if dcgm is not None and len(exporters_on[g.name]) != wanted:
+            problems.append(f"{g.name}: {len(exporters_on[g.name])} DCGM exporters ({exporters_on[g.name]}), not {wanted}")
     return problems
 
 

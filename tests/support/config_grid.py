@@ -1,5 +1,5 @@
 """A grid of realistic stack configs, each one valid, for whole-stack checks over the config
-space: with and without GPU pools, GPU nodes from managed node groups or Karpenter, canary, KEDA / HPA / no autoscaling, existing cluster,
+space: with and without GPU pools, GPU nodes from managed node groups, Karpenter or EKS Auto Mode, canary, KEDA / HPA / no autoscaling, existing cluster,
 monitoring and ingress on and off, custom namespaces, dev and prod.
 
     from tests.support.config_grid import GRID, rendered
@@ -104,6 +104,15 @@ def _karpenter(raw: Raw) -> Raw:
     return raw
 
 
+def _auto_mode(raw: Raw) -> Raw:
+    """The serving pool's nodes from EKS Auto Mode (AWS picks the AMI; no time-slicing)."""
+    pool = raw["gpu_pools"][raw["serving"]["gpu_pool"]]
+    for key in ("min_size", "desired_size", "max_unavailable", "ami_type", "time_slicing_replicas"):
+        pool.pop(key, None)
+    pool["provisioner"] = "auto-mode"
+    return raw
+
+
 def _minimal(environment: str) -> Raw:
     """Required keys only: what the README's configuration reference leaves a user to write."""
     raw: Raw = {
@@ -138,6 +147,7 @@ GRID: dict[str, Raw] = {
     "dev-namespaces": _from("dev", _namespaces, _logs),
     "dev-existing": _from("dev", _existing),
     "dev-karpenter": _from("dev", _karpenter),
+    "dev-auto-mode": _from("dev", _auto_mode),
     "dev-existing-cpu-no-ingress": _from("dev", _existing, _cpu, _no_ingress),
     "prod-canary": _from("prod", _canary),
     "prod-namespaces-no-ingress": _from("prod", _namespaces, _no_ingress),

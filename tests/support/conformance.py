@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 
+from tests.support import auto_mode_schema
 from tests.support.reference import REFERENCE_DIR, reference
 
 CRD_DIR = REFERENCE_DIR / "crds-pinned"
@@ -37,6 +38,9 @@ def crd_schema(api_version: str, kind: str) -> dict[str, Any] | None:
     """The reference schema of a custom resource kind, or None if the reference has none."""
     if "/" not in api_version:
         return None
+    if (api_version, kind) == ("eks.amazonaws.com/v1", "NodeClass"):
+        # No CRD is published for it: the fields the EKS user guide documents.
+        return auto_mode_schema.NODE_CLASS_SCHEMA
     group, version = api_version.split("/", 1)
     path = reference(CRD_DIR.name) / group / f"{kind.lower()}_{version}.json"
     if not path.is_file():
@@ -62,10 +66,15 @@ def validate_object(manifest: dict[str, Any], kubernetes_version: str) -> list[s
             f"{manifest.get('kind')} (neither Kubernetes {kubernetes_version} nor {CRD_DIR})"
         ]
     validator = jsonschema.Draft7Validator(schema)
-    return [
+    problems = [
         f"{object_id(manifest)}: {err.message} at '{'/'.join(str(p) for p in err.absolute_path)}'"
         for err in validator.iter_errors(manifest)
     ]
+    if schema is auto_mode_schema.NODE_CLASS_SCHEMA and not problems:
+        size = ((manifest["spec"].get("ephemeralStorage") or {}).get("size"))
+        problem = auto_mode_schema.ephemeral_size_problem(size) if size else None
+        problems += [f"{object_id(manifest)}: {problem}"] if problem else []
+    return problems
 
 
 def validate_objects(manifests: Iterable[dict[str, Any]], kubernetes_version: str) -> list[str]:
