@@ -442,3 +442,49 @@ GATEWAY_API_CRDS_URL = (
     "https://github.com/kubernetes-sigs/gateway-api/releases/download/"
     f"{GATEWAY_API_VERSION}/standard-install.yaml"
 )
+
+
+# --- Cold start figures ------------------------------------------------------------------------
+#
+# What components/cold_start.py models the time from zero GPU nodes to a first prediction
+# with. Each figure says where it comes from; "estimate" marks a typical value we have not
+# measured on an account, to be replaced by your own (README, "Cold start budget").
+
+
+@dataclass(frozen=True)
+class Figure:
+    value: float
+    unit: str
+    source: str
+
+
+COLD_START: dict[str, Figure] = {
+    # cluster-autoscaler FAQ (kubernetes/autoscaler cluster-autoscaler/FAQ.md): --scan-interval
+    # defaults to 10s; a pending pod waits up to one scan before the scale-up.
+    "decide_cluster_autoscaler": Figure(10, "s", "cluster-autoscaler FAQ, --scan-interval default 10s"),
+    # Karpenter settings (karpenter.sh docs, v1.14 reference/settings): BATCH_MAX_DURATION 10s,
+    # the longest it waits to batch pending pods into one launch.
+    "decide_karpenter": Figure(10, "s", "Karpenter settings, BATCH_MAX_DURATION default 10s"),
+    "instance_launch": Figure(45, "s", "estimate: EC2 RunInstances to running, GPU instance"),
+    "instance_start_stopped": Figure(30, "s", "estimate: EC2 StartInstances of a stopped warm-pool instance"),
+    "instance_running_warm": Figure(5, "s", "estimate: a Running warm-pool instance moved into the group"),
+    # Boot, nodeadm, kubelet join, NVIDIA driver load and device plugin registration.
+    "node_ready": Figure(90, "s", "estimate: GPU AMI boot to a node advertising nvidia.com/gpu"),
+    "node_ready_warm": Figure(30, "s", "estimate: a warm-pool instance, initialised once, rejoining"),
+    # The serving GPU image (tensorflow/serving:<v>-gpu), unpacked.
+    "serving_image": Figure(6, "GiB", "estimate: tensorflow/serving GPU image, unpacked"),
+    # containerd#8881: a 5.4 GB deep-learning image pulled in 120 s with containerd's one
+    # unpack thread, 40 s with parallel unpack (about 45 and 135 MiB/s).
+    "pull_serial": Figure(45, "MiB/s", "containerd/containerd#8881: 5.4 GB in 120 s, serial unpack"),
+    "pull_parallel": Figure(135, "MiB/s", "containerd/containerd#8881: 5.4 GB in 40 s, parallel unpack"),
+    "pull_prepulled": Figure(15, "s", "estimate: images already on the snapshot's volume; containerd only starts"),
+    # S3 performance guidelines (docs.aws.amazon.com/AmazonS3/latest/userguide/
+    # optimizing-performance-guidelines.html): one request reaches about 85-90 MB/s; the AWS CLI
+    # makes 10 at once by default (max_concurrent_requests, aws s3 configuration docs).
+    "s3_per_request": Figure(85, "MiB/s", "Amazon S3 performance guidelines, 85-90 MB/s per request"),
+    "s3_requests": Figure(10, "requests", "AWS CLI s3 max_concurrent_requests default 10"),
+    # CUDA context, cuDNN/cuBLAS libraries and TF Serving's first model on the GPU.
+    "gpu_runtime_init": Figure(15, "s", "estimate: CUDA context and TensorFlow GPU libraries"),
+    "model_read": Figure(500, "MiB/s", "estimate: SavedModel restore from a local volume"),
+    "model_default_size": Figure(1, "GiB", "assumed size of a model that declares no gpu_memory_gib"),
+}

@@ -11,6 +11,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components import cold_start
 from components.auto_mode import AutoModePools
 from components.autoscaling import Autoscaling
 from components.catalog import PRICED_REGIONS, monthly_cost_range, node_cost_range
@@ -236,6 +237,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             for name, s in gpu.scheduling.items()
         },
         "node_cost_usd_per_month": node_cost_estimate(cfg),
+        "cold_start_budget": cold_start.budget(cfg),
         "model_bucket": store.bucket_name,
         "model_prefix": store.prefix,
         "model_key_arn": store.key_arn,

@@ -1,12 +1,14 @@
 """Benchmark: whole-process wall time and peak memory of the offline preview and the model sync.
 
-    python -m tools.bench [preview|sync]      (make bench: both)
+    python -m tools.bench [preview|sync|cold-start]      (make bench: all three)
 
 Runs the preview as a separate process for dev, prod, and dev-shaped stacks serving 1, 10
 and 50 models, so the cost of growth is visible; and the model sync script
 (components/scripts/model-sync.sh, with the AWS CLI from requirements-dev.txt) against
 moto's S3 server for 50 models x 3 versions: the first pass (everything new) and a second
-one (nothing new, the sidecar's cost every interval). Prints figures; asserts nothing.
+one (nothing new, the sidecar's cost every interval); and the modelled cold start of the dev and
+prod stacks' pools with each feature on and off (components/cold_start.py). Prints figures;
+asserts nothing.
 It creates nothing outside a temporary folder and its own in-process moto server.
 """
 
@@ -131,11 +133,21 @@ def bench_preview() -> None:
             print(f"{stack:<12} {seconds:>8.2f} {peak:>9.1f}  {'ok' if status == 0 else f'exit {status}'}")
 
 
+def bench_cold_start() -> None:
+    from tools.cold_start_docs import tables
+
+    print("modelled cold start, zero GPU nodes to the first prediction (components/cold_start.py):")
+    print(tables())
+
+
 def main(argv: list[str] | None = None) -> int:
-    which = set(argv if argv is not None else sys.argv[1:]) or {"preview", "sync"}
-    if not which <= {"preview", "sync"}:
-        print("usage: python -m tools.bench [preview|sync]", file=sys.stderr)
+    choices = {"preview", "sync", "cold-start"}
+    which = set(argv if argv is not None else sys.argv[1:]) or choices
+    if not which <= choices:
+        print("usage: python -m tools.bench [preview|sync|cold-start]", file=sys.stderr)
         return 2
+    if "cold-start" in which:
+        bench_cold_start()
     if "preview" in which:
         bench_preview()
     if "sync" in which:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from components.cold_start import warnings as cold_start_warnings
 from components.config import StackConfigError
 from tools.lib.mock_engine import Registered, Rendering, render
 from tools.lib.stackfile import read_settings, stack_file
@@ -125,6 +126,18 @@ def summary_table(rendering: Rendering) -> str:
                 + (f"; one node ${node['min']:,.2f}" + (f" .. ${node['max']:,.2f}" if node["max"] != node["min"] else "")
                    if node else "")
             )
+    budget = rendering.outputs.get("cold_start_budget")
+    if budget and budget.get("pools"):
+        lines.append("cold start from zero nodes to the first prediction (modelled; README, Cold start budget):")
+        for pool, each in sorted(budget["pools"].items()):
+            stages = ", ".join(f"{k} {v:.0f}s" for k, v in each["stages_seconds"].items())
+            mark = " (serving)" if pool == budget.get("serving_pool") else ""
+            lines.append(f"  {pool}{mark}: {each['total_seconds'] / 60:.1f} min = {stages}")
+            if each["with"]:
+                lines.append(
+                    "    with " + "; ".join(f"{k}: {v / 60:.1f} min" for k, v in each["with"].items())
+                )
+        lines += cold_start_warnings(budget)
     return "\n".join(lines)
 
 

@@ -240,6 +240,14 @@ class ServingConfig(Section):
     enable_warmup: bool = Field(
         True, description="Replay assets.extra/tf_serving_warmup_requests before serving."
     )
+    cold_start_target_minutes: float | None = Field(
+        None,
+        gt=0,
+        le=120,
+        description="Time from zero GPU nodes to the first prediction that the stack aims "
+        "for: the preview warns, naming the stage that dominates, when the modelled cold start "
+        "of the serving pool exceeds it (README, Cold start budget).",
+    )
     load_threads: int | None = Field(
         None,
         ge=1,
