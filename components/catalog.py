@@ -462,9 +462,9 @@ COLD_START: dict[str, Figure] = {
     # cluster-autoscaler FAQ (kubernetes/autoscaler cluster-autoscaler/FAQ.md): --scan-interval
     # defaults to 10s; a pending pod waits up to one scan before the scale-up.
     "decide_cluster_autoscaler": Figure(10, "s", "cluster-autoscaler FAQ, --scan-interval default 10s"),
-    # Karpenter settings (karpenter.sh docs, v1.14 reference/settings): BATCH_MAX_DURATION 10s,
-    # the longest it waits to batch pending pods into one launch.
-    "decide_karpenter": Figure(10, "s", "Karpenter settings, BATCH_MAX_DURATION default 10s"),
+    # Karpenter settings (karpenter.sh docs, v1.14 reference/settings): it launches once no new
+    # pending pod has come for BATCH_IDLE_DURATION (1s), at most BATCH_MAX_DURATION (10s).
+    "decide_karpenter": Figure(1, "s", "Karpenter settings, BATCH_IDLE_DURATION default 1s (one pending pod)"),
     "instance_launch": Figure(45, "s", "estimate: EC2 RunInstances to running, GPU instance"),
     "instance_start_stopped": Figure(30, "s", "estimate: EC2 StartInstances of a stopped warm-pool instance"),
     "instance_running_warm": Figure(5, "s", "estimate: a Running warm-pool instance moved into the group"),

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from components import cold_start
 from components.catalog import COLD_START
+from components.config.gpu_pools import GP3_BASE_THROUGHPUT_MIBPS
 from tools.lib.readme_section import write_between
 from tools.lib.stackfile import load_stack_file
 
@@ -39,6 +41,28 @@ def tables() -> str:
                 f"| {stack} | {pool}{mark} | {stages} | {each['total_seconds'] / 60:.1f} min | "
                 f"{each['dominant_stage']} | {toggled} |"
             )
+    # The dev serving pool as each provisioner would start it: Karpenter decides on its batch
+    # window; Auto Mode nodes take no user data, so no parallel pull (GpuPoolConfig).
+    cfg = load_stack_file("dev")
+    pool = cfg.serving.gpu_pool
+    if pool is not None:
+        f = cold_start.features_of(cfg, pool)
+        unpinned = cfg.gpu_pools[pool].image_pull.volume_throughput_mibps is None
+        by_provisioner = {
+            "managed-node-group": replace(f, provisioner="managed-node-group"),
+            "karpenter": replace(f, provisioner="karpenter", warm_pool=None),
+            "auto-mode": replace(
+                f, provisioner="auto-mode", warm_pool=None, parallel_pull=False, prepulled_snapshot=False,
+                volume_mibps=GP3_BASE_THROUGHPUT_MIBPS if unpinned else f.volume_mibps,
+            ),
+        }
+        rows += ["", f"The dev serving pool `{pool}` by provisioner:", "",
+                 "| provisioner | " + " | ".join(cold_start.STAGES) + " | total |",
+                 "|" + "---|" * (len(cold_start.STAGES) + 2)]
+        for name, g in by_provisioner.items():
+            modelled = cold_start.estimate(g)
+            cells = " | ".join(f"{modelled[s]:.0f} s" for s in cold_start.STAGES)
+            rows.append(f"| {name} | {cells} | {sum(modelled.values()) / 60:.1f} min |")
     figures = ["", "| figure | value | source |", "|---|---|---|"]
     figures += [f"| `{name}` | {f.value:g} {f.unit} | {f.source} |" for name, f in COLD_START.items()]
     return "\n".join(rows + figures)
