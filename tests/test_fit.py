@@ -239,3 +239,27 @@ def test_undeclared_models_are_not_counted() -> None:
     raw = raw_stack("prod")
     assert "gpu_memory_gib" not in raw["serving"]["models"]["resnet"]
     assert gpu_share_refusal(raw) is None
+
+
+@pytest.mark.parametrize(("shared", "fraction"), [(1, 0.9), (2, 0.45), (3, 0.3), (4, 0.22)])
+def test_unset_the_gpu_share_is_divided_among_the_pods_on_one_gpu(shared: int, fraction: float) -> None:
+    raw = raw_stack("dev")
+    raw["serving"].pop("gpu_memory_fraction", None)
+    pool = raw["serving"]["gpu_pool"]
+    raw["gpu_pools"][pool]["time_slicing_replicas"] = shared
+    raw["gpu_pools"][pool]["max_size"] = 8
+    raw["gpu_pools"][pool]["instance_types"] = ["g6.4xlarge"]
+    raw.setdefault("monitoring", {}).setdefault("thresholds", {})["gpu_memory_percent"] = 98
+    cfg = parse(raw, "dev")
+    assert cfg.serving.gpu_memory_fraction == fraction
+    # Every pod one GPU takes fits in it together (what the BFC allocators take up front).
+    assert cfg.serving.gpu_memory_fraction * shared <= 0.9 + 1e-9
+
+
+def test_a_written_gpu_share_is_kept_and_still_checked() -> None:
+    raw = raw_stack("dev")
+    raw["serving"]["gpu_memory_fraction"] = 0.4
+    assert parse(raw, "dev").serving.gpu_memory_fraction == 0.4
+    raw["serving"]["gpu_memory_fraction"] = 0.9
+    with pytest.raises(StackConfigError, match="shares each GPU between 2 pods; the fraction must be at most 0.50"):
+        parse(raw, "dev")

@@ -33,6 +33,10 @@ cpu_milli = catalog.cpu_milli
 memory_mib = catalog.memory_mib
 
 
+# TF Serving's share of a GPU it has to itself: the rest is the CUDA context, cuDNN/cuBLAS
+# workspaces outside the BFC allocator and headroom (TF's own default is to grow to nearly all).
+GPU_SHARE_OF_ONE_PROCESS = 0.9
+
 class CanaryConfig(Section):
     """A new version served by a second Deployment and given a share of the traffic."""
 
@@ -223,10 +227,13 @@ class ServingConfig(Section):
     )
     replicas: int = Field(ge=1, le=100, description="Pods, when no autoscaler owns the count.")
     gpu_memory_fraction: float = Field(
-        0.9,
+        GPU_SHARE_OF_ONE_PROCESS,
         gt=0,
         le=1,
-        description="Share of each GPU's memory TF Serving may allocate (per process).",
+        description="Share of each GPU's memory TF Serving may allocate (per process). Unset: "
+        f"{GPU_SHARE_OF_ONE_PROCESS} divided among the pods that share one GPU (the serving pool's "
+        "time_slicing_replicas), rounded down to 0.01. Declared model sizes "
+        "(models.<m>.gpu_memory_gib) must fit it.",
     )
     file_system_poll_seconds: int = Field(
         15, ge=1, le=3600, description="How often model folders are scanned for new versions."

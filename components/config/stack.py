@@ -36,7 +36,7 @@ from components.config.ingress import ALB_RULES_PER_LOAD_BALANCER, IngressConfig
 from components.config.model_store import ModelStoreConfig
 from components.config.monitoring import AlertThresholds, MonitoringConfig
 from components.config.node_autoscaling import NodeAutoscalingConfig
-from components.config.serving import ServingConfig
+from components.config.serving import GPU_SHARE_OF_ONE_PROCESS, ServingConfig
 from components.validation import worded
 
 AwsRegion = Annotated[str, worded(
@@ -114,6 +114,26 @@ class StackConfig(Section):
         if value is not None and len(value.get_secret_value()) < 20:
             raise RuleError("", "(hidden)", "must be at least 20 characters")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gpu_memory_fraction_from_the_pool(cls, data: Any) -> Any:
+        """Unset, serving.gpu_memory_fraction is TF Serving's share of one GPU divided among
+        the pods time-slicing puts on it (gpu_pools.<serving pool>.time_slicing_replicas):
+        each process's BFC allocator takes its fraction of the whole GPU up front, so two pods
+        at 0.9 on one GPU leave the second out of memory. Malformed input is left to the
+        sections' own rules."""
+        if not isinstance(data, dict):
+            return data
+        serving, pools = data.get("serving"), data.get("gpu_pools")
+        if not isinstance(serving, dict) or "gpu_memory_fraction" in serving or not isinstance(pools, dict):
+            return data
+        pool = pools.get(serving.get("gpu_pool")) if isinstance(serving.get("gpu_pool"), str) else None
+        shared = pool.get("time_slicing_replicas", 1) if isinstance(pool, dict) else 1
+        if not isinstance(shared, int) or isinstance(shared, bool) or not 1 <= shared <= 16:
+            return data
+        fraction = math.floor(GPU_SHARE_OF_ONE_PROCESS / shared * 100) / 100
+        return {**data, "serving": {**serving, "gpu_memory_fraction": fraction}}
 
     @model_validator(mode="after")
     def _sections_have_their_secrets(self) -> StackConfig:
