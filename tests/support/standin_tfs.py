@@ -586,7 +586,7 @@ class StandinTfs:
         self.rest_port, self.http_port = rest.server_address[1], plain.server_address[1]
         for server in self._http_servers:
             server.daemon_threads = True
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_PredictionService(self), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(self), self._grpc)
