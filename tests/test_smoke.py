@@ -415,3 +415,46 @@ def test_bad_input_exits_2_with_one_line(
     assert "is not a stack name" in error(["--stack", "../x"])
     assert "--timeout must be more than 0" in error([*base, "--timeout", "0"])
     assert standin.calls == []
+
+
+def test_tensorflow_here_is_only_its_generated_messages() -> None:
+    """The virtual environment's `tensorflow` holds TensorFlow's `*_pb2` modules the stubs
+    import (tools/tf_protos.py), not the framework: no `__init__`, nothing but gencode."""
+    import tensorflow
+    from tensorflow.core.framework import tensor_pb2
+
+    assert getattr(tensorflow, "__file__", None) is None  # a namespace package
+    assert not hasattr(tensorflow, "constant")
+    root = Path(next(iter(tensorflow.__path__)))
+    assert Path(tensor_pb2.__file__).is_relative_to(root)
+    assert {p.name for p in root.rglob("*.py") if not p.name.endswith("_pb2.py")} == set()
+
+
+def test_the_extraction_takes_exactly_what_is_imported_and_refuses_a_missing_module(tmp_path: Path) -> None:
+    import zipfile
+
+    from tools.tf_protos import extract
+
+    gencode = {
+        "tensorflow/core/framework/a_pb2.py": "from tensorflow.core.framework import b_pb2 as x\n",
+        "tensorflow/core/framework/b_pb2.py": "from tensorflow.tsl.protobuf import c_pb2 as y\n",
+        "tensorflow/tsl/protobuf/c_pb2.py": "\n",
+        "tensorflow/core/framework/unused_pb2.py": "\n",
+        "tensorflow/__init__.py": "import the_framework\n",
+    }
+    wheel = tmp_path / "tf.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in gencode.items():
+            archive.writestr(name, text)
+    importer = tmp_path / "serving_pb2.py"
+    importer.write_text("from tensorflow.core.framework import a_pb2 as z\n")
+    dest = tmp_path / "out"
+    assert extract(wheel, dest, [importer]) == sorted(
+        ["tensorflow/core/framework/a_pb2.py", "tensorflow/core/framework/b_pb2.py", "tensorflow/tsl/protobuf/c_pb2.py"]
+    )
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*.py")) == sorted(
+        ["tensorflow/core/framework/a_pb2.py", "tensorflow/core/framework/b_pb2.py", "tensorflow/tsl/protobuf/c_pb2.py"]
+    )
+    importer.write_text("from tensorflow.core.framework import missing_pb2 as z\n")
+    with pytest.raises(KeyError, match="tensorflow/core/framework/missing_pb2.py"):
+        extract(wheel, tmp_path / "out2", [importer])
