@@ -458,3 +458,23 @@ def test_the_extraction_takes_exactly_what_is_imported_and_refuses_a_missing_mod
     importer.write_text("from tensorflow.core.framework import missing_pb2 as z\n")
     with pytest.raises(KeyError, match="tensorflow/core/framework/missing_pb2.py"):
         extract(wheel, tmp_path / "out2", [importer])
+
+
+def test_the_standin_answers_grpc_predict_as_tf_serving_resolves_versions(standin: StandinTfs, tls: Tls) -> None:
+    """The gRPC prediction path the smoke test leaves to REST (the load test uses it)."""
+    from tensorflow.core.framework import tensor_pb2, types_pb2
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0, 2.0, 5.0])
+    tensor.tensor_shape.dim.add(size=1)
+    tensor.tensor_shape.dim.add(size=3)
+    with grpc.secure_channel(standin.grpc_target, grpc.ssl_channel_credentials(tls.ca.read_bytes())) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest(model_spec={"name": "resnet", "version_label": "stable"}, inputs={"x": tensor})
+        response = stub.Predict(request, timeout=5, metadata=[("x-api-key", KEY)])
+        assert (response.model_spec.version.value, list(response.outputs["y"].float_val)) == (4, [1.0, 2.0, 5.0])
+        request = predict_pb2.PredictRequest(model_spec={"name": "resnet", "version": {"value": 9}}, inputs={"x": tensor})
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Predict(request, timeout=5, metadata=[("x-api-key", KEY)])
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert refused.value.details() == "Servable not found for request: Specific(resnet, 9)"
