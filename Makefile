@@ -29,10 +29,14 @@ PROMETHEUS_DEB_SHA256 := 81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e5
 PROMTOOL_SHA256    := 14d9c8acdc5d1321dc2092400111c586f09ac350f23f2383d1679b2bf256e583
 
 # requirements-tfs-proto.txt: TF Serving's generated config messages, --no-deps because the
-# wheel requires TensorFlow, which its config modules never import.
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto.txt
+# wheel requires TensorFlow, which its config modules never import. requirements-hashed.txt:
+# packages pinned with their hashes (pip's hash-checking mode holds for a whole install, so
+# they come in a step of their own, their dependencies listed with them).
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto.txt requirements-hashed.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		-r requirements-hashed.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
 		-r requirements-tfs-proto.txt
 	@# mypy's cache of the installed packages' types, built once per install (like their
