@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 MYPY_INSTALLED_PACKAGES := pulumi, pulumi_aws, pulumi_kubernetes, pulumi_random, pydantic, \
 	boto3, botocore, moto, hypothesis, pytest, yaml, ruamel.yaml, promql_parser, jsonschema, celpy
 
-.PHONY: preview preflight test typecheck unit bench clean tools
+.PHONY: preview preflight test typecheck unit bench loadtest clean tools
 
 # Test tools the behaviour tests run for real, installed in user space into $(TOOLS) (gitignored),
 # each pinned by version and sha256 (a checksum mismatch fails the install).
@@ -108,6 +108,12 @@ $(CHECKOV): requirements-checkov.txt
 
 bench: $(VENV)/.installed
 	$(PY) -m tools.bench
+
+# Steps of concurrency against the deployed stack's endpoints (README, "Load test"); extra
+# flags in LOADTEST_ARGS, e.g. LOADTEST_ARGS="--protocol grpc --concurrency 1,4,16".
+LOADTEST_ARGS ?=
+loadtest: $(VENV)/.installed
+	$(PY) -m tools.loadtest --stack $(STACK) $(LOADTEST_ARGS)
 
 clean:
 	rm -rf build .mypy_cache .pytest_cache $(TOOLS)
