@@ -15,10 +15,16 @@ import json
 import math
 import os
 import random
+import socketserver
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from tools.lib.endpoints import EndpointError, resolve_endpoints
@@ -29,11 +35,14 @@ from tools.loadtest.stats import PERCENTILES, StepRecorder, StepResult, knee, pe
 REPO = Path(__file__).resolve().parent.parent
 
 
-def nearest_rank(values: list[float], p: float) -> float:
-    """The p-th percentile by the nearest-rank rule: the smallest value with at least p% of
-    the values at or below it (what an HDR histogram reports, to its precision)."""
+def rank_percentile(values: list[float], p: float) -> float:
+    """The p-th percentile as HdrHistogram defines it, computed from the raw values: the
+    smallest value with at least round(p% of n) values at or below it, rounding half up
+    (hdrh/histogram.py get_target_count_at_percentile: int(p * n / 100 + 0.5), at least 1;
+    Java's HdrHistogram uses the same rank)."""
     ordered = sorted(values)
-    return ordered[max(math.ceil(p / 100 * len(ordered)), 1) - 1]
+    rank = max(int(p * len(ordered) / 100 + 0.5), 1)
+    return ordered[rank - 1]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -49,7 +58,7 @@ def test_step_percentiles_match_an_independent_computation(seed: int) -> None:
     result = recorder.result(seconds=2.0, ended_by="time")
     for p in PERCENTILES:
         got = result.latency_ms[percentile_key(p)]
-        want = nearest_rank(latencies, p)
+        want = rank_percentile(latencies, p)
         assert got is not None
         # 3 significant digits: within 0.1% of the recorded value (plus the 1 us unit).
         assert abs(got - want) <= want * 0.001 + 0.001, (p, got, want)
@@ -205,3 +214,126 @@ def test_an_unknown_stack_is_named(tmp_path: Path) -> None:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open() as f:
         return list(csv.DictReader(f))
+
+
+# --- Whole runs against the stand-in ------------------------------------------------------
+
+# Each request waits this long per request in flight at the stand-in (itself included), so a
+# step of N closed-loop users sees about N times it: 50, 100, 200, 400 ms at 1, 2, 4, 8 users.
+# The stand-in's gRPC server runs 8 workers, so no step goes past 8 users.
+PER_REQUEST_IN_FLIGHT_S = 0.050
+# Above 2 users' ~100 ms with room for a busy machine's stalls (tens of ms, seen here), below
+# 4 users' ~200 ms: the knee is the step of 4 users.
+P99_TARGET_MS = 165.0
+STEPS = (1, 2, 4, 8)
+
+
+class RisingLatency:
+    """The stand-in's `latency_seconds`, read once per request just before it sleeps: the
+    number of requests then in flight (those still sleeping, and this one) times a unit."""
+
+    def __init__(self, unit: float) -> None:
+        self.unit = unit
+        self._ends: list[float] = []
+        self._lock = threading.Lock()
+
+    def __get__(self, obj: object, owner: type | None = None) -> float:
+        with self._lock:
+            now = time.monotonic()
+            self._ends = [end for end in self._ends if end > now]
+            latency = self.unit * (len(self._ends) + 1)
+            self._ends.append(now + latency)
+            return latency
+
+    def __set__(self, obj: object, value: float) -> None:
+        pass  # the dataclass's own default; this stand-in's latency is the rule above
+
+
+@pytest.fixture
+def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    standin_tfs = pytest.importorskip("tests.support.standin_tfs") if os.environ.get("CI") != "true" \
+        else __import__("tests.support.standin_tfs", fromlist=["x"])
+
+    class Settings(standin_tfs.Settings):  # type: ignore[name-defined,misc]
+        latency_seconds = RisingLatency(PER_REQUEST_IN_FLIGHT_S)
+
+    # http.server writes the headers and the body apart; with Nagle's algorithm the body waits
+    # for the client's delayed ACK (up to 40 ms on Linux), which would swamp the latencies
+    # under test (socketserver.StreamRequestHandler.disable_nagle_algorithm).
+    monkeypatch.setattr(socketserver.StreamRequestHandler, "disable_nagle_algorithm", True)
+    failing = standin_tfs.half_plus_two_like()
+    failing.predict_error = (grpc.StatusCode.UNAVAILABLE, "the model's run failed")
+    settings = Settings(
+        models={"half-plus-two": standin_tfs.half_plus_two_like(), "resnet": failing},
+        redirect_http=False,
+    )
+    with standin_tfs.StandinTfs(settings) as server:
+        yield server
+
+
+def run_against(standin: Any, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = loadtest(
+        "--stack", "dev", "--rest-url", standin.rest_url, "--grpc-url", standin.grpc_target, "--grpc-plaintext",
+        "--inputs", '{"x": [[1.0, 2.0, 5.0]]}', "--out", str(out), *args,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_the_knee_is_found_where_latency_passes_the_target(standin: Any, tmp_path: Path) -> None:
+    run_against(standin, tmp_path, "--model", "half-plus-two", "--concurrency", ",".join(map(str, STEPS)),
+                "--step-seconds", "1", "--step-requests", "400", "--p99-target-ms", str(P99_TARGET_MS))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["p99_target_ms"] == P99_TARGET_MS and report["p99_target_from"] == "--p99-target-ms"
+    for protocol in ("rest", "grpc"):
+        knee_found = report["knee"][protocol]
+        assert knee_found is not None and knee_found["concurrency"] == 4, (protocol, report["steps"])
+        steps = [s for s in report["steps"] if s["protocol"] == protocol]
+        assert [s["concurrency"] for s in steps] == list(STEPS)
+        # Latency rises with the users, as the stand-in makes it (N users: about N units).
+        p50s = [s["p50_ms"] for s in steps]
+        assert p50s == sorted(p50s)
+        assert all(s["errors"] == 0 and 0 < s["requests"] <= 400 for s in steps)
+        assert all(s["ended_by"] == "time" and 0.95 <= s["seconds"] <= 1.5 for s in steps)
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_percentiles_match_the_requests_it_logged(standin: Any, tmp_path: Path) -> None:
+    run_against(standin, tmp_path, "--model", "half-plus-two", "--concurrency", "1,4",
+                "--step-seconds", "1", "--step-requests", "150")
+    steps = read_csv(tmp_path / "steps.csv")
+    logged = read_csv(tmp_path / "requests.csv")
+    assert len(steps) == 4
+    for row in steps:
+        mine = [float(r["latency_ms"]) for r in logged
+                if r["protocol"] == row["protocol"] and r["step"] == row["step"] and not r["error"]]
+        assert len(mine) == int(row["requests"]) - int(row["errors"])
+        assert float(row["throughput_rps"]) == pytest.approx(int(row["requests"]) / float(row["seconds"]), rel=0.01)
+        for p in PERCENTILES:
+            want = rank_percentile(mine, p)
+            got = float(row[f"{percentile_key(p)}_ms"])
+            assert abs(got - want) <= want * 0.001 + 0.002, (row["protocol"], row["step"], p, got, want)
+    # The stack's own SLO is the default target (Pulumi.dev.yaml: 1000 ms), never passed here.
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["p99_target_from"] == "monitoring.thresholds.latency_p99_ms"
+    assert report["p99_target_ms"] == load_stack_file("dev").monitoring.thresholds.latency_p99_ms
+    assert report["knee"] == {"rest": None, "grpc": None}
+
+
+def test_errors_are_counted_and_a_step_ends_at_its_request_count(standin: Any, tmp_path: Path) -> None:
+    # Two models taken in turn, one of which fails every prediction: about half the requests.
+    run_against(standin, tmp_path, "--concurrency", "2", "--step-seconds", "10", "--step-requests", "60")
+    report = json.loads((tmp_path / "report.json").read_text())
+    logged = read_csv(tmp_path / "requests.csv")
+    for protocol, kind in (("rest", "http 503"), ("grpc", "grpc UNAVAILABLE")):
+        (step_row,) = [s for s in report["steps"] if s["protocol"] == protocol]
+        assert step_row["ended_by"] == "requests" and step_row["requests"] == 60
+        assert step_row["errors_by_kind"] == {kind: step_row["errors"]}
+        assert abs(step_row["errors"] - 30) <= 2, step_row
+        assert step_row["errors"] == sum(1 for r in logged if r["protocol"] == protocol and r["error"] == kind)
+    # What reached the stand-in: at least every counted request, at most one more per user
+    # (the request each user had in flight when the step stopped), all over loopback.
+    grpc_calls = [c for c in standin.calls_to("grpc") if c.path.endswith("/Predict")]
+    rest_calls = [c for c in standin.calls_to("http") if c.path.endswith(":predict")]
+    for calls in (grpc_calls, rest_calls):
+        assert 60 <= len(calls) <= 60 + 2 + 2  # plus requests that finished while users spawned

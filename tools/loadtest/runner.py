@@ -29,6 +29,9 @@ from tools.loadtest.stats import StepRecorder, StepResult
 # One finished request: protocol, step, latency in ms, error kind or None, seconds since the
 # step started.
 Sample = tuple[str, int, float, str | None, float]
+# Each user's first request opens its connection (TCP, TLS, HTTP/2 for gRPC): a cost no later
+# request pays, so it is sent but not counted.
+WARMUP = "warmup"
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,9 @@ def _rest_error(exc: BaseException | None, status: int) -> str:
 
 def _user_classes(endpoints: Endpoints, inputs: PredictInputs, plan: Plan) -> dict[str, type[User]]:
     models = itertools.cycle(plan.models)
-    body = inputs.rest_body().decode()
+    # Bytes: geventhttpclient sends headers and a bytes body in one write (client.py), where
+    # a second small write would wait on Nagle's algorithm for the server's delayed ACK.
+    body = inputs.rest_body()
     headers = {"content-type": "application/json", **endpoints.headers()}
 
     class RestUser(FastHttpUser):
@@ -67,12 +72,15 @@ def _user_classes(endpoints: Endpoints, inputs: PredictInputs, plan: Plan) -> di
         # `insecure = True`): a load test of a real endpoint must see its real certificate.
         insecure = False
 
+        warm = False
+
         @task
         def predict(self) -> None:
             model = next(models)
+            warmup, self.warm = not self.warm, True
             with self.client.post(
-                f"/v1/models/{model}:predict", data=body, headers=headers, name=model,
-                catch_response=True,
+                f"/v1/models/{model}:predict", data=body,  # type: ignore[arg-type]  # "String/bytes"
+                headers=headers, name=model, catch_response=True, context={WARMUP: warmup},
             ) as response:
                 if response.status_code != 200:
                     response.failure(_rest_error(response.error, response.status_code or 0))
@@ -97,9 +105,12 @@ def _user_classes(endpoints: Endpoints, inputs: PredictInputs, plan: Plan) -> di
         def on_stop(self) -> None:
             self.channel.close()
 
+        warm = False
+
         @task
         def predict(self) -> None:
             model = next(models)
+            warmup, self.warm = not self.warm, True
             start = time.perf_counter()
             error: Exception | None = None
             try:
@@ -108,7 +119,8 @@ def _user_classes(endpoints: Endpoints, inputs: PredictInputs, plan: Plan) -> di
                 error = exc
             self.environment.events.request.fire(
                 request_type="grpc", name=model, response_time=(time.perf_counter() - start) * 1000,
-                response_length=0, exception=error, context={"kind": _grpc_error(error) if error else None},
+                response_length=0, exception=error,
+                context={"kind": _grpc_error(error) if error else None, WARMUP: warmup},
             )
 
     return {"rest": RestUser, "grpc": GrpcUser}
@@ -123,7 +135,8 @@ def run(
 ) -> list[StepResult]:
     """Every step of every protocol, one after the other: a step starts its users all at once,
     counts the requests that finish until it has `step_requests` of them or `step_seconds`
-    have passed, then stops its users (a request still in flight is not counted)."""
+    have passed, then stops its users (a request still in flight is not counted, nor each
+    user's first, which opens its connection)."""
     logging.getLogger("locust").setLevel(logging.ERROR)  # its spawn-rate advice, per step
     if "grpc" in plan.protocols:
         # grpcio's blocking calls would hold the whole gevent loop without this
@@ -140,11 +153,12 @@ def run(
             recorder = StepRecorder(protocol, index, users, plan.step_requests)
             done = gevent.event.Event()
             started = [0.0]
+            ended = [False]
 
             def on_request(response_time: float, exception: Any = None, context: Any = None,
                            **_: Any) -> None:
-                if not started[0]:
-                    return  # still spawning
+                if not started[0] or ended[0] or (context or {}).get(WARMUP):
+                    return  # still spawning, the step is over (its users are stopping), or warm-up
                 kind = None
                 if exception is not None:
                     # gRPC's kind is in the context; REST's is the message given to
@@ -162,6 +176,7 @@ def run(
                     gevent.sleep(0.001)
                 started[0] = time.monotonic()
                 ended_by = "requests" if done.wait(timeout=plan.step_seconds) else "time"
+                ended[0] = True
                 elapsed = time.monotonic() - started[0]
                 runner.stop()
             finally:
