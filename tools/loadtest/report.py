@@ -90,6 +90,7 @@ def plot(path: Path, results: list[StepResult], p99_target_ms: float, title: str
 
     matplotlib.use("Agg")  # files only: no display, the same output on every machine
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, (by_rps, by_step) = plt.subplots(1, 2, figsize=(10, 4), dpi=80, constrained_layout=True)
     styles = {"rest": "-", "grpc": "--"}
@@ -116,6 +117,8 @@ def plot(path: Path, results: list[StepResult], p99_target_ms: float, title: str
     for ax in (by_rps, by_step):
         ax.axhline(p99_target_ms, color="grey", linestyle=":", label=f"p99 target {p99_target_ms:g} ms")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
         ax.set_ylabel("latency (ms)")
         ax.grid(True, which="both", alpha=0.3)
     by_rps.set_xlabel("throughput (requests/s)")
