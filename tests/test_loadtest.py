@@ -27,9 +27,11 @@ from typing import Any
 import grpc
 import pytest
 
-from tools.lib.endpoints import EndpointError, resolve_endpoints
+from tests.support import standin_tfs
 from tools.lib.stackfile import load_stack_file
 from tools.loadtest.predict import InputsError, parse_inputs
+from tools.loadtest.target import SmokeInputError, resolve
+from tools.smoke.target import API_KEY_ENV
 from tools.loadtest.stats import PERCENTILES, StepRecorder, StepResult, knee, percentile_key
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,41 +139,29 @@ def test_bad_inputs_are_refused_with_the_rule(text: str, problem: str) -> None:
         parse_inputs(text)
 
 
-def test_endpoints_come_from_the_stack_outputs_and_file() -> None:
+def test_endpoints_are_the_smoke_tests_with_overrides(tmp_path: Path) -> None:
     cfg = load_stack_file("dev")
-    outputs = {"rest_url": "https://tfs-dev.example.com/", "grpc_url": "tfs-dev-grpc.example.com:443"}
-    endpoints = resolve_endpoints("dev", cfg, stack_outputs=lambda stack: outputs, environ={})
-    assert endpoints.rest_url == "https://tfs-dev.example.com"
-    assert endpoints.grpc_target == "tfs-dev-grpc.example.com:443" and endpoints.grpc_tls
-    assert endpoints.models == tuple(sorted(cfg.serving.models))
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"rest_url": "https://tfs-dev.example.com/", "grpc_url": "tfs-dev-grpc.example.com:443"}))
+    endpoints = resolve("dev", cfg, outputs_file=outputs, environ={})
+    assert (endpoints.rest_url, endpoints.grpc_target, endpoints.grpc_tls) == (
+        "https://tfs-dev.example.com", "tfs-dev-grpc.example.com:443", True)
     assert endpoints.headers() == {}
-    # Given values win over the outputs, which are then not read.
-    given = resolve_endpoints("dev", cfg, rest_url="http://127.0.0.1:1", grpc_target="127.0.0.1:2",
-                              grpc_tls=False, stack_outputs=lambda stack: pytest.fail("read"), environ={})
+    # Given endpoints win over the outputs, which are then not read.
+    given = resolve("dev", cfg, outputs_file=tmp_path / "absent.json", rest_url="http://127.0.0.1:1",
+                    grpc_url="127.0.0.1:2", grpc_tls=False, environ={})
     assert (given.rest_url, given.grpc_target, given.grpc_tls) == ("http://127.0.0.1:1", "127.0.0.1:2", False)
 
 
-def test_the_api_key_comes_from_the_environment_or_the_stacks_secret() -> None:
+def test_the_api_key_is_sent_when_the_stack_requires_one() -> None:
     prod = load_stack_file("prod")
     assert prod.ingress is not None
-    access = prod.ingress.access.model_copy(update={"require_api_key": True, "api_key_header": "x-tfs-key"})
+    access = prod.ingress.access.model_copy(update={"require_api_key": True, "api_key_header": "X-Tfs-Key"})
     cfg = prod.model_copy(update={"ingress": prod.ingress.model_copy(update={"access": access})})
-    header = "x-tfs-key"
-    outputs = {"rest_url": "https://tfs.example.com"}
-    from_env = resolve_endpoints("prod", cfg, stack_outputs=lambda s: outputs, environ={"TFS_API_KEY": "k1"},
-                                 secret=lambda s, k: pytest.fail("asked"))
-    assert from_env.headers() == {header: "k1"}
-    asked: list[tuple[str, str]] = []
-    from_secret = resolve_endpoints("prod", cfg, stack_outputs=lambda s: outputs, environ={},
-                                    secret=lambda s, k: asked.append((s, k)) or "k2")
-    assert from_secret.headers() == {header: "k2"} and asked == [("prod", "tf-serving-eks:ingress_api_key")]
-    with pytest.raises(EndpointError, match=r"stack 'prod': ingress.access.require_api_key is true but no API key"):
-        resolve_endpoints("prod", cfg, stack_outputs=lambda s: outputs, environ={}, secret=lambda s, k: None)
-
-
-def test_no_endpoints_is_one_clear_error() -> None:
-    with pytest.raises(EndpointError, match=r"stack 'dev': no endpoints.*--rest-url"):
-        resolve_endpoints("dev", load_stack_file("dev"), stack_outputs=lambda s: None, environ={})
+    endpoints = resolve("prod", cfg, rest_url="https://a", grpc_url="a:443", environ={API_KEY_ENV: "k1"})
+    assert endpoints.headers() == {"x-tfs-key": "k1"}
+    with pytest.raises(SmokeInputError, match=r"stack 'prod': ingress.access.require_api_key is true but no key"):
+        resolve("prod", cfg, rest_url="https://a", grpc_url="a:443", environ={})
 
 
 def loadtest(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -181,7 +171,7 @@ def loadtest(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
         "PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/bin:/bin",
         "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
     }
-    env.pop("TFS_API_KEY", None)
+    env.pop(API_KEY_ENV, None)
     return subprocess.run([sys.executable, "-m", "tools.loadtest", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=180, check=False)
 
@@ -195,8 +185,8 @@ def loadtest(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
         (["--inputs", '{"x": [[1], [1, 2]]}'], "error: stack 'dev': --inputs: input 'x': ragged"),
         (["--step-seconds", "0"], "error: stack 'dev': --step-seconds 0.0: must be at least 0.1"),
         (["--p99-target-ms", "-1"], "error: stack 'dev': --p99-target-ms -1.0: must be above 0"),
-        ([], "error: stack 'dev': no endpoints"),
-        (["--protocol", "grpc", "--rest-url", "http://127.0.0.1:9"], "error: stack 'dev': no grpc endpoint: pass --grpc-url"),
+        ([], "error: stack 'dev': cannot read its outputs"),
+        (["--rest-url", "http://127.0.0.1:9", "--grpc-url", "127.0.0.1"], "error: stack 'dev': output 'grpc_url' is '127.0.0.1'; expected <host>:<port>"),
     ],
 )
 def test_bad_input_is_one_message_and_status_2(args: list[str], message: str) -> None:
@@ -207,7 +197,7 @@ def test_bad_input_is_one_message_and_status_2(args: list[str], message: str) ->
 
 
 def test_an_unknown_stack_is_named(tmp_path: Path) -> None:
-    done = loadtest("--stack", "nope", "--rest-url", "http://127.0.0.1:9")
+    done = loadtest("--stack", "nope", "--rest-url", "http://127.0.0.1:9", "--grpc-url", "127.0.0.1:9")
     assert done.returncode == 2 and "stack 'nope'" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -251,10 +241,7 @@ class RisingLatency:
 
 @pytest.fixture
 def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    standin_tfs = pytest.importorskip("tests.support.standin_tfs") if os.environ.get("CI") != "true" \
-        else __import__("tests.support.standin_tfs", fromlist=["x"])
-
-    class Settings(standin_tfs.Settings):  # type: ignore[name-defined,misc]
+    class Settings(standin_tfs.Settings):
         latency_seconds = RisingLatency(PER_REQUEST_IN_FLIGHT_S)
 
     # http.server writes the headers and the body apart; with Nagle's algorithm the body waits

@@ -41,6 +41,8 @@ SAMPLE_ENV = {
     "MODEL_PATH": "models/resnet/4",
     "CANARY_WEIGHT": "10",
     "SOAK_MINUTES": "0",
+    "RUNNER_TEMP": "/tmp",
+    "PULUMI_ORG": "my-org",
 }
 
 

@@ -3,14 +3,15 @@
     python -m tools.loadtest --stack dev [--protocol rest|grpc|both] [--model resnet ...]
         [--concurrency 1,2,4,8,16,32] [--step-seconds 30] [--step-requests 5000]
         [--p99-target-ms N] [--inputs '{"x": [[1.0], [2.0]]}' | --inputs @request.json]
-        [--rest-url URL] [--grpc-url HOST:PORT [--grpc-plaintext]] [--out DIR]
+        [--outputs FILE] [--rest-url URL] [--grpc-url HOST:PORT [--grpc-plaintext]] [--out DIR]
 
 Each step runs N closed-loop users (each sends a Predict and waits for its answer) until the
 step has --step-requests finished requests or --step-seconds have passed, and reports the
 throughput, latency p50/p90/p99/p99.9 of successful requests and the error rate; the knee is
 the first step whose p99 is above the target (--p99-target-ms, default the stack's
-monitoring.thresholds.latency_p99_ms). Endpoints and models come from the stack's outputs and
-file, the API key from $TFS_API_KEY or the stack's ingress_api_key secret. Writes report.json,
+monitoring.thresholds.latency_p99_ms). Endpoints come from the stack's outputs as the smoke
+test reads them (--outputs FILE, else the Pulumi CLI), the API key from $TF_SERVING_API_KEY
+or the stack's ingress_api_key secret. Writes report.json,
 steps.csv, requests.csv and latency.png under build/loadtest/<stack>/.
 Exit status: 0 done, 1 no request succeeded, 2 usage or configuration error.
 
@@ -28,9 +29,9 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from components.config import StackConfigError  # noqa: E402
-from tools.lib.endpoints import EndpointError, Endpoints, resolve_endpoints  # noqa: E402
 from tools.lib.stackfile import ROOT, STACK_NAME, load_stack_file  # noqa: E402
 from tools.loadtest.predict import InputsError, parse_inputs  # noqa: E402
+from tools.loadtest.target import Endpoints, SmokeInputError, resolve  # noqa: E402
 
 DEFAULT_CONCURRENCY = "1,2,4,8,16,32"
 # half_plus_two's input (TF Serving's test model): pass your model's own with --inputs.
@@ -55,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--inputs", default=DEFAULT_INPUTS, metavar="JSON|@FILE",
                         help="the model's inputs, {name: nested list} (default half_plus_two's)")
     parser.add_argument("--signature", default="serving_default", help="signature name (default serving_default)")
+    parser.add_argument("--outputs", type=Path, metavar="FILE",
+                        help="the stack's outputs as `pulumi stack output --json` prints them (default: ask the CLI)")
     parser.add_argument("--rest-url", help="REST endpoint (default: the stack output rest_url)")
     parser.add_argument("--grpc-url", metavar="HOST:PORT", help="gRPC endpoint (default: the stack output grpc_url)")
     parser.add_argument("--grpc-plaintext", action="store_true", help="gRPC without TLS (a port-forward, a test)")
@@ -131,13 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise UsageError(f"stack '{args.stack}': --model {', '.join(unknown)}: not in serving.models "
                              f"({', '.join(served)})")
-        endpoints = resolve_endpoints(args.stack, cfg, rest_url=args.rest_url, grpc_target=args.grpc_url,
-                                      grpc_tls=not args.grpc_plaintext)
+        endpoints = resolve(args.stack, cfg, outputs_file=args.outputs, rest_url=args.rest_url,
+                            grpc_url=args.grpc_url, grpc_tls=not args.grpc_plaintext)
         protocols = ("rest", "grpc") if args.protocol == "both" else (args.protocol,)
-        for protocol, url, flag in (("rest", endpoints.rest_url, "--rest-url"), ("grpc", endpoints.grpc_target, "--grpc-url")):
-            if protocol in protocols and not url:
-                raise EndpointError(f"stack '{args.stack}': no {protocol} endpoint: pass {flag}")
-    except (UsageError, EndpointError, StackConfigError) as exc:
+    except (UsageError, SmokeInputError, StackConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     target = args.p99_target_ms

@@ -22,9 +22,9 @@ from locust import User, constant, task  # patches the process for gevent on imp
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 
-from tools.lib.endpoints import Endpoints
 from tools.loadtest.predict import PredictInputs
 from tools.loadtest.stats import StepRecorder, StepResult
+from tools.loadtest.target import Endpoints
 
 # One finished request: protocol, step, latency in ms, error kind or None, seconds since the
 # step started.
@@ -95,7 +95,6 @@ def _user_classes(endpoints: Endpoints, inputs: PredictInputs, plan: Plan) -> di
             import grpc
             from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-            assert endpoints.grpc_target is not None
             if endpoints.grpc_tls:
                 self.channel = grpc.secure_channel(endpoints.grpc_target, grpc.ssl_channel_credentials())
             else:
