@@ -363,7 +363,7 @@ def alert_check(tmp_path: Path, response: dict[str, Any]) -> subprocess.Complete
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (tmp_path / "rules.json").write_text(json.dumps(response))
-    (bin_dir / "kubectl").write_text("#!/bin/sh\nsleep 30\n")
+    (bin_dir / "kubectl").write_text("#!/bin/sh\nexec sleep 30\n")
     (bin_dir / "curl").write_text(
         f'#!/bin/sh\ncase "$*" in *api/v1/rules*) cat {tmp_path / "rules.json"};; esac\n'
     )
