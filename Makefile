@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 MYPY_INSTALLED_PACKAGES := pulumi, pulumi_aws, pulumi_kubernetes, pulumi_random, pydantic, \
 	boto3, botocore, moto, hypothesis, pytest, yaml, ruamel.yaml, promql_parser, jsonschema, celpy
 
-.PHONY: preview preflight smoke test typecheck unit bench clean tools
+.PHONY: preview preflight smoke test typecheck unit bench loadtest clean tools
 
 # Test tools the behaviour tests run for real, installed in user space into $(TOOLS) (gitignored),
 # each pinned by version and sha256 (a checksum mismatch fails the install).
@@ -38,10 +38,14 @@ TF_WHEEL_SHA256    := 0b6d72bd09c267e7573757bd309f5b1e2cdb02577339991da751f3a141
 TF_PROTOS          := $(VENV)/tf-protos
 
 # requirements-tfs-proto.txt: TF Serving's generated config messages, --no-deps because the
-# wheel requires TensorFlow, which its config modules never import.
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto.txt
+# wheel requires TensorFlow, which its config modules never import. requirements-hashed.txt:
+# packages pinned with their hashes (pip's hash-checking mode holds for a whole install, so
+# they come in a step of their own, their dependencies listed with them).
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto.txt requirements-hashed.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		-r requirements-hashed.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
 		-r requirements-tfs-proto.txt
 	@# TensorFlow's generated messages, which TF Serving's API modules import (TensorProto,
@@ -129,6 +133,12 @@ $(CHECKOV): requirements-checkov.txt
 
 bench: $(VENV)/.installed
 	$(PY) -m tools.bench
+
+# Steps of concurrency against the deployed stack's endpoints (README, "Load test"); extra
+# flags in LOADTEST_ARGS, e.g. LOADTEST_ARGS="--protocol grpc --concurrency 1,4,16".
+LOADTEST_ARGS ?=
+loadtest: $(VENV)/.installed
+	$(PY) -m tools.loadtest --stack $(STACK) $(LOADTEST_ARGS)
 
 clean:
 	rm -rf build .mypy_cache .pytest_cache $(TOOLS)

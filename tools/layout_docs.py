@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- layout:begin -->"
 END = "<!-- layout:end -->"
 # Folders whose Python modules are listed, in reading order.
-PACKAGES = ("components", "components/config", "tools", "tools/lib", "tools/promote", "tools/preflight", "tools/smoke", "tests/support", "tests")
+PACKAGES = ("components", "components/config", "tools", "tools/lib", "tools/promote", "tools/preflight", "tools/smoke", "tools/loadtest", "tests/support", "tests")
 # What is not a Python module, with its one line (a test checks each exists).
 OTHER = {
     "Pulumi.yaml": "the Pulumi project: name, runtime, the virtual environment it uses",
@@ -30,6 +30,9 @@ OTHER = {
     "components/policies/": "upstream IAM policies the stack deploys, verbatim",
     "requirements.txt, requirements-dev.txt": "runtime dependencies; the test tools on top",
     "requirements-checkov.txt": "the security scanner the tests run, in a virtual environment of its own",
+    "requirements-hashed.txt": "the load test's and the workflow checker's packages, pinned with their hashes",
+    "examples/github-actions/deploy-model.yml": "a GitHub Actions workflow to copy: a model version from publish to prod",
+    "docs/loadtest-example.png": "the load test's plot from a run against the test stand-in (README, Load test)",
     "Makefile, .ci/run": "the README's two commands and the pinned test tools; CI runs .ci/run",
 }
 
