@@ -31,7 +31,7 @@ from tests.support import standin_tfs
 from tools.lib.stackfile import load_stack_file
 from tools.loadtest.predict import InputsError, parse_inputs
 from tools.loadtest.target import SmokeInputError, resolve
-from tools.smoke.target import API_KEY_ENV
+from tools.lib.deployed_stack import API_KEY_ENV
 from tools.loadtest.stats import PERCENTILES, StepRecorder, StepResult, knee, percentile_key
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ import yaml
 from tests.support.standin_tfs import HOST, Model, Settings, StandinTfs, Tls, self_signed_certificate
 from tools.lib.stackfile import ROOT
 from tools.smoke.__main__ import main
-from tools.smoke.target import API_KEY_ENV
+from tools.lib.deployed_stack import API_KEY_ENV
 
 KEY = "k3y-for-the-smoke-test-0123456789"
 STACK = "smoke"

@@ -1,5 +1,5 @@
 """What the load test calls: the endpoints, API key and header of a deployed stack as the smoke
-test reads them (tools/smoke/target.py: the stack outputs, or a file of them; the key from
+test reads them (tools/lib/deployed_stack.py: the stack outputs, or a file of them; the key from
 $TF_SERVING_API_KEY or the stack's secret), with the REST and gRPC endpoints overridable (a
 port-forward, a test's stand-in) and gRPC over TLS unless told otherwise.
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import StackConfig
-from tools.smoke.target import SmokeInputError, build_target, read_outputs
+from tools.lib.deployed_stack import SmokeInputError, build_target, read_outputs
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from components.config import StackConfigError
 from tools.lib.stackfile import STACK_NAME, load_stack_file, stack_file
 from tools.smoke.examples import EXAMPLES_DIR
-from tools.smoke.target import SmokeInputError, build_target, read_outputs
+from tools.lib.deployed_stack import SmokeInputError, build_target, read_outputs
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -38,7 +38,7 @@ from components.config import CANARY_LABEL
 from components.ingress import CANARY_HEADER
 from tools.smoke.calls import CallError, Grpc, HttpAnswer, http_call, tls_context
 from tools.smoke.examples import EXAMPLES_DIR, NoExample, derived_example, example_file, read_example
-from tools.smoke.target import ExpectedModel, Target
+from tools.lib.deployed_stack import ExpectedModel, Target
 
 Verdict = Literal["pass", "fail", "note"]
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.Value("AVAILABLE")
