@@ -371,21 +371,19 @@ def parse_examples(path: Path, signatures: Signatures) -> list[WarmupRequest]:
 # --- protobuf: the SavedModel's signatures in, PredictionLog records out -------------------
 
 
-def _protos() -> Any:
+def _protos() -> tuple[Any, Any, Any]:
+    """TensorFlow's DataType and SavedModel messages and TF Serving's PredictionLog, imported
+    when first needed: the examples' checks above need none of them."""
     try:
-        from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: F401
-        from tensorflow.core.protobuf import saved_model_pb2  # noqa: F401
-        from tensorflow_serving.apis import prediction_log_pb2  # noqa: F401
+        from tensorflow.core.framework import types_pb2
+        from tensorflow.core.protobuf import saved_model_pb2
+        from tensorflow_serving.apis import prediction_log_pb2
     except ImportError as exc:  # pragma: no cover - the message says how to fix it
         raise WarmupError(
             f"TensorFlow's and TF Serving's generated protobuf modules are missing ({exc}); "
             "`make` installs them into .venv"
         ) from None
-    import tensorflow.core.framework.types_pb2 as types
-    import tensorflow.core.protobuf.saved_model_pb2 as saved_model
-    import tensorflow_serving.apis.prediction_log_pb2 as prediction_log
-
-    return types, saved_model, prediction_log
+    return types_pb2, saved_model_pb2, prediction_log_pb2
 
 
 def serving_signatures(saved_model_dir: Path) -> dict[str, dict[str, InputSpec]]:
