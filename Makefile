@@ -28,6 +28,15 @@ PROMETHEUS_DEB     := prometheus=2.42.0+ds-5+deb12u1
 PROMETHEUS_DEB_SHA256 := 81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55
 PROMTOOL_SHA256    := 14d9c8acdc5d1321dc2092400111c586f09ac350f23f2383d1679b2bf256e583
 
+# TF Serving's API modules (requirements-tfs-proto.txt) import TensorFlow's generated messages;
+# only their `*_pb2.py` files are taken from this wheel (the same release as the serving image
+# and the tensorflow-serving-api wheel), never TensorFlow itself (tools/tf_protos.py). The
+# wheel is the same for every platform's use of its pure-Python gencode.
+TF_WHEEL           := tensorflow-cpu==2.19.1
+TF_WHEEL_PLATFORM  := manylinux_2_17_x86_64
+TF_WHEEL_SHA256    := 0b6d72bd09c267e7573757bd309f5b1e2cdb02577339991da751f3a1411e4dae
+TF_PROTOS          := $(VENV)/tf-protos
+
 # requirements-tfs-proto.txt: TF Serving's generated config messages, --no-deps because the
 # wheel requires TensorFlow, which its config modules never import.
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto.txt
@@ -35,6 +44,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
 		-r requirements-tfs-proto.txt
+	@# TensorFlow's generated messages, which TF Serving's API modules import (TensorProto,
+	@# SignatureDef, ...): extracted from the pinned TensorFlow wheel, without TensorFlow.
+	rm -rf $(TF_PROTOS) $(TOOLS)/tmp-tf-wheel && mkdir -p $(TOOLS)/tmp-tf-wheel
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version 311 --implementation cp --abi cp311 --platform $(TF_WHEEL_PLATFORM) \
+		--dest $(TOOLS)/tmp-tf-wheel $(TF_WHEEL)
+	cd $(TOOLS)/tmp-tf-wheel && echo "$(TF_WHEEL_SHA256)  $$(ls *.whl)" | sha256sum --check --quiet
+	$(PY) -m tools.tf_protos --wheel $(TOOLS)/tmp-tf-wheel/*.whl --dest $(TF_PROTOS) \
+		--site-packages "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+	rm -rf $(TOOLS)/tmp-tf-wheel
 	@# mypy's cache of the installed packages' types, built once per install (like their
 	@# bytecode): pulumi_aws alone takes about 30 s to analyse, so `make typecheck` then
 	@# analyses our code only (about 5 s). A package missing here is analysed by typecheck.
