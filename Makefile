@@ -39,7 +39,7 @@ TF_PROTOS          := $(VENV)/tf-protos
 
 # requirements-tfs-proto.txt: TF Serving's generated config messages, --no-deps because the
 # wheel requires TensorFlow, which its config modules never import.
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto.txt tools/tf_protos.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
