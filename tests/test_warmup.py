@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import text_format
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
+from tests.support.saved_models import Signature, saved_model, write_version
 from tests.support.tfrecord_reader import CorruptRecord, crc32c, records, unmask
 from tools.lib.tfrecord import frame, masked_crc32c, tfrecord_file
 from tools.lib.warmup import (
@@ -21,6 +28,8 @@ from tools.lib.warmup import (
     Signatures,
     WarmupError,
     parse_examples,
+    serving_signatures,
+    warmup_file,
 )
 
 IMAGE = InputSpec(dtype="DT_FLOAT", shape=(-1, 2, 3))
@@ -245,3 +254,120 @@ def test_a_missing_file_is_refused_with_its_name(tmp_path: Path) -> None:
     with pytest.raises(WarmupError, match="cannot read it"):
         parse_examples(tmp_path / "absent.jsonl", SIGNATURES)
 
+
+
+# --- the SavedModel's signatures, and the records TF Serving replays ----------------------
+
+SERVE_SIGNATURES: Mapping[str, Signature] = {
+    "serving_default": {"image": ("DT_FLOAT", [-1, 2, 3])},
+    "with_ids": {
+        "tokens": ("DT_INT64", [-1, 4]),
+        "text": ("DT_STRING", [-1]),
+        "flag": ("DT_BOOL", None),
+    },
+    "half": {"x": ("DT_HALF", [-1])},
+}
+
+
+def test_signatures_come_from_the_graph_tagged_exactly_serve(tmp_path: Path) -> None:
+    (tmp_path / "saved_model.pb").write_bytes(
+        saved_model(
+            [
+                (["serve", "gpu"], {"serving_default": {"other": ("DT_INT32", [1])}}),
+                (["serve"], SERVE_SIGNATURES),
+            ]
+        )
+    )
+
+    signatures = serving_signatures(tmp_path)
+
+    assert signatures == {
+        "serving_default": {"image": InputSpec("DT_FLOAT", (-1, 2, 3))},
+        "with_ids": {
+            "tokens": InputSpec("DT_INT64", (-1, 4)),
+            "text": InputSpec("DT_STRING", (-1,)),
+            "flag": InputSpec("DT_BOOL", None),
+        },
+        "half": {"x": InputSpec("DT_HALF", (-1,))},
+    }
+
+
+def test_signatures_are_read_from_a_text_saved_model_too(tmp_path: Path) -> None:
+    model = saved_model_pb2.SavedModel.FromString(saved_model([(["serve"], SERVE_SIGNATURES)]))
+    (tmp_path / "saved_model.pbtxt").write_text(text_format.MessageToString(model))
+
+    assert serving_signatures(tmp_path)["with_ids"]["tokens"] == InputSpec("DT_INT64", (-1, 4))
+
+
+def test_a_saved_model_without_a_serve_graph_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "saved_model.pb").write_bytes(saved_model([(["train"], SERVE_SIGNATURES)]))
+    with pytest.raises(WarmupError, match=r"no meta graph tagged exactly 'serve'.*tags found: train"):
+        serving_signatures(tmp_path)
+
+
+def test_an_unreadable_saved_model_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "saved_model.pb").write_bytes(b"\xff\xff\xff")
+    with pytest.raises(WarmupError, match="cannot read its SavedModel"):
+        serving_signatures(tmp_path)
+
+
+def _shape(proto: Any) -> tuple[int, ...]:
+    return tuple(d.size for d in proto.tensor_shape.dim)
+
+
+def test_the_warmup_file_holds_prediction_logs_tf_serving_replays(tmp_path: Path) -> None:
+    version = write_version(tmp_path / "3", SERVE_SIGNATURES)
+    path = examples(
+        tmp_path,
+        {"instances": [image(0.25), image(-1.5)]},
+        {
+            "signature_name": "with_ids",
+            "inputs": {"tokens": [[1, 2, 3, 2**40]], "text": ["a", {"b64": "AP8="}], "flag": True},
+        },
+    )
+
+    data = warmup_file(path, version, "resnet")
+
+    logs = [prediction_log_pb2.PredictionLog.FromString(record) for record in records(data)]
+    assert [log.SerializeToString() for log in logs] == list(records(data)), "no unknown fields"
+    # saved_model_warmup.cc replays predict, classify, regress and multi-inference logs only.
+    assert [log.WhichOneof("log_type") for log in logs] == ["predict_log", "predict_log"]
+    first, second = (log.predict_log.request for log in logs)
+    assert (first.model_spec.name, first.model_spec.signature_name) == ("resnet", "serving_default")
+    assert (second.model_spec.name, second.model_spec.signature_name) == ("resnet", "with_ids")
+    assert set(first.inputs) == {"image"} and set(second.inputs) == {"tokens", "text", "flag"}
+
+    image_tensor = first.inputs["image"]
+    assert image_tensor.dtype == types_pb2.DT_FLOAT
+    assert _shape(image_tensor) == (2, 2, 3)
+    assert list(image_tensor.float_val) == [0.25] * 6 + [-1.5] * 6
+    tokens, text, flag = (second.inputs[name] for name in ("tokens", "text", "flag"))
+    assert (tokens.dtype, _shape(tokens), list(tokens.int64_val)) == (
+        types_pb2.DT_INT64, (1, 4), [1, 2, 3, 2**40]
+    )
+    assert (text.dtype, _shape(text), list(text.string_val)) == (
+        types_pb2.DT_STRING, (2,), [b"a", b"\x00\xff"]
+    )
+    assert (flag.dtype, _shape(flag), list(flag.bool_val)) == (types_pb2.DT_BOOL, (), [True])
+    for log in logs:
+        for tensor in log.predict_log.request.inputs.values():
+            # Tensor::FromProto fills a tensor from exactly one value per element here.
+            values = [f for f, _ in tensor.ListFields() if f.name.endswith("_val")]
+            assert len(values) == 1
+            assert len(getattr(tensor, values[0].name)) == math.prod(_shape(tensor))
+
+
+def test_examples_are_checked_against_the_saved_models_own_signatures(tmp_path: Path) -> None:
+    version = write_version(tmp_path / "3", SERVE_SIGNATURES)
+    path = examples(
+        tmp_path,
+        {"signature_name": "with_ids", "inputs": {"tokens": [[1, 2, 3]], "text": ["a"], "flag": True}},
+        {"signature_name": "half", "inputs": [1.0]},
+    )
+
+    with pytest.raises(WarmupError) as caught:
+        warmup_file(path, version, "resnet")
+
+    message = str(caught.value)
+    assert "line 1: input 'tokens': shape [1, 3] does not fit the signature's [-1, 4]" in message
+    assert "line 2: input 'x' has dtype DT_HALF" in message
