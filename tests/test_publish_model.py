@@ -1,5 +1,6 @@
 """Publishing models to the S3 model store (tools/lib/model_repository.py, tools/publish_model.py),
-against moto: validation, marker last, refusals, --force, listing, and the CLI."""
+against moto: validation, marker last, refusals, --force, warm-up requests uploaded inside the
+version, listing, and the CLI."""
 
 from __future__ import annotations
 

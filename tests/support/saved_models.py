@@ -1,6 +1,8 @@
 """SavedModel version directories for the tests, their `saved_model.pb` built with TensorFlow's
-own generated messages (tensorflow.core.protobuf.saved_model_pb2, extracted from the pinned
-TensorFlow wheel by `make`): the meta graphs with their tags and serving signatures, each
+own generated messages.
+
+tensorflow.core.protobuf.saved_model_pb2 is extracted from the pinned TensorFlow wheel by
+`make` (tools/tf_protos.py). The files hold the meta graphs with their tags and serving signatures, each
 input a TensorInfo with its dtype and shape as TensorFlow's exporter writes them (a dimension
 of unknown size is -1, a tensor of unknown rank has `unknown_rank`). No graph nodes: nothing
 here runs the model, the publisher reads only the signatures.
