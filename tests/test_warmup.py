@@ -329,7 +329,10 @@ def test_the_warmup_file_holds_prediction_logs_tf_serving_replays(tmp_path: Path
     data = warmup_file(path, version, "resnet")
 
     logs = [prediction_log_pb2.PredictionLog.FromString(record) for record in records(data)]
-    assert [log.SerializeToString() for log in logs] == list(records(data)), "no unknown fields"
+    assert [log.SerializeToString(deterministic=True) for log in logs] == list(records(data)), (
+        "nothing in the records that PredictionLog does not define"
+    )
+    assert warmup_file(path, version, "resnet") == data, "the same examples, the same file"
     # saved_model_warmup.cc replays predict, classify, regress and multi-inference logs only.
     assert [log.WhichOneof("log_type") for log in logs] == ["predict_log", "predict_log"]
     first, second = (log.predict_log.request for log in logs)

@@ -39,10 +39,10 @@ import binascii
 import json
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tools.lib.tfrecord import tfrecord_file
 
@@ -89,6 +89,7 @@ _VALUE_FIELD: Mapping[str, str] = {
 _REQUEST_KEYS = ("inputs", "instances", "signature_name")
 
 Value = float | int | bool | bytes
+T = TypeVar("T")
 
 
 class WarmupError(Exception):
@@ -338,34 +339,48 @@ def _request(line: str, signatures: Signatures) -> tuple[str, dict[str, Tensor]]
     return signature_name, tensors
 
 
-def parse_examples(path: Path, signatures: Signatures) -> list[WarmupRequest]:
-    """Every request in the JSON lines file at `path` (blank lines skipped), each checked
-    against `signatures`; WarmupError names each bad line, its input and the rule."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WarmupError(f"{path}: cannot read it: {exc}") from None
-    requests: list[WarmupRequest] = []
+def _checked(
+    path: Path, signatures: Signatures, keep: Callable[[WarmupRequest], T]
+) -> list[T]:
+    """`keep` of every request in the JSON lines file at `path` (blank lines skipped), each
+    checked against `signatures` as it is read (so only what `keep` returns is held);
+    WarmupError names each bad line, its input and the rule."""
+    kept: list[T] = []
     problems: list[str] = []
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    for number, line in lines:
-        try:
-            signature_name, tensors = _request(line, signatures)
-        except _Refused as exc:
-            problems.append(f"{path} line {number}: {exc}")
-            continue
-        requests.append(WarmupRequest(line=number, signature_name=signature_name, inputs=tensors))
-    if len(lines) > MAX_RECORDS:
+    count = 0
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                count += 1
+                if count > MAX_RECORDS:
+                    continue  # counted, for the message below, but not worth checking
+                try:
+                    signature_name, tensors = _request(line, signatures)
+                except _Refused as exc:
+                    problems.append(f"{path} line {number}: {exc}")
+                    continue
+                kept.append(keep(WarmupRequest(number, signature_name, tensors)))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WarmupError(f"--warmup-examples {path}: cannot read it: {exc}") from None
+    if count > MAX_RECORDS:
         problems.insert(
             0,
-            f"{path} holds {len(lines)} requests; TF Serving replays at most {MAX_RECORDS} and "
+            f"{path} holds {count} requests; TF Serving replays at most {MAX_RECORDS} and "
             "fails to load the version past that (saved_model_warmup_util.h, kMaxNumRecords)",
         )
-    if not lines:
+    if not count:
         problems.append(f"{path} holds no request (one JSON object a line)")
     if problems:
         raise WarmupError(f"--warmup-examples {path}: not usable as warm-up requests:", problems)
-    return requests
+    return kept
+
+
+def parse_examples(path: Path, signatures: Signatures) -> list[WarmupRequest]:
+    """Every request in the JSON lines file at `path` (blank lines skipped), each checked
+    against `signatures`; WarmupError names each bad line, its input and the rule."""
+    return _checked(path, signatures, lambda request: request)
 
 
 # --- protobuf: the SavedModel's signatures in, PredictionLog records out -------------------
@@ -422,28 +437,28 @@ def serving_signatures(saved_model_dir: Path) -> dict[str, dict[str, InputSpec]]
     return signatures
 
 
-def prediction_logs(requests: Sequence[WarmupRequest], model: str) -> list[bytes]:
-    """Each request as a serialized PredictionLog whose predict_log.request names the model
-    and the signature, with its inputs as TensorProtos."""
+def prediction_log(request: WarmupRequest, model: str) -> bytes:
+    """A request as a serialized PredictionLog whose predict_log.request names the model and
+    the signature, with its inputs as TensorProtos."""
     types, _, prediction_log_pb2 = _protos()
-    records: list[bytes] = []
-    for request in requests:
-        log = prediction_log_pb2.PredictionLog()
-        predict = log.predict_log.request
-        predict.model_spec.name = model
-        predict.model_spec.signature_name = request.signature_name
-        for name, tensor in request.inputs.items():
-            proto = predict.inputs[name]
-            proto.dtype = types.DataType.Value(tensor.dtype)
-            for size in tensor.shape:
-                proto.tensor_shape.dim.add().size = size
-            getattr(proto, _VALUE_FIELD[tensor.dtype]).extend(tensor.values)
-        records.append(log.SerializeToString())
-    return records
+    log = prediction_log_pb2.PredictionLog()
+    predict = log.predict_log.request
+    predict.model_spec.name = model
+    predict.model_spec.signature_name = request.signature_name
+    for name, tensor in request.inputs.items():
+        proto = predict.inputs[name]
+        proto.dtype = types.DataType.Value(tensor.dtype)
+        for size in tensor.shape:
+            proto.tensor_shape.dim.add().size = size
+        getattr(proto, _VALUE_FIELD[tensor.dtype]).extend(tensor.values)
+    # Deterministic: map entries (the inputs) in key order, so the same examples always make
+    # the same file, and the same SHA-256 in the version's marker.
+    data: bytes = log.SerializeToString(deterministic=True)
+    return data
 
 
 def warmup_file(examples: Path, saved_model_dir: Path, model: str) -> bytes:
     """The `assets.extra/tf_serving_warmup_requests` file for `examples` and the SavedModel at
     `saved_model_dir`, every example checked first; WarmupError if any is unusable."""
-    requests = parse_examples(examples, serving_signatures(saved_model_dir))
-    return tfrecord_file(prediction_logs(requests, model))
+    signatures = serving_signatures(saved_model_dir)
+    return tfrecord_file(_checked(examples, signatures, lambda r: prediction_log(r, model)))
