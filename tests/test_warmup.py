@@ -165,6 +165,16 @@ def test_named_instances_with_strings_bytes_and_a_scalar_of_any_rank(tmp_path: P
     assert columns.inputs["text"].values == (raw,)
 
 
+def test_instances_of_base64_objects_are_values_not_named_inputs(tmp_path: Path) -> None:
+    signatures: Signatures = {"serving_default": {"jpeg": InputSpec("DT_STRING", (-1,))}}
+    path = examples(tmp_path, {"instances": [{"b64": "/9j/"}, {"b64": "/9g="}]})
+
+    [request] = parse_examples(path, signatures)
+
+    assert request.inputs["jpeg"].shape == (2,)
+    assert request.inputs["jpeg"].values == (b"\xff\xd8\xff", b"\xff\xd8")
+
+
 def test_exactly_the_record_limit_is_accepted(tmp_path: Path) -> None:
     path = examples(tmp_path, *[{"inputs": [image()]}] * MAX_RECORDS)
     assert len(parse_examples(path, SIGNATURES)) == MAX_RECORDS == 1000
