@@ -8,9 +8,10 @@ The bucket is --bucket if given; else the deployed stack's `model_bucket` output
 `pulumi stack output` when the CLI is on PATH; else derived from `Pulumi.<stack>.yaml` and the
 AWS account of the current credentials. The prefix is --prefix, else the `model_prefix`
 output that came with the bucket, else the stack file's. --warmup-examples turns a JSON lines
-file of TF Serving REST predict requests into the version's TF Serving warm-up file, every
-request checked against the version's serving signatures first (tools/lib/warmup.py). Exit status: 0 done, 1 publishing
-refused or failed (S3 errors such as access denied included), 2 usage or configuration error.
+file of TF Serving REST predict requests into the version's TF Serving warm-up file, each
+request checked against the version's serving signatures first (tools/lib/warmup.py).
+Exit status: 0 done, 1 publishing refused or failed (S3 errors such as access denied
+included, and unusable warm-up examples), 2 usage or configuration error.
 
 This module is the command line only (arguments, messages, exit statuses, the progress bar);
 publishing and listing are tools/lib/model_repository.py, the bucket lookup is
@@ -249,12 +250,12 @@ def main(
         return _error(1, str(exc))
     except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
         return _error(1, _s3_failure(exc, doing, bucket, key))
-    replaced = f", replacing {result.replaced} object(s)" if result.replaced else ""
+    notes = f", replacing {result.replaced} object(s)" if result.replaced else ""
     if warmup is not None:
-        replaced += f"; warm-up requests from {args.warmup_examples}"
+        notes += f"; warm-up requests from {args.warmup_examples}"
     print(
         f"published {args.model} version {args.version}: {result.files} files, "
-        f"{_size(result.bytes)} in {where}{replaced}; marker s3://{bucket}/{result.marker_key}"
+        f"{_size(result.bytes)} in {where}{notes}; marker s3://{bucket}/{result.marker_key}"
     )
     return 0
 
