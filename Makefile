@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 MYPY_INSTALLED_PACKAGES := pulumi, pulumi_aws, pulumi_kubernetes, pulumi_random, pydantic, \
 	boto3, botocore, moto, hypothesis, pytest, yaml, ruamel.yaml, promql_parser, jsonschema, celpy
 
-.PHONY: preview preflight test typecheck unit bench clean tools
+.PHONY: preview preflight smoke test typecheck unit bench clean tools
 
 # Test tools the behaviour tests run for real, installed in user space into $(TOOLS) (gitignored),
 # each pinned by version and sha256 (a checksum mismatch fails the install).
@@ -68,6 +68,12 @@ preview: $(VENV)/.installed
 # credentials, the stack file checks only.
 preflight: $(VENV)/.installed
 	$(PY) -m tools.preflight --stack $(STACK)
+
+# After `pulumi up`: every model through the public endpoints, and what must stay closed
+# (README, "Smoke test after `pulumi up`"). SMOKE_ARGS e.g. "--outputs outputs.json".
+SMOKE_ARGS ?=
+smoke: $(VENV)/.installed
+	$(PY) -m tools.smoke --stack $(STACK) $(SMOKE_ARGS)
 
 # Each step prints its wall time; pytest also prints the time of each test group (module).
 # The suite runs on every core, one module per worker at a time (--dist loadfile: a module's

@@ -120,6 +120,7 @@ CONFIG_ERROR = {
     "tools.promote": "usage or configuration error",
     "tools.preview": "config error",
     "tools.preflight": "usage or configuration error",
+    "tools.smoke": "bad input",
 }
 
 
@@ -129,6 +130,7 @@ def _invocations(stack: str, project: Path) -> dict[str, list[str]]:
         "tools.promote": ["--from", "prod", "--to", stack, "--root", str(project)],
         "tools.preview": ["--stack", stack, "--out", str(project / "build")],
         "tools.preflight": ["--stack", stack],
+        "tools.smoke": ["--stack", stack],
     }
 
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- layout:begin -->"
 END = "<!-- layout:end -->"
 # Folders whose Python modules are listed, in reading order.
-PACKAGES = ("components", "components/config", "tools", "tools/lib", "tools/promote", "tools/preflight", "tests/support", "tests")
+PACKAGES = ("components", "components/config", "tools", "tools/lib", "tools/promote", "tools/preflight", "tools/smoke", "tests/support", "tests")
 # What is not a Python module, with its one line (a test checks each exists).
 OTHER = {
     "Pulumi.yaml": "the Pulumi project: name, runtime, the virtual environment it uses",

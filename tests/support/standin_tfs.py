@@ -389,23 +389,36 @@ class RestApi:
                 raise TfsError(grpc.StatusCode.INVALID_ARGUMENT, "Expecting 'instances' to be an list/array")
             if not rows:
                 raise TfsError(grpc.StatusCode.INVALID_ARGUMENT, "No values in 'instances' array")
-            if len(names) > 1:
-                for i, row in enumerate(rows):
-                    if not isinstance(row, dict):
-                        raise TfsError(grpc.StatusCode.INVALID_ARGUMENT, f"Expecting object but got list at item {i} of input list")
-                    for name in names:
-                        if name not in row:
-                            raise TfsError(grpc.StatusCode.INVALID_ARGUMENT, f"Missing named input: {name} in 'instances' list")
-                values = [row[names[0]] for row in rows]
-            else:
-                values = [row[names[0]] if isinstance(row, dict) else row for row in rows]
+            # json_tensor.cc FillTensorMapFromInstancesList: all objects (keys = the inputs) or
+            # all values (the one input).
+            objects = isinstance(rows[0], dict)
+            for i, row in enumerate(rows):
+                if objects and not isinstance(row, dict):
+                    raise TfsError(grpc.StatusCode.INVALID_ARGUMENT, f"Expecting object but got list at item {i} of input list")
+                if not objects and isinstance(row, dict):
+                    raise TfsError(grpc.StatusCode.INVALID_ARGUMENT, f"Expecting value/list but got object at item {i} of input list")
+                if objects and set(row) != set(names):
+                    raise TfsError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"Failed to process element: {i} of 'instances' list. JSON object: {json.dumps(row)} "
+                        f"keys must be equal to: {','.join(sorted(names))}",
+                    )
+            values = [row[names[0]] if objects else row for row in rows]
             predictions = [v if len(outputs) == 1 else {o: v for o in outputs} for v in values]
             return json.dumps({"predictions": predictions}, indent=4)
         if "inputs" in doc:
+            # json_tensor.cc FillTensorMapFromInputsMap
             inputs = doc["inputs"]
-            if len(names) > 1 or isinstance(inputs, dict):
-                if not isinstance(inputs, dict) or names[0] not in inputs:
-                    raise TfsError(grpc.StatusCode.INVALID_ARGUMENT, f"JSON object: does not have named input: {names[0]}")
+            if not isinstance(inputs, dict) and len(names) > 1:
+                raise TfsError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "inputs is a plain value/list, but expecting an object as multiple input tensors required "
+                    "as per tensorinfo_map",
+                )
+            if isinstance(inputs, dict):
+                for name in sorted(names):
+                    if name not in inputs:
+                        raise TfsError(grpc.StatusCode.INVALID_ARGUMENT, f"Missing named input: {name} in 'inputs' object.")
                 inputs = inputs[names[0]]
             out: Any = inputs if len(outputs) == 1 else {o: inputs for o in outputs}
             return json.dumps({"outputs": out}, indent=4)
@@ -420,6 +433,7 @@ class Call:
     method: str  # HTTP method, or the gRPC method's full path
     path: str
     headers: dict[str, str]
+    body: bytes = b""  # a REST request's body
 
 
 class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -460,6 +474,11 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return self.server.grpc_call(
             "/tensorflow.serving.ModelService/HandleReloadConfigRequest", context, reload, admin=True
         )
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (a timeout test) is no error of the stand-in's: say nothing."""
 
 
 class StandinTfs:
@@ -536,7 +555,7 @@ class StandinTfs:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 path = self.path.split("?", 1)[0]
-                standin.record(Call(protocol, self.command, path, headers))
+                standin.record(Call(protocol, self.command, path, headers, body))
                 time.sleep(standin.settings.latency_seconds)
                 if protocol == "http" and standin.settings.redirect_http:
                     # The HTTP listener's HTTPRoute: RequestRedirect to https, 301.
@@ -557,17 +576,17 @@ class StandinTfs:
         return Handler
 
     def __enter__(self) -> StandinTfs:
-        rest = ThreadingHTTPServer((HOST, 0), self._handler("https" if self.tls else "http"))
+        rest = _QuietServer((HOST, 0), self._handler("https" if self.tls else "http"))
         if self.tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.tls.cert, self.tls.key)
             rest.socket = context.wrap_socket(rest.socket, server_side=True)
-        plain = ThreadingHTTPServer((HOST, 0), self._handler("http"))
+        plain = _QuietServer((HOST, 0), self._handler("http"))
         self._http_servers = [rest, plain]
         self.rest_port, self.http_port = rest.server_address[1], plain.server_address[1]
         for server in self._http_servers:
             server.daemon_threads = True
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_PredictionService(self), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(self), self._grpc)
