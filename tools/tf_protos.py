@@ -49,15 +49,16 @@ def wanted_modules(roots: list[str], read: dict[str, str]) -> set[str]:
     return wanted
 
 
-def extract(wheel: Path, dest: Path, importers: list[Path]) -> list[str]:
-    """Extract into `dest` the TensorFlow gencode `importers` (TF Serving's modules) need."""
+def extract(wheel: Path, dest: Path, importers: list[Path], also: str = "") -> list[str]:
+    """Extract into `dest` the TensorFlow gencode `importers` (TF Serving's modules) need, and
+    that which the import lines in `also` need."""
     with zipfile.ZipFile(wheel) as archive:
         generated = {
             name: archive.read(name).decode()
             for name in archive.namelist()
             if name.startswith("tensorflow/") and name.endswith("_pb2.py")
         }
-        sources = [p.read_text() for p in importers] + [PROJECT_IMPORTS]
+        sources = [p.read_text() for p in importers] + [also]
         wanted = sorted(wanted_modules(sources, generated))
         for name in wanted:
             target = dest / name
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no generated modules under {serving_dir}", file=sys.stderr)
         return 2
     try:
-        wanted = extract(args.wheel, args.dest, importers)
+        wanted = extract(args.wheel, args.dest, importers, also=PROJECT_IMPORTS)
     except KeyError as exc:
         print(f"error: {args.wheel.name} has no {exc.args[0]}, which TF Serving's modules import", file=sys.stderr)
         return 1
