@@ -41,7 +41,8 @@ TF_PROTOS          := $(VENV)/tf-protos
 # wheel requires TensorFlow, which its config modules never import. requirements-hashed.txt:
 # packages pinned with their hashes (pip's hash-checking mode holds for a whole install, so
 # they come in a step of their own, their dependencies listed with them).
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto.txt requirements-hashed.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tfs-proto.txt requirements-hashed.txt \
+		tools/tf_protos.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \

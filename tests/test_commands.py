@@ -172,8 +172,13 @@ def test_a_bad_or_unknown_stack_name_is_refused(project: Path, module: str, stac
         (["--version", "1", "--path", "export/missing"], "publishing refused or failed"),
         (["--version", "1", "--path", "Pulumi.yaml"], "publishing refused or failed"),
         (["--version", "1", "--path", "components"], "publishing refused or failed"),
+        # Warm-up examples are checked against the version's signatures (it has no serve graph).
+        (["--version", "1", "--path", "export/1", "--warmup-examples", "Pulumi.yaml"],
+         "publishing refused or failed"),
+        (["--version", "1", "--path", "export/1", "--replace-warmup"], "usage or configuration error"),
     ],
-    ids=["zero", "negative", "word", "no-path", "missing-path", "file-path", "not-a-savedmodel"],
+    ids=["zero", "negative", "word", "no-path", "missing-path", "file-path", "not-a-savedmodel",
+         "warmup-without-serve-graph", "replace-warmup-alone"],
 )
 def test_publish_model_checks_version_and_path_before_aws(project: Path, args: list[str], meaning: str) -> None:
     status = documented_status(project, "tools.publish_model", meaning)

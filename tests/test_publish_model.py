@@ -1,5 +1,6 @@
 """Publishing models to the S3 model store (tools/lib/model_repository.py, tools/publish_model.py),
-against moto: validation, marker last, refusals, --force, listing, and the CLI."""
+against moto: validation, marker last, refusals, --force, warm-up requests uploaded inside the
+version, listing, and the CLI."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from moto import mock_aws
+from tensorflow_serving.apis import prediction_log_pb2
 
 from components.model_layout import marker_key, model_bucket_name, version_prefix
 from tools import publish_model
@@ -23,11 +25,15 @@ from tools.lib.model_repository import (
     PublishError,
     VersionInfo,
     list_versions,
+    model_files,
     publish,
     validate_saved_model,
     version_is_complete,
 )
 from tools.lib.stackfile import ROOT, load_stack_file
+from tools.lib.warmup import WARMUP_FILE, warmup_file
+from tests.support.saved_models import Signature, saved_model, write_version
+from tests.support.tfrecord_reader import records
 from tests.support.aws import fake_credentials, no_deployed_stack  # noqa: F401 (autouse)
 
 BUCKET = "models-test-bucket"
@@ -80,6 +86,10 @@ class RecordingS3:
     def upload_file(self, Filename: str, Bucket: str, Key: str, **kwargs: Any) -> Any:
         self.writes.append((Key, (kwargs.get("ExtraArgs") or {}).get("ChecksumAlgorithm")))
         return self._client.upload_file(Filename, Bucket, Key, **kwargs)
+
+    def upload_fileobj(self, Fileobj: Any, Bucket: str, Key: str, **kwargs: Any) -> Any:
+        self.writes.append((Key, (kwargs.get("ExtraArgs") or {}).get("ChecksumAlgorithm")))
+        return self._client.upload_fileobj(Fileobj, Bucket, Key, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -134,6 +144,11 @@ class DeniedS3:
         if "put" in self._denied:
             raise access_denied("PutObject")
         return self._client.upload_file(*args, **kwargs)
+
+    def upload_fileobj(self, *args: Any, **kwargs: Any) -> Any:
+        if "put" in self._denied:
+            raise access_denied("PutObject")
+        return self._client.upload_fileobj(*args, **kwargs)
 
     def put_object(self, **kwargs: Any) -> Any:
         if "put" in self._denied:
@@ -705,3 +720,131 @@ def test_cli_upload_denied_inside_boto3s_transfer_manager(
     )
     s3.meta.events.unregister("before-call.s3.PutObject", deny)
     assert keys(s3) == []
+
+
+# --- warm-up requests -------------------------------------------------------------------
+
+SIGNATURES: Mapping[str, Signature] = {"serving_default": {"image": ("DT_FLOAT", [-1, 2])}}
+WARMUP_KEY = f"models/resnet/3/{WARMUP_FILE}"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Path:
+    """A version whose saved_model.pb has a serving signature, and no warm-up file."""
+    return write_version(tmp_path / "export" / "3", SIGNATURES)
+
+
+def warmup_examples(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "warmup.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_the_warmup_file_is_uploaded_inside_the_version_before_the_marker(
+    s3: Any, served: Path, tmp_path: Path
+) -> None:
+    before = sorted(p.relative_to(served).as_posix() for p in served.rglob("*"))
+    warmup = warmup_file(
+        warmup_examples(tmp_path, '{"instances": [[1, 2], [3, 4]]}'), served, "resnet"
+    )
+    recording = RecordingS3(s3)
+
+    result = publish(recording, BUCKET, PREFIX, "resnet", 3, served, warmup=warmup)
+
+    written = [key for key, _ in recording.writes]
+    marker = marker_key(PREFIX, "resnet", 3)
+    assert written[-1] == marker and WARMUP_KEY in written[:-1]
+    assert sorted(written) == keys(s3)
+    assert all(algorithm == "SHA256" for _, algorithm in recording.writes)
+    assert read(s3, WARMUP_KEY) == warmup
+    listed = {rel: read(s3, f"models/resnet/3/{rel}") for rel in [*model_files(served), WARMUP_FILE]}
+    assert read(s3, marker).decode() == sha256sum(listed)
+    assert version_is_complete(s3, BUCKET, PREFIX, "resnet", 3)
+    assert (result.files, result.bytes) == (len(listed), sum(map(len, listed.values())))
+    # What the sync will put on disk is what TF Serving reads: one predict request of 2 x 2.
+    [record] = records(read(s3, WARMUP_KEY))
+    request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+    assert [d.size for d in request.inputs["image"].tensor_shape.dim] == [2, 2]
+    assert sorted(p.relative_to(served).as_posix() for p in served.rglob("*")) == before, (
+        "the local version directory is left as it was"
+    )
+
+
+def test_a_version_with_its_own_warmup_file_is_refused_unless_replacing(
+    s3: Any, tmp_path: Path
+) -> None:
+    own = b"its own warm-up records"
+    version = write_version(tmp_path / "3", SIGNATURES, extra={WARMUP_FILE: own})
+    warmup = warmup_file(warmup_examples(tmp_path, '{"inputs": [[1, 2]]}'), version, "resnet")
+
+    with pytest.raises(PublishError, match=f"{version / WARMUP_FILE} exists.*--replace-warmup"):
+        publish(NoClient(), BUCKET, PREFIX, "resnet", 3, version, warmup=warmup)
+
+    publish(s3, BUCKET, PREFIX, "resnet", 3, version, warmup=warmup, replace_warmup=True)
+    assert read(s3, WARMUP_KEY) == warmup
+    assert (version / WARMUP_FILE).read_bytes() == own
+
+
+def test_without_examples_the_versions_own_warmup_file_is_published_as_it_is(
+    s3: Any, model: Path
+) -> None:
+    publish(s3, BUCKET, PREFIX, "resnet", 3, model)
+    assert read(s3, WARMUP_KEY) == FILES[WARMUP_FILE]
+
+
+def test_cli_publishes_the_warmup_requests(
+    s3: Any, served: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = warmup_examples(tmp_path, '{"inputs": [[1, 2]]}', "", '{"instances": [[5, 6]]}')
+    argv = ["--stack", "dev", "--model", "resnet", "--version", "3", "--path", str(served),
+            "--bucket", BUCKET, "--warmup-examples", str(examples)]
+
+    assert publish_model.main(argv, s3=s3, sts=NoClient()) == 0
+
+    assert f"warm-up requests from {examples}" in capsys.readouterr().out
+    logs = [prediction_log_pb2.PredictionLog.FromString(r) for r in records(read(s3, WARMUP_KEY))]
+    assert [list(log.predict_log.request.inputs["image"].float_val) for log in logs] == [
+        [1.0, 2.0], [5.0, 6.0]
+    ]
+    assert version_is_complete(s3, BUCKET, PREFIX, "resnet", 3)
+
+
+def test_cli_refuses_bad_examples_before_any_aws_call(
+    served: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = warmup_examples(tmp_path, '{"inputs": [[1, 2]]}', '{"inputs": {"images": [[1, 2]]}}')
+    argv = ["--stack", "dev", "--model", "resnet", "--version", "3", "--path", str(served),
+            "--warmup-examples", str(examples)]
+
+    assert publish_model.main(argv, s3=NoClient(), sts=NoClient()) == 1
+
+    err = capsys.readouterr().err
+    assert err.startswith("error: stack 'dev', resnet version 3: --warmup-examples ")
+    assert (
+        f"{examples} line 2: input 'images' (\"inputs\") is not an input of the signature "
+        "(inputs: image)"
+    ) in err
+    assert "Traceback" not in err
+
+
+def test_cli_refuses_to_replace_a_versions_warmup_file_unasked(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (model / "saved_model.pb").write_bytes(saved_model([(["serve"], SIGNATURES)]))
+    examples = warmup_examples(tmp_path, '{"inputs": [[1, 2]]}')
+    argv = ["--stack", "dev", "--model", "resnet", "--version", "3", "--path", str(model),
+            "--warmup-examples", str(examples)]
+
+    assert publish_model.main(argv, s3=NoClient(), sts=NoClient()) == 1
+    assert f"{model / WARMUP_FILE} exists" in capsys.readouterr().err
+
+
+def test_cli_warmup_usage_errors_exit_2(served: Path, tmp_path: Path) -> None:
+    base = ["--stack", "dev", "--model", "resnet"]
+    for argv in (
+        [*base, "--version", "3", "--path", str(served), "--replace-warmup"],
+        [*base, "--list", "--warmup-examples", str(tmp_path / "w.jsonl")],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            publish_model.main(argv, s3=NoClient(), sts=NoClient())
+        assert exited.value.code == 2, argv

@@ -1,13 +1,17 @@
 """Publish a SavedModel version to a stack's S3 model store, or list a model's versions.
 
     python -m tools.publish_model --stack dev --model resnet --version 3 --path ./export/3 [--force]
+        [--warmup-examples warmup.jsonl [--replace-warmup]]
     python -m tools.publish_model --stack dev --model resnet --list
 
 The bucket is --bucket if given; else the deployed stack's `model_bucket` output, read with
 `pulumi stack output` when the CLI is on PATH; else derived from `Pulumi.<stack>.yaml` and the
 AWS account of the current credentials. The prefix is --prefix, else the `model_prefix`
-output that came with the bucket, else the stack file's. Exit status: 0 done, 1 publishing
-refused or failed (S3 errors such as access denied included), 2 usage or configuration error.
+output that came with the bucket, else the stack file's. --warmup-examples turns a JSON lines
+file of TF Serving REST predict requests into the version's TF Serving warm-up file, each
+request checked against the version's serving signatures first (tools/lib/warmup.py).
+Exit status: 0 done, 1 publishing refused or failed (S3 errors such as access denied
+included, and unusable warm-up examples), 2 usage or configuration error.
 
 This module is the command line only (arguments, messages, exit statuses, the progress bar);
 publishing and listing are tools/lib/model_repository.py, the bucket lookup is
@@ -33,12 +37,15 @@ from tools.lib.model_repository import (
     PublishError,
     VersionInfo,
     list_versions,
-    model_files,
+    plan_bytes,
     publish,
+    upload_plan,
     validate_saved_model,
+    warmup_conflict,
 )
 from tools.lib.stack_store import StackOutputs, resolve_store
 from tools.lib.stackfile import STACK_NAME, load_stack_file, stack_file
+from tools.lib.warmup import WarmupError, warmup_file
 
 # Error codes S3 answers with when the credentials may not do what was asked.
 _DENIED = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
@@ -108,6 +115,21 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace a published or half-uploaded version"
     )
     parser.add_argument(
+        "--warmup-examples",
+        type=Path,
+        metavar="FILE",
+        help=(
+            "JSON lines, one TF Serving REST predict request a line ({\"instances\": [...]} or "
+            "{\"inputs\": ...}, optional \"signature_name\"): uploaded as the version's "
+            "warm-up requests (assets.extra/tf_serving_warmup_requests)"
+        ),
+    )
+    parser.add_argument(
+        "--replace-warmup",
+        action="store_true",
+        help="with --warmup-examples: replace the warm-up file the version directory has",
+    )
+    parser.add_argument(
         "--bucket", help="bucket name (default: the stack's model_bucket output, else derived)"
     )
     parser.add_argument(
@@ -146,8 +168,10 @@ def main(
 ) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.list and (args.path or args.force):
-        parser.error("--path and --force only go with --version")
+    if args.list and (args.path or args.force or args.warmup_examples or args.replace_warmup):
+        parser.error("--path, --force, --warmup-examples and --replace-warmup only go with --version")
+    if args.replace_warmup and args.warmup_examples is None:
+        parser.error("--replace-warmup needs --warmup-examples, the requests to replace it with")
     if args.version is not None and args.path is None:
         parser.error("--version needs --path, the SavedModel version directory")
     if not MODEL_NAME.fullmatch(args.model):
@@ -177,6 +201,16 @@ def main(
         if problems:
             # The same refusal (status 1) as from publish itself, only before the bucket lookup.
             return _error(1, f"--path {args.path}: not a SavedModel version: " + "; ".join(problems))
+    warmup: bytes | None = None
+    if args.warmup_examples is not None:
+        where_to = f"stack {args.stack!r}, {args.model} version {args.version}"
+        conflict = None if args.replace_warmup else warmup_conflict(args.path)
+        if conflict:
+            return _error(1, f"{where_to}: --warmup-examples {args.warmup_examples}: {conflict}")
+        try:
+            warmup = warmup_file(args.warmup_examples, args.path, args.model)
+        except WarmupError as exc:
+            return _error(1, f"{where_to}: {exc}")
 
     try:
         bucket, prefix = resolve_store(
@@ -203,12 +237,12 @@ def main(
                 print(versions_table(versions))
             return 0
         print(f"publishing {args.path} to {where}", file=sys.stderr)
-        total = sum(file.stat().st_size for file in model_files(args.path).values())
+        total = plan_bytes(upload_plan(args.path, warmup, replace_warmup=args.replace_warmup))
         bar = ProgressBar(total, sys.stderr)
         try:
             result = publish(
                 s3, bucket, prefix, args.model, args.version, args.path,
-                force=args.force, progress=bar,
+                force=args.force, progress=bar, warmup=warmup, replace_warmup=args.replace_warmup,
             )
         finally:
             bar.close()
@@ -216,10 +250,12 @@ def main(
         return _error(1, str(exc))
     except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
         return _error(1, _s3_failure(exc, doing, bucket, key))
-    replaced = f", replacing {result.replaced} object(s)" if result.replaced else ""
+    notes = f", replacing {result.replaced} object(s)" if result.replaced else ""
+    if warmup is not None:
+        notes += f"; warm-up requests from {args.warmup_examples}"
     print(
         f"published {args.model} version {args.version}: {result.files} files, "
-        f"{_size(result.bytes)} in {where}{replaced}; marker s3://{bucket}/{result.marker_key}"
+        f"{_size(result.bytes)} in {where}{notes}; marker s3://{bucket}/{result.marker_key}"
     )
     return 0
 

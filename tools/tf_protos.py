@@ -25,6 +25,10 @@ from pathlib import Path
 PTH_NAME = "tf-protos.pth"
 # `from tensorflow.x.y import z_pb2 as ...`: the import lines protoc writes in Python gencode.
 _IMPORT = re.compile(r"^from (tensorflow(?:\.\w+)*) import (\w+_pb2)\b", re.M)
+# TensorFlow's messages the project imports itself, beyond those TF Serving's modules import:
+# SavedModel, whose serving signatures the publisher checks warm-up requests against
+# (tools/lib/warmup.py). Written as gencode's import lines, so they are followed the same way.
+PROJECT_IMPORTS = "from tensorflow.core.protobuf import saved_model_pb2\n"
 
 
 def wanted_modules(roots: list[str], read: dict[str, str]) -> set[str]:
@@ -45,15 +49,17 @@ def wanted_modules(roots: list[str], read: dict[str, str]) -> set[str]:
     return wanted
 
 
-def extract(wheel: Path, dest: Path, importers: list[Path]) -> list[str]:
-    """Extract into `dest` the TensorFlow gencode `importers` (TF Serving's modules) need."""
+def extract(wheel: Path, dest: Path, importers: list[Path], also: str = "") -> list[str]:
+    """Extract into `dest` the TensorFlow gencode `importers` (TF Serving's modules) need, and
+    that which the import lines in `also` need."""
     with zipfile.ZipFile(wheel) as archive:
         generated = {
             name: archive.read(name).decode()
             for name in archive.namelist()
             if name.startswith("tensorflow/") and name.endswith("_pb2.py")
         }
-        wanted = sorted(wanted_modules([p.read_text() for p in importers], generated))
+        sources = [p.read_text() for p in importers] + [also]
+        wanted = sorted(wanted_modules(sources, generated))
         for name in wanted:
             target = dest / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no generated modules under {serving_dir}", file=sys.stderr)
         return 2
     try:
-        wanted = extract(args.wheel, args.dest, importers)
+        wanted = extract(args.wheel, args.dest, importers, also=PROJECT_IMPORTS)
     except KeyError as exc:
         print(f"error: {args.wheel.name} has no {exc.args[0]}, which TF Serving's modules import", file=sys.stderr)
         return 1

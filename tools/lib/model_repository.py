@@ -11,6 +11,7 @@ It owns what a version is in the store and how it gets there; it must not decide
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from typing import Any, TypeAlias
 from botocore.exceptions import ClientError
 
 from components.model_layout import COMPLETE_DIR, marker_key, model_prefix, version_prefix
+from tools.lib.warmup import WARMUP_FILE
 
 # A boto3 S3 client; boto3 ships no type information, so this only documents intent.
 S3Client: TypeAlias = Any
@@ -165,8 +167,38 @@ def validate_saved_model(path: Path, version: int) -> list[str]:
 
 
 def model_files(path: Path) -> dict[str, Path]:
-    """The files `publish` uploads from `path`: relative POSIX path -> file, sorted by path."""
+    """The files of the SavedModel at `path`: relative POSIX path -> file, sorted by path."""
     return _scan(path)[0]
+
+
+def warmup_conflict(path: Path) -> str | None:
+    """Why generated warm-up requests can't go into the version at `path` without
+    `replace_warmup`: it has its own warm-up file; None if it has none."""
+    if WARMUP_FILE not in model_files(path):
+        return None
+    return (
+        f"{path / WARMUP_FILE} exists: the version already has warm-up requests; use "
+        "--replace-warmup to publish the ones from --warmup-examples instead (the local file "
+        "is left as it is), or leave out --warmup-examples to publish the version's own"
+    )
+
+
+def upload_plan(
+    path: Path, warmup: bytes | None = None, *, replace_warmup: bool = False
+) -> dict[str, Path | bytes]:
+    """What `publish` uploads, by relative POSIX path (sorted): the files under `path`, and
+    the warm-up file given as bytes in place of any the version has."""
+    files: dict[str, Path | bytes] = dict(model_files(path))
+    if warmup is not None:
+        if WARMUP_FILE in files and not replace_warmup:
+            raise PublishError(f"{path} can't take the warm-up requests:", [str(warmup_conflict(path))])
+        files[WARMUP_FILE] = warmup
+    return dict(sorted(files.items()))
+
+
+def plan_bytes(plan: dict[str, Path | bytes]) -> int:
+    """The bytes an upload plan holds."""
+    return sum(len(s) if isinstance(s, bytes) else s.stat().st_size for s in plan.values())
 
 
 def _objects(s3: S3Client, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
@@ -218,18 +250,25 @@ def publish(
     *,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
+    warmup: bytes | None = None,
+    replace_warmup: bool = False,
 ) -> PublishResult:
     """Upload the SavedModel at `path` as `model` version `version`, completion marker last.
 
     Refuses a version that is published or half-uploaded unless `force`, which first removes
     the marker and then every object of the version. `progress` receives uploaded byte
-    counts as they go (from several threads for large files). S3 errors propagate.
+    counts as they go (from several threads for large files). `warmup`, the bytes of a
+    warm-up file (tools/lib/warmup.py), is uploaded as the version's
+    `assets.extra/tf_serving_warmup_requests` with its other files, before the marker; a
+    version with a warm-up file of its own is refused unless `replace_warmup`. S3 errors
+    propagate.
     """
     problems = validate_saved_model(path, version)
     if not MODEL_NAME.fullmatch(model):
         problems.insert(0, f"model name {model!r} does not match {MODEL_NAME.pattern}")
     if problems:
         raise PublishError(f"{path} can't be published as {model} version {version}:", problems)
+    files = upload_plan(path, warmup, replace_warmup=replace_warmup)
 
     folder = version_prefix(prefix, model, version)
     marker = marker_key(prefix, model, version)
@@ -250,14 +289,23 @@ def publish(
         s3.delete_object(Bucket=bucket, Key=marker)
     _delete(s3, bucket, existing)
 
-    files = model_files(path)
     digests: dict[str, str] = {}
-    for relative, file in files.items():
+    for relative, source in files.items():
+        if isinstance(source, bytes):
+            digests[relative] = hashlib.sha256(source).hexdigest()
+            s3.upload_fileobj(
+                io.BytesIO(source),
+                bucket,
+                folder + relative,
+                ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+                Callback=progress,
+            )
+            continue
         # Hashed separately from the upload: if the file changes in between, the sync's
         # `sha256sum -c` against the marker fails and the version never goes live.
-        digests[relative] = _sha256(file)
+        digests[relative] = _sha256(source)
         s3.upload_file(
-            str(file),
+            str(source),
             bucket,
             folder + relative,
             ExtraArgs={"ChecksumAlgorithm": "SHA256"},
@@ -275,7 +323,7 @@ def publish(
         version_prefix=folder,
         marker_key=marker,
         files=len(files),
-        bytes=sum(f.stat().st_size for f in files.values()),
+        bytes=plan_bytes(files),
         replaced=len(existing) + int(published),
     )
 
