@@ -19,7 +19,6 @@ outputs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -28,9 +27,14 @@ import pulumi_kubernetes as k8s
 
 from components.cluster import ClusterOutputs
 from components.config import GpuPoolConfig
-from components.gpu_pools import GPU_RESOURCE, pool_labels
 from components.iam import role_with_managed_policies, service_trust_policy
-from components.karpenter import CAPACITY_TYPE_LABEL, CAPACITY_TYPES, INSTANCE_TYPE_LABEL
+from components.karpenter import (
+    CAPACITY_TYPE_LABEL,
+    CAPACITY_TYPES,
+    INSTANCE_TYPE_LABEL,
+    NodePoolOutputs,
+    node_pool_body,
+)
 from components.naming import k8s_labels
 from components.resources import child_options
 
@@ -81,44 +85,26 @@ def node_class_spec(
 
 
 def node_pool_spec(pool_name: str, pool: GpuPoolConfig, node_class: str) -> dict[str, Any]:
-    """The pool's NodePool spec (karpenter.sh/v1 as Auto Mode runs it): the same labels and
-    taint as a managed node group pool's nodes (gpu_pools.pool_labels), so serving,
-    monitoring and autoscaling schedule alike. Requirements use labels Auto Mode supports
-    (create-node-pool.adoc: node.kubernetes.io/instance-type, karpenter.sh/capacity-type,
-    kubernetes.io/arch; kubernetes.io/os is listed as not supported, Auto Mode is Linux only)."""
-    settings = pool.auto_mode
-    return {
-        "template": {
-            "metadata": {"labels": pool_labels(pool_name, pool)},
-            "spec": {
-                "nodeClassRef": {"group": NODE_CLASS_GROUP, "kind": "NodeClass", "name": node_class},
-                "requirements": [
-                    {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": list(pool.instance_types)},
-                    {"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": [CAPACITY_TYPES[pool.capacity_type]]},
-                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-                ],
-                "taints": [{"key": pool.taint.key, "value": pool.taint.value, "effect": pool.taint.effect}],
-                "expireAfter": settings.expire_after,
-            },
-        },
-        # max_size nodes' worth of GPUs: the pool's ceiling, as for the other provisioners.
-        "limits": {GPU_RESOURCE: str(pool.max_size * pool.gpus_per_node)},
-        "disruption": {
-            "consolidationPolicy": settings.consolidation_policy,
-            "consolidateAfter": settings.consolidate_after,
-            "budgets": [b.model_dump(exclude_none=True) for b in settings.budgets],
-        },
-    }
+    """The pool's NodePool spec (karpenter.sh/v1 as Auto Mode runs it). Requirements use labels
+    Auto Mode supports (create-node-pool.adoc: node.kubernetes.io/instance-type,
+    karpenter.sh/capacity-type, kubernetes.io/arch; kubernetes.io/os is listed as not
+    supported, Auto Mode is Linux only)."""
+    return node_pool_body(
+        pool_name,
+        pool,
+        pool.auto_mode,
+        {"group": NODE_CLASS_GROUP, "kind": "NodeClass", "name": node_class},
+        [
+            {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": list(pool.instance_types)},
+            {"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": [CAPACITY_TYPES[pool.capacity_type]]},
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        ],
+    )
 
 
-@dataclass(frozen=True)
-class AutoModeOutputs:
-    """What the rest of the stack needs of the Auto Mode pools."""
-
-    # The role every Auto Mode node of ours runs as (one for all auto-mode pools).
-    node_role_name: pulumi.Output[str]
-    # Per auto-mode pool, its NodePool's name.
-    node_pools: dict[str, str]
+# What the rest of the stack needs of the Auto Mode pools: the role every Auto Mode node of
+# ours runs as, and per pool its NodePool's name.
+AutoModeOutputs = NodePoolOutputs
 
 
 class AutoModePools(pulumi.ComponentResource):

@@ -28,6 +28,7 @@ import pulumi_kubernetes as k8s
 from components import catalog
 from components.cluster import DISCOVERY_TAG, ClusterOutputs
 from components.config import GpuPoolConfig, karpenter_controller_replicas
+from components.config.gpu_pools import NodeDisruptionConfig
 from components.gpu_pools import GPU_RESOURCE, pool_labels
 from components.helm import controller, helm_release, service_monitor_values
 from components.iam import policy_document
@@ -367,44 +368,63 @@ def capacity_types(pool: GpuPoolConfig) -> list[str]:
     return ["reserved", *own] if pool.karpenter.capacity_reservations else own
 
 
-def node_pool_spec(pool_name: str, pool: GpuPoolConfig, node_class: str) -> dict[str, Any]:
-    """The pool's NodePool spec (karpenter.sh/v1): the same labels and taint as a managed node
-    group pool's nodes (gpu_pools.pool_labels), so the serving workload schedules alike."""
-    settings = pool.karpenter
-    disruption: dict[str, Any] = {
-        "consolidationPolicy": settings.consolidation_policy,
-        "consolidateAfter": settings.consolidate_after,
-        "budgets": [b.model_dump(exclude_none=True) for b in settings.budgets],
-    }
+def node_pool_body(
+    pool_name: str,
+    pool: GpuPoolConfig,
+    settings: NodeDisruptionConfig,
+    node_class_ref: dict[str, str],
+    requirements: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A karpenter.sh/v1 NodePool spec, ours or EKS Auto Mode's: the same labels and taint as a
+    managed node group pool's nodes (gpu_pools.pool_labels), so the serving workload schedules
+    alike; max_size nodes' worth of GPUs as the limit; the pool's disruption settings."""
     return {
         "template": {
             "metadata": {"labels": pool_labels(pool_name, pool)},
             "spec": {
-                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class},
-                "requirements": [
-                    {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": list(pool.instance_types)},
-                    {"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": capacity_types(pool)},
-                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-                    {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
-                ],
+                "nodeClassRef": node_class_ref,
+                "requirements": requirements,
                 "taints": [{"key": pool.taint.key, "value": pool.taint.value, "effect": pool.taint.effect}],
                 "expireAfter": settings.expire_after,
             },
         },
         # max_size nodes' worth of GPUs: the pool's ceiling, as for a managed node group pool.
         "limits": {GPU_RESOURCE: str(pool.max_size * pool.gpus_per_node)},
-        "disruption": disruption,
+        "disruption": {
+            "consolidationPolicy": settings.consolidation_policy,
+            "consolidateAfter": settings.consolidate_after,
+            "budgets": [b.model_dump(exclude_none=True) for b in settings.budgets],
+        },
     }
 
 
-@dataclass(frozen=True)
-class KarpenterOutputs:
-    """What the rest of the stack needs of Karpenter."""
+def node_pool_spec(pool_name: str, pool: GpuPoolConfig, node_class: str) -> dict[str, Any]:
+    """The pool's NodePool spec (karpenter.sh/v1) for our Karpenter."""
+    return node_pool_body(
+        pool_name,
+        pool,
+        pool.karpenter,
+        {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class},
+        [
+            {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": list(pool.instance_types)},
+            {"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": capacity_types(pool)},
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+        ],
+    )
 
-    # The role every Karpenter node runs as (one for all Karpenter pools).
+
+@dataclass(frozen=True)
+class NodePoolOutputs:
+    """What the rest of the stack needs of a provisioner of NodePools (Karpenter, Auto Mode)."""
+
+    # The role every node of these pools runs as (one for all of them).
     node_role_name: pulumi.Output[str]
-    # Per Karpenter pool, its NodePool's name.
+    # Per pool, its NodePool's name.
     node_pools: dict[str, str]
+
+
+KarpenterOutputs = NodePoolOutputs
 
 
 class Karpenter(pulumi.ComponentResource):
