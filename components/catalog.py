@@ -368,9 +368,17 @@ def requests_of(resources: dict[str, dict[str, str]]) -> Requests:
     return Requests(cpu_milli(asked.get("cpu", "0")), memory_mib(asked.get("memory", "0")))
 
 
-def daemon_requests(*, gpu_node: bool, logs: bool, node_exporter: bool) -> dict[str, Requests]:
+# The node-local model cache's folder-maker (components/model_cache.py): it only sleeps.
+MODEL_CACHE_DIR_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "50m", "memory": "32Mi"}}
+
+
+def daemon_requests(
+    *, gpu_node: bool, logs: bool, node_exporter: bool, model_cache: bool = False
+) -> dict[str, Requests]:
     """Every per-node daemon on a node of this kind, by name."""
     daemons = dict(EKS_ADDON_DAEMONS)
+    if model_cache and gpu_node:
+        daemons["model-cache-dir"] = requests_of(MODEL_CACHE_DIR_RESOURCES) + Requests(pods=1)
     if logs:
         daemons["fluent-bit"] = requests_of(FLUENT_BIT_RESOURCES) + Requests(pods=1)
     if node_exporter:

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import catalog
 from components.config import GpuPoolConfig, ModelCacheConfig
 from components.gpu_pools import GpuScheduling
 from components.model_sync import SYNC_INTERVAL_SECONDS, SYNC_UID, sync_image
@@ -72,7 +73,6 @@ from components import podsecurity
 from components.podsecurity import restricted_container
 
 CACHE_MOUNT = "/model-cache"
-CLAIM_NAME = "model-cache"
 VOLUME_NAME = "model-cache"
 HOST_DIR_NAME = "tf-serving-model-cache"
 # nodeadm's RAID0 array (setup-local-disks: MNT_DIR=/mnt/k8s-disks, the array at ${MNT_DIR}/0).
@@ -81,7 +81,7 @@ INSTANCE_STORE_MOUNT = "/mnt/k8s-disks/0"
 ROOT_VOLUME_DIR = "/var/lib"
 # A pod's lease on a version counts while refreshed within this many sync passes.
 LEASE_STALE_PASSES = 4
-HOST_DIR_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "50m", "memory": "32Mi"}}
+HOST_DIR_RESOURCES = catalog.MODEL_CACHE_DIR_RESOURCES
 
 
 def host_path(pool: GpuPoolConfig) -> str:
@@ -99,9 +99,21 @@ def node_namespace(serving_namespace: str) -> str:
     return f"{serving_namespace}-node-cache"
 
 
-def volume_name(serving_namespace: str) -> str:
+# One volume, claim and folder-maker per pool: the cache is the pool's nodes', so moving
+# serving.gpu_pool gives the new pods a new claim (the Deployment rolls over to it, and the
+# old claim goes once its pods have: Kubernetes' pvc-protection finalizer) rather than
+# changing a bound volume's node affinity, which Kubernetes does not allow.
+def claim_name(pool_name: str) -> str:
+    return f"model-cache-{pool_name}"
+
+
+def volume_name(serving_namespace: str, pool_name: str) -> str:
     """The PersistentVolume (cluster-scoped: named after the serving namespace it serves)."""
-    return f"{serving_namespace}-model-cache"
+    return f"{serving_namespace}-model-cache-{pool_name}"
+
+
+def host_dir_name(pool_name: str) -> str:
+    return f"{HOST_DIR_NAME}-{pool_name}"
 
 
 def sync_env(cache: ModelCacheConfig) -> list[k8s.core.v1.EnvVarArgs]:
@@ -137,7 +149,7 @@ def node_affinity(scheduling: GpuScheduling) -> k8s.core.v1.VolumeNodeAffinityAr
 
 
 def persistent_volume_spec(
-    cache: ModelCacheConfig, path: str, scheduling: GpuScheduling, serving_namespace: str
+    cache: ModelCacheConfig, path: str, scheduling: GpuScheduling, serving_namespace: str, pool_name: str
 ) -> k8s.core.v1.PersistentVolumeSpecArgs:
     return k8s.core.v1.PersistentVolumeSpecArgs(
         capacity={"storage": f"{cache.size_gib}Gi"},
@@ -149,16 +161,18 @@ def persistent_volume_spec(
         local=k8s.core.v1.LocalVolumeSourceArgs(path=path),
         node_affinity=node_affinity(scheduling),
         # Pre-bound both ways: no other claim can take it, and no provisioner is asked.
-        claim_ref=k8s.core.v1.ObjectReferenceArgs(namespace=serving_namespace, name=CLAIM_NAME),
+        claim_ref=k8s.core.v1.ObjectReferenceArgs(namespace=serving_namespace, name=claim_name(pool_name)),
     )
 
 
-def claim_spec(cache: ModelCacheConfig, serving_namespace: str) -> k8s.core.v1.PersistentVolumeClaimSpecArgs:
+def claim_spec(
+    cache: ModelCacheConfig, serving_namespace: str, pool_name: str
+) -> k8s.core.v1.PersistentVolumeClaimSpecArgs:
     return k8s.core.v1.PersistentVolumeClaimSpecArgs(
         access_modes=["ReadWriteOnce"],
         # "" and not unset: the default StorageClass must not provision a volume for it.
         storage_class_name="",
-        volume_name=volume_name(serving_namespace),
+        volume_name=volume_name(serving_namespace, pool_name),
         resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": f"{cache.size_gib}Gi"}),
     )
 
@@ -236,6 +250,7 @@ class ModelCache(pulumi.ComponentResource):
         name: str,
         cache: ModelCacheConfig,
         *,
+        pool_name: str,
         pool: GpuPoolConfig,
         scheduling: GpuScheduling,
         serving_namespace: pulumi.Resource,
@@ -246,7 +261,7 @@ class ModelCache(pulumi.ComponentResource):
         super().__init__("tf-serving-eks:model_cache:ModelCache", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         path = host_path(pool)
-        labels = k8s_labels("model-cache", HOST_DIR_NAME)
+        labels = k8s_labels("model-cache", host_dir_name(pool_name))
         ns_name = node_namespace(serving_namespace_name)
         # hostPath is admitted by no Pod Security level below privileged; this namespace holds
         # only the folder-maker (module docstring).
@@ -254,12 +269,14 @@ class ModelCache(pulumi.ComponentResource):
             f"{name}-namespace", ns_name, component="model-cache", level="privileged", opts=child
         )
         k8s.apps.v1.DaemonSet(
-            f"{name}-host-dir",
+            f"{name}-{pool_name}-host-dir",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=HOST_DIR_NAME, namespace=ns_name, labels=labels, annotations=HOST_DIR_SCANNER_EXCEPTIONS
+                name=host_dir_name(pool_name), namespace=ns_name, labels=labels, annotations=HOST_DIR_SCANNER_EXCEPTIONS
             ),
             spec=k8s.apps.v1.DaemonSetSpecArgs(
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": HOST_DIR_NAME}),
+                selector=k8s.meta.v1.LabelSelectorArgs(
+                    match_labels={"app.kubernetes.io/name": host_dir_name(pool_name)}
+                ),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
                     spec=host_dir_pod_spec(path, scheduling, pinned(sync_image(), by_digest=pin_digests)),
@@ -268,17 +285,19 @@ class ModelCache(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[namespace])),
         )
         volume = k8s.core.v1.PersistentVolume(
-            f"{name}-volume",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=volume_name(serving_namespace_name), labels=labels),
-            spec=persistent_volume_spec(cache, path, scheduling, serving_namespace_name),
+            f"{name}-{pool_name}-volume",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=volume_name(serving_namespace_name, pool_name), labels=labels),
+            spec=persistent_volume_spec(cache, path, scheduling, serving_namespace_name, pool_name),
             opts=child,
         )
         claim = k8s.core.v1.PersistentVolumeClaim(
-            f"{name}-claim",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=CLAIM_NAME, namespace=serving_namespace_name, labels=labels),
-            spec=claim_spec(cache, serving_namespace_name),
+            f"{name}-{pool_name}-claim",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=claim_name(pool_name), namespace=serving_namespace_name, labels=labels
+            ),
+            spec=claim_spec(cache, serving_namespace_name, pool_name),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[serving_namespace, volume])),
         )
-        self.outputs = ModelCacheOutputs(claim_name=CLAIM_NAME, ready=[volume, claim])
-        self.register_outputs({"claim": CLAIM_NAME, "host_path": path})
+        self.outputs = ModelCacheOutputs(claim_name=claim_name(pool_name), ready=[volume, claim])
+        self.register_outputs({"claim": claim_name(pool_name), "host_path": path})
 

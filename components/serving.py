@@ -629,6 +629,7 @@ class TfServing(pulumi.ComponentResource):
             cache = model_cache.ModelCache(
                 f"{name}-model-cache",
                 cfg.model_cache,
+                pool_name=cfg.gpu_pool,
                 pool=gpu_pool,
                 scheduling=gpu_scheduling[cfg.gpu_pool],
                 serving_namespace=namespace,

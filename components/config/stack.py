@@ -193,7 +193,10 @@ class StackConfig(Section):
     def node_daemons(self, gpu_node: bool) -> dict[str, catalog.Requests]:
         """The per-node daemons on a system node or a GPU node of this stack, by name."""
         return catalog.daemon_requests(
-            gpu_node=gpu_node, logs=self.monitoring.logs.enabled, node_exporter=self.monitoring.enabled
+            gpu_node=gpu_node,
+            logs=self.monitoring.logs.enabled,
+            node_exporter=self.monitoring.enabled,
+            model_cache=self.serving.model_cache.enabled,
         )
 
     @model_validator(mode="after")
