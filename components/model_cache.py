@@ -225,12 +225,18 @@ def host_dir_pod_spec(path: str, scheduling: GpuScheduling, image: str) -> k8s.c
     )
 
 
-# The one rule of the folder-maker the scanner flags that it must break, with the reason
-# (checkov docs, "Suppressing and skipping policies"); see the module docstring.
-HOST_DIR_SCANNER_EXCEPTIONS = {
-    "checkov.io/skip1": "CKV_K8S_15=imagePullPolicy IfNotPresent: the pinned sync image, already on "
-    "the node for the serving pods",
-}
+def scanner_exceptions(pin_digests: bool) -> dict[str, str]:
+    """The rules of the scanner the folder-maker does not meet, each with its reason (checkov
+    docs, "Suppressing and skipping policies"), as the serving Deployment states its own."""
+    reasons = [
+        "CKV_K8S_15=imagePullPolicy IfNotPresent: the pinned sync image, already on the node for "
+        "the serving pods"
+    ]
+    if not pin_digests:
+        reasons.append(
+            "CKV_K8S_43=serving.pin_image_digests is off for this stack: it runs pinned tags; prod runs digests"
+        )
+    return {f"checkov.io/skip{i}": reason for i, reason in enumerate(reasons, start=1)}
 
 
 @dataclass(frozen=True)
@@ -271,7 +277,10 @@ class ModelCache(pulumi.ComponentResource):
         k8s.apps.v1.DaemonSet(
             f"{name}-{pool_name}-host-dir",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=host_dir_name(pool_name), namespace=ns_name, labels=labels, annotations=HOST_DIR_SCANNER_EXCEPTIONS
+                name=host_dir_name(pool_name),
+                namespace=ns_name,
+                labels=labels,
+                annotations=scanner_exceptions(pin_digests),
             ),
             spec=k8s.apps.v1.DaemonSetSpecArgs(
                 selector=k8s.meta.v1.LabelSelectorArgs(
@@ -281,6 +290,15 @@ class ModelCache(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
                     spec=host_dir_pod_spec(path, scheduling, pinned(sync_image(), by_digest=pin_digests)),
                 ),
+            ),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[namespace])),
+        )
+        # The folder-maker talks to nothing and nothing talks to it (enforced by the VPC CNI).
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="deny-all", namespace=ns_name, labels=labels),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(), policy_types=["Ingress", "Egress"]
             ),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[namespace])),
         )
