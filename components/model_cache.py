@@ -296,7 +296,9 @@ class ModelCache(pulumi.ComponentResource):
         # The folder-maker talks to nothing and nothing talks to it (enforced by the VPC CNI).
         k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="deny-all", namespace=ns_name, labels=labels),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="deny-all", namespace=ns_name, labels=k8s_labels("model-cache", "deny-all")
+            ),
             spec=k8s.networking.v1.NetworkPolicySpecArgs(
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(), policy_types=["Ingress", "Egress"]
             ),

@@ -25,7 +25,7 @@ def test_preview_writes_objects_inventory_and_outputs(tmp_path: Path, capsys: py
     assert kinds == [
         "ConfigMap", "ConfigMap", "ConfigMap", "DaemonSet", "Deployment", "GRPCRoute", "Gateway",
         "GatewayClass", "HTTPRoute", "HTTPRoute", "LoadBalancerConfiguration", "Namespace",
-        "Namespace", "Namespace", "Namespace", "NetworkPolicy", "PersistentVolume",
+        "Namespace", "Namespace", "Namespace", "NetworkPolicy", "NetworkPolicy", "PersistentVolume",
         "PersistentVolumeClaim", "PodDisruptionBudget", "PriorityClass",
         "PrometheusRule", "ScaledObject", "Secret", "Service", "ServiceAccount",
         "ServiceMonitor", "StorageClass", "TargetGroupConfiguration",
