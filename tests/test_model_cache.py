@@ -1,10 +1,17 @@
-"""The node-local model cache, run for real: several serving pods' sync scripts (real bash
-processes, the real AWS CLI against moto's S3 server) sharing one cache directory, as the
-pods of one node share it (components/model_cache.py). Calls to S3 are recorded by a
-wrapper around the CLI, so "no download" is counted, not assumed."""
+"""The node-local model cache (components/model_cache.py).
+
+- Its protocol, run for real: several serving pods' sync scripts (real bash processes, the
+  real AWS CLI against moto's S3 server) sharing one cache directory, as the pods of one node
+  share it. Calls to S3 are recorded by a wrapper around the CLI, so "no download" is
+  counted, not assumed.
+- What the stack renders for it, read as the software that consumes it reads it: Pod
+  Security admission's volume checks, the PV controller's binding rules, the scheduler's
+  node affinity and taints, nodeadm's NodeConfig; and the config rules' errors.
+"""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -12,10 +19,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from components import model_cache
+from components.config import StackConfigError
+from tests.support import chart_renders as cr
+from tests.support import parse, raw_stack, render_raw
 from tests.support.external_tools import missing, program
+from tests.support.scheduling import can_land, node_selector_holds
+from tests.test_cold_start import JOINING_CONFIG, launch_template, node_configs, schema_errors
 from tests.test_model_sync import (  # noqa: F401  (fixtures)
     PREFIX,
     S3Store,
@@ -25,8 +39,11 @@ from tests.test_model_sync import (  # noqa: F401  (fixtures)
     s3_endpoint,
     sync_env,
 )
+from tools.lib.mock_engine import Rendering
 
-pytestmark = pytest.mark.long_running
+Manifest = dict[str, Any]
+
+long_running = pytest.mark.long_running
 
 # Every AWS CLI call a pod makes, one line each: "<pod> <arguments>". With AWS_SLOW_COPY set,
 # a recursive copy waits that long first, so a second pod surely arrives mid-fill.
@@ -121,6 +138,7 @@ V2 = {"saved_model.pb": b"graph 2", "variables/variables.index": b"idx 2",
       "variables/variables.data-00000-of-00001": b"v" * 4096}
 
 
+@long_running
 def test_two_pods_racing_on_one_node_download_each_version_once(node: Node) -> None:
     """A stable pod and a canary pod of the same node start together: each version crosses
     from S3 once, both pods get every byte, and the cache holds only whole versions."""
@@ -147,6 +165,7 @@ def test_two_pods_racing_on_one_node_download_each_version_once(node: Node) -> N
     assert (node.cache / ".pins" / "resnet" / "2" / canary["POD_NAME"]).is_file()
 
 
+@long_running
 def test_a_pod_starts_from_the_cache_without_downloading(node: Node) -> None:
     node.store.put_version("resnet", 1, V1)
     first = node.pod("first")
@@ -163,6 +182,7 @@ def test_a_pod_starts_from_the_cache_without_downloading(node: Node) -> None:
     assert node.downloads("later") == []
 
 
+@long_running
 def test_a_fill_killed_mid_download_is_never_visible_and_the_next_pod_recovers(node: Node) -> None:
     node.store.put_version("resnet", 1, V1)
     killed = node.pod("killed", LOCK_STALE_SECONDS="2")
@@ -226,6 +246,7 @@ exec "$FILLING_REAL_AWS" "$@"
 """
 
 
+@long_running
 @pytest.mark.parametrize("how", ["known too big", "fills while copying"])
 def test_a_full_cache_disk_never_leaves_a_partial_version_and_the_pod_still_gets_it(
     node: Node, how: str
@@ -262,6 +283,7 @@ def version(payload_kib: int, tag: bytes) -> dict[str, bytes]:
             "variables/variables.data-00000-of-00001": tag * (payload_kib * 1024 // len(tag))}
 
 
+@long_running
 def test_eviction_keeps_leased_versions_and_evicts_the_least_recently_used(node: Node) -> None:
     for v in (1, 2, 3):
         node.store.put_version("m", v, version(200, f"v{v}".encode()))
@@ -299,6 +321,7 @@ def test_eviction_keeps_leased_versions_and_evicts_the_least_recently_used(node:
     assert_cache_clean(node.cache)
 
 
+@long_running
 def test_a_damaged_cached_version_is_dropped_and_the_pod_downloads_it(node: Node) -> None:
     node.store.put_version("resnet", 1, V1)
     assert run(node.pod("first"), "resnet latest 1\n").returncode == 0
@@ -312,6 +335,7 @@ def test_a_damaged_cached_version_is_dropped_and_the_pod_downloads_it(node: Node
     assert node.downloads("second"), "the pod downloaded it itself"
 
 
+@long_running
 def test_without_a_cache_directory_mounted_the_pod_downloads_as_before(node: Node) -> None:
     """A cache path that cannot be written (the volume missing, read-only): the cache is an
     optimisation, never the reason a pod lacks its model."""
@@ -322,3 +346,250 @@ def test_without_a_cache_directory_mounted_the_pod_downloads_as_before(node: Nod
     assert result.returncode == 0, result.stderr
     assert "the node cache" in result.stderr and "is not writable" in result.stderr, result.stderr
     assert_version_is(pod_root(pod), "resnet", 1, V1)
+
+
+# --- what the stack renders -------------------------------------------------------------
+
+
+# Pod Security admission's volume checks (kubernetes staging/src/k8s.io/pod-security-admission/
+# policy/check_restrictedVolumes.go: restricted admits only these volume sources; and
+# check_hostPathVolumes.go: baseline already refuses hostPath).
+RESTRICTED_VOLUME_SOURCES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+}
+
+
+def psa_refusals(pod_spec: Manifest, level: str) -> list[str]:
+    """Volumes a namespace at `level` refuses, by name (privileged: none)."""
+    refused = []
+    for volume in pod_spec.get("volumes", []):
+        sources = set(volume) - {"name"}
+        if level == "restricted" and not sources <= RESTRICTED_VOLUME_SOURCES:
+            refused.append(volume["name"])
+        if level == "baseline" and "hostPath" in sources:
+            refused.append(volume["name"])
+    return refused
+
+
+def cache_variant(**serving: object) -> Rendering:
+    """dev, with a canary pod too, so stable and canary pods share the node cache."""
+    raw = raw_stack("dev")
+    raw["serving"]["models"]["resnet"] = {"version_policy": "specific", "versions": [3], "canary": {"version": 4, "weight": 10}}
+    raw["serving"].update(serving)
+    return render_raw(raw, stack="dev-canary-cache")
+
+
+def objects(r: Rendering, kind: str) -> list[Manifest]:
+    return [m for m in r.k8s_objects() if m["kind"] == kind]
+
+
+def serving_deployments(r: Rendering) -> list[Manifest]:
+    return [d for d in objects(r, "Deployment") if d["metadata"]["namespace"] == "tf-serving"]
+
+
+def test_the_serving_pods_stay_restricted_and_only_the_folder_maker_needs_privileged() -> None:
+    r = cache_variant()
+    namespaces = {m["metadata"]["name"]: m["metadata"]["labels"] for m in objects(r, "Namespace")}
+    [cache_ds] = objects(r, "DaemonSet")
+    for deployment in serving_deployments(r):
+        level = namespaces[deployment["metadata"]["namespace"]]["pod-security.kubernetes.io/enforce"]
+        assert level == "restricted"
+        assert psa_refusals(deployment["spec"]["template"]["spec"], level) == [], deployment["metadata"]["name"]
+    # The checker can fail: the folder-maker's hostPath is refused below privileged...
+    folder_maker = cache_ds["spec"]["template"]["spec"]
+    assert psa_refusals(folder_maker, "restricted") == psa_refusals(folder_maker, "baseline") == ["cache"]
+    # ... and its namespace, which holds only it and a deny-all policy, is privileged.
+    ns = cache_ds["metadata"]["namespace"]
+    assert namespaces[ns]["pod-security.kubernetes.io/enforce"] == "privileged"
+    in_ns = sorted(m["kind"] for m in r.k8s_objects() if m["metadata"].get("namespace") == ns)
+    assert in_ns == ["DaemonSet", "NetworkPolicy"]
+    [policy] = [m for m in objects(r, "NetworkPolicy") if m["metadata"]["namespace"] == ns]
+    assert policy["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}, "no rule: nothing in or out"
+    # It mounts the folder read-only, as a non-root container without capabilities.
+    [c] = folder_maker["containers"]
+    assert c["volumeMounts"] == [{"name": "cache", "mountPath": model_cache.CACHE_MOUNT, "readOnly": True}]
+    assert c["securityContext"]["runAsNonRoot"] and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert folder_maker["automountServiceAccountToken"] is False
+
+
+def binds(pv: Manifest, pvc: Manifest) -> list[str]:
+    """Why the PV controller would not bind the claim to the volume (kubernetes
+    pkg/controller/volume/persistentvolume: pv_controller.go syncUnboundClaim binds a claim
+    with volumeName to that volume when checkVolumeSatisfyClaim holds: capacity, storage
+    class, access modes (util.go CheckAccessModes), volume mode; and the volume's claimRef, if
+    set, names this claim)."""
+    why = []
+    spec, want = pv["spec"], pvc["spec"]
+    if want.get("volumeName") != pv["metadata"]["name"]:
+        why.append("the claim names another volume")
+    ref = spec.get("claimRef") or {}
+    if ref and (ref.get("namespace"), ref.get("name")) != (pvc["metadata"]["namespace"], pvc["metadata"]["name"]):
+        why.append("the volume is reserved for another claim")
+    # Both are written in Gi by the stack.
+    if int(str(spec["capacity"]["storage"]).removesuffix("Gi")) < int(
+        str(want["resources"]["requests"]["storage"]).removesuffix("Gi")
+    ):
+        why.append("too small")
+    if (spec.get("storageClassName") or "") != (want.get("storageClassName") or ""):
+        why.append("storage classes differ")
+    if not set(want["accessModes"]) <= set(spec["accessModes"]):
+        why.append("access modes")
+    if spec.get("volumeMode", "Filesystem") != want.get("volumeMode", "Filesystem"):
+        why.append("volume modes differ")
+    return why
+
+
+def test_stable_and_canary_pods_mount_one_claim_that_binds_to_the_node_folder() -> None:
+    r = cache_variant()
+    [pv] = objects(r, "PersistentVolume")
+    [pvc] = objects(r, "PersistentVolumeClaim")
+    assert binds(pv, pvc) == []
+    # The check can fail.
+    assert binds(pv, {**pvc, "spec": {**pvc["spec"], "storageClassName": "gp3"}}) == ["storage classes differ"]
+    # An unset class would be given the default StorageClass (and a provisioned EBS volume).
+    assert pvc["spec"]["storageClassName"] == ""
+    assert pv["spec"]["local"] == {"path": "/mnt/k8s-disks/0/tf-serving-model-cache"}
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    deployments = serving_deployments(r)
+    assert sorted(d["metadata"]["name"] for d in deployments) == ["tf-serving", "tf-serving-canary"]
+    for d in deployments:
+        spec = d["spec"]["template"]["spec"]
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v]
+        assert claims == [pvc["metadata"]["name"]], d["metadata"]["name"]
+        # TF Serving reads only its own copies: the cache is the sync containers' alone.
+        [server] = spec["containers"]
+        assert model_cache.VOLUME_NAME not in {m["name"] for m in server["volumeMounts"]}
+        # The kubelet gives a local volume the pod's fsGroup (local.go SetUpAt ->
+        # SetVolumeOwnership): the sync containers write it through that group.
+        assert spec["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+        for sync in spec["initContainers"]:
+            assert sync["securityContext"]["runAsGroup"] == spec["securityContext"]["fsGroup"]
+            mounts = {m["name"]: m["mountPath"] for m in sync["volumeMounts"]}
+            env = {e["name"]: e for e in sync["env"]}
+            assert env["MODEL_CACHE"]["value"] == mounts[model_cache.VOLUME_NAME]
+            assert env["MODEL_CACHE_MAX_KIB"]["value"] == str(100 * 1024 * 1024)  # dev's size_gib
+            assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+            # Leases outlive a few missed passes, not a pod.
+            interval = int(env["SYNC_INTERVAL_SECONDS"]["value"])
+            assert 2 * interval < int(env["PIN_STALE_SECONDS"]["value"]) <= 10 * interval
+
+
+def test_the_cache_folder_exists_on_every_node_the_pods_can_land_on() -> None:
+    r = cache_variant()
+    [pv] = objects(r, "PersistentVolume")
+    [ds] = objects(r, "DaemonSet")
+    folder_maker = ds["spec"]["template"]["spec"]
+    assert folder_maker["volumes"][0]["hostPath"] == {"path": pv["spec"]["local"]["path"], "type": "DirectoryOrCreate"}
+    nodes = cr.node_groups(r)
+    landing = [n for n in nodes if any(can_land(d["spec"]["template"]["spec"], n) for d in serving_deployments(r))]
+    assert landing, "the serving pods land somewhere"
+    for node in landing:
+        # The scheduler's VolumeBinding filter: a bound local volume's node affinity.
+        assert node_selector_holds(pv["spec"]["nodeAffinity"]["required"], node.labels), node.name
+        assert can_land(folder_maker, node), f"no folder-maker on {node.name}: the pods would wait for the folder"
+    system = [n for n in nodes if not n.gpu]
+    assert system and not any(node_selector_holds(pv["spec"]["nodeAffinity"]["required"], n.labels) for n in system)
+
+
+def test_the_folder_is_on_the_raid0_array_nodeadm_makes_else_on_the_root_volume() -> None:
+    r = cache_variant()
+    ours = node_configs(base64.b64decode(launch_template(r, "l4")["userData"]).decode())
+    assert all(schema_errors(c) == [] for c in ours)
+    storage = [c["spec"]["instance"]["localStorage"] for c in [*ours, JOINING_CONFIG] if "instance" in c["spec"]]
+    # No mountPath: nodeadm's default, /mnt/k8s-disks, with the array at /mnt/k8s-disks/0
+    # (setup-local-disks: MNT_DIR and maybe_raid's array_mount_point).
+    assert storage == [{"strategy": "RAID0"}]
+    [pv] = objects(r, "PersistentVolume")
+    assert pv["spec"]["local"]["path"].startswith("/mnt/k8s-disks/0/")
+    # Without the instance store the folder is on the root volume.
+    raw = raw_stack("dev")
+    raw["gpu_pools"]["l4"].update(instance_store="none", disk_size_gib=200)
+    plain = render_raw(raw, stack="dev-root-volume-cache")
+    [pv] = objects(plain, "PersistentVolume")
+    assert pv["spec"]["local"]["path"] == "/var/lib/tf-serving-model-cache"
+    plain_configs = node_configs(base64.b64decode(launch_template(plain, "l4")["userData"]).decode())
+    assert all("instance" not in c["spec"] for c in plain_configs)
+
+
+def test_a_karpenter_pool_gets_its_instance_store_from_the_node_class() -> None:
+    raw = raw_stack("dev")
+    pool = raw["gpu_pools"]["l4"]
+    for key in ("min_size", "desired_size", "max_unavailable"):
+        pool.pop(key, None)
+    pool["provisioner"] = "karpenter"
+    r = render_raw(raw, stack="dev-karpenter-cache")
+    [node_class] = objects(r, "EC2NodeClass")
+    assert node_class["spec"]["instanceStorePolicy"] == "RAID0"
+    ours = node_configs(node_class["spec"]["userData"])
+    assert all("instance" not in c["spec"] for c in ours), "Karpenter's own NodeConfig says it"
+
+
+def test_without_the_cache_nothing_of_it_is_rendered() -> None:
+    from tests.conftest import rendered_stack
+
+    prod = rendered_stack("prod")
+    assert not objects(prod, "PersistentVolume") and not objects(prod, "DaemonSet")
+    for d in serving_deployments(prod):
+        for sync in d["spec"]["template"]["spec"]["initContainers"]:
+            assert "MODEL_CACHE" not in {e["name"] for e in sync["env"]}
+
+
+def with_changes(*changes: tuple[str, object]) -> Manifest:
+    raw = raw_stack("dev")
+    for dotted, value in changes:
+        node = raw
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return raw
+
+
+BAD = [
+    ("declared versions outgrow the cache",
+     [("serving.models.resnet.disk_gib", 30), ("serving.models.half-plus-two.disk_gib", 10)],
+     ["tf-serving-eks:serving.model_cache.size_gib", "(got 100)", "take 110 GiB", "resnet 30 GiB x 3",
+      "half-plus-two 10 GiB x 2", "at least 110"]),
+    ("the root volume cannot hold it",
+     [("gpu_pools.l4.instance_store", "none"), ("serving.model_cache.size_gib", 80)],
+     ["tf-serving-eks:serving.model_cache.size_gib", "(got 80)", "needs 120 GiB", "gpu_pools.l4.disk_size_gib (100 GiB)",
+      "raise disk_size_gib"]),
+    ("the instance store cannot hold it",
+     [("serving.model_cache.size_gib", 300)],
+     ["tf-serving-eks:serving.model_cache.size_gib", "(got 300)", "instance store of pool 'l4' (233 GiB"]),
+    ("pods' own copies count on the same disk",
+     [("serving.model_cache.size_gib", 150), ("serving.models.resnet.disk_gib", 20)],
+     ["tf-serving-eks:serving.model_cache.size_gib", "120 GiB for the model copies of 2 pod(s)"]),
+    ("CPU serving",
+     [("serving.gpu_pool", None), ("serving.gpu_memory_fraction", None)],
+     ["tf-serving-eks:serving.model_cache.enabled", "set serving.gpu_pool"]),
+    ("a Bottlerocket pool",
+     [("gpu_pools.l4.ami_type", "BOTTLEROCKET_x86_64_NVIDIA"), ("gpu_pools.l4.time_slicing_replicas", None),
+      ("gpu_pools.l4.instance_store", "none"), ("serving.gpu_memory_fraction", 0.9)],
+     ["tf-serving-eks:serving.model_cache.enabled", "runs Bottlerocket"]),
+    ("raid0 on Bottlerocket",
+     [("gpu_pools.l4.ami_type", "BOTTLEROCKET_x86_64_NVIDIA"), ("gpu_pools.l4.time_slicing_replicas", None),
+      ("serving.model_cache", None), ("serving.gpu_memory_fraction", 0.9)],
+     ["tf-serving-eks:gpu_pools.l4.instance_store", '(got "raid0")', "AL2023"]),
+]
+
+
+@pytest.mark.parametrize("changes, fragments", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_a_cache_the_nodes_cannot_hold_is_refused_with_the_rule(
+    changes: list[tuple[str, object]], fragments: list[str]
+) -> None:
+    with pytest.raises(StackConfigError) as info:
+        parse(with_changes(*changes), stack="dev")
+    message = str(info.value)
+    assert message.startswith("stack 'dev': invalid configuration")
+    assert message.count("\n  - ") == 1, f"one error: {message}"
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_declared_versions_that_fit_are_accepted() -> None:
+    cfg = parse(with_changes(("serving.models.resnet.disk_gib", 10), ("serving.models.half-plus-two.disk_gib", 1)), "dev")
+    assert cfg.serving.model_cache.size_gib == 100
