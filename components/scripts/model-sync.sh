@@ -373,8 +373,15 @@ place_from_cache() {  # model version: copy from the cache into the pod's volume
 
 cache_upkeep() {  # once a pass: leftovers of killed fillers, stale leases, the size bound
   local dir m v a lock
+  for dir in "$CACHE"/.staging/evicted-*; do
+    # An eviction renames first, then deletes: what an evictor killed in between left.
+    [ -e "$dir" ] || continue
+    a="$(age "$dir")"
+    if [ "$a" -ge "$LOCK_STALE" ]; then rm -rf "$dir"; fi
+  done
   for dir in "$CACHE"/.staging/*/*; do
     [ -e "$dir" ] || continue
+    case "$dir" in "$CACHE"/.staging/evicted-*) continue ;; esac
     m="$(basename "$(dirname "$dir")")" && v="$(basename "$dir")" && v="${v%%.*}"
     lock="$CACHE/.locks/$m/$v"
     # Staging exists only while its lock is held and refreshed: else its filler is dead.
