@@ -280,7 +280,10 @@ class ModelCache(pulumi.ComponentResource):
                 name=host_dir_name(pool_name),
                 namespace=ns_name,
                 labels=labels,
-                annotations=scanner_exceptions(pin_digests),
+                # Its pods come and go with the GPU nodes (an autoscaler's, a node group
+                # rolling to a new launch template): `pulumi up` must not wait for them, as it
+                # does not for the serving pods (components/serving.py SKIP_AWAIT).
+                annotations={"pulumi.com/skipAwait": "true", **scanner_exceptions(pin_digests)},
             ),
             spec=k8s.apps.v1.DaemonSetSpecArgs(
                 selector=k8s.meta.v1.LabelSelectorArgs(
