@@ -126,6 +126,36 @@ GPU_INSTANCE_TYPES: dict[str, InstanceType] = {
     **_gpu_family("p5en", "H200", 141, [("48xlarge", 8, 192, 2048, 63.296)]),
 }
 
+# Instance store (NVMe) per GPU type, in GB as EC2 reports it (DescribeInstanceTypes
+# InstanceStorageInfo.TotalSizeInGB), from the label karpenter.k8s.aws/instance-local-nvme in
+# Karpenter's generated reference (aws/karpenter-provider-aws
+# website/content/en/docs/reference/instance-types.md, commit 1d927085dd81). Every type in the
+# catalogue has some; it is what nodeadm's `localStorage: RAID0` stripes and mounts.
+LOCAL_NVME_GB: dict[str, int] = {
+    "g4dn.xlarge": 125, "g4dn.2xlarge": 225, "g4dn.4xlarge": 225, "g4dn.8xlarge": 900,
+    "g4dn.12xlarge": 900, "g4dn.16xlarge": 900, "g4dn.metal": 1800,
+    "g5.xlarge": 250, "g5.2xlarge": 450, "g5.4xlarge": 600, "g5.8xlarge": 900,
+    "g5.12xlarge": 3800, "g5.16xlarge": 1900, "g5.24xlarge": 3800, "g5.48xlarge": 7600,
+    "g6.xlarge": 250, "g6.2xlarge": 450, "g6.4xlarge": 600, "g6.8xlarge": 900,
+    "g6.12xlarge": 3760, "g6.16xlarge": 1880, "g6.24xlarge": 3760, "g6.48xlarge": 7520,
+    "g6e.xlarge": 250, "g6e.2xlarge": 450, "g6e.4xlarge": 600, "g6e.8xlarge": 900,
+    "g6e.12xlarge": 3800, "g6e.16xlarge": 1900, "g6e.24xlarge": 3800, "g6e.48xlarge": 7600,
+    "p4d.24xlarge": 8000, "p4de.24xlarge": 8000, "p5.48xlarge": 30400, "p5en.48xlarge": 30400,
+}
+
+
+def local_nvme_gib(instance_type: str) -> float:
+    """The type's instance store in GiB (0 without one); EC2's GB are 10^9 bytes."""
+    return LOCAL_NVME_GB.get(instance_type, 0) * 1e9 / 2**30
+
+
+# What a GPU node's disk holds besides the node-local model cache, our allowance (not an
+# upstream figure): the serving image (~6 GB compressed, kept beside its unpacked layers), the
+# sync and daemon images, logs and the kubelet's own files; on the root volume also the
+# NVIDIA AMI's operating system. The serving pods' own copies of their models are added to it.
+NODE_DISK_RESERVE_GIB = {"root_volume": 40, "instance_store": 20}
+
+
 # Value of the `k8s.amazonaws.com/accelerator` node label per GPU model: the GPU types
 # cluster-autoscaler's AWS provider names (cloudprovider/aws/aws_cloud_provider.go,
 # availableGPUTypes); H100 and H200 are not in that list yet and follow its pattern. CA
@@ -338,9 +368,17 @@ def requests_of(resources: dict[str, dict[str, str]]) -> Requests:
     return Requests(cpu_milli(asked.get("cpu", "0")), memory_mib(asked.get("memory", "0")))
 
 
-def daemon_requests(*, gpu_node: bool, logs: bool, node_exporter: bool) -> dict[str, Requests]:
+# The node-local model cache's folder-maker (components/model_cache.py): it only sleeps.
+MODEL_CACHE_DIR_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "50m", "memory": "32Mi"}}
+
+
+def daemon_requests(
+    *, gpu_node: bool, logs: bool, node_exporter: bool, model_cache: bool = False
+) -> dict[str, Requests]:
     """Every per-node daemon on a node of this kind, by name."""
     daemons = dict(EKS_ADDON_DAEMONS)
+    if model_cache and gpu_node:
+        daemons["model-cache-dir"] = requests_of(MODEL_CACHE_DIR_RESOURCES) + Requests(pods=1)
     if logs:
         daemons["fluent-bit"] = requests_of(FLUENT_BIT_RESOURCES) + Requests(pods=1)
     if node_exporter:

@@ -354,7 +354,11 @@ def ec2_node_class_spec(
            if pool.karpenter.capacity_reservations else {}),
         # Karpenter puts its own NodeConfig (cluster, kubelet) before ours and nodeadm merges
         # them (components/node_bootstrap.py).
-        **({"userData": user_data} if (user_data := pool_user_data(pool)) else {}),
+        **({"userData": user_data} if (user_data := pool_user_data(pool, karpenter=True)) else {}),
+        # The instance store as one RAID0 array for the kubelet and containerd (v1.14
+        # concepts/nodeclasses.md, instanceStorePolicy): what nodeadm's localStorage does on
+        # managed node groups, and Karpenter then counts it as the node's ephemeral storage.
+        **({"instanceStorePolicy": "RAID0"} if pool.instance_store == "raid0" else {}),
         # Karpenter's instances are not Pulumi's: the provider's default tags never reach them.
         "tags": {**tags, "gpu-pool": pool_name},
     }

@@ -14,7 +14,7 @@ filesystem, so TF Serving never sees half a version.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -90,6 +90,9 @@ def model_sync_containers(
     config_volume: str,
     tmp_volume: str,
     rest_port: int,
+    cache_volume: str | None = None,
+    cache_mount: str = "",
+    cache_env: Sequence[k8s.core.v1.EnvVarArgs] = (),
 ) -> tuple[k8s.core.v1.ContainerArgs, k8s.core.v1.ContainerArgs]:
     """The init container (one pass before TF Serving starts) and the native sidecar (loops).
 
@@ -120,6 +123,7 @@ def model_sync_containers(
                 # The image's root filesystem is read-only; the CLI keeps its state in /tmp.
                 k8s.core.v1.EnvVarArgs(name="HOME", value="/tmp"),
                 k8s.core.v1.EnvVarArgs(name="REST_PORT", value=str(rest_port)),
+                *cache_env,
             ],
             # The sidecar gates pod readiness: every configured model must be AVAILABLE.
             readiness_probe=k8s.core.v1.ProbeArgs(
@@ -134,6 +138,8 @@ def model_sync_containers(
                 k8s.core.v1.VolumeMountArgs(name=model_volume, mount_path=model_root),
                 k8s.core.v1.VolumeMountArgs(name=config_volume, mount_path="/etc/model-sync", read_only=True),
                 k8s.core.v1.VolumeMountArgs(name=tmp_volume, mount_path="/tmp"),
+                # The node-local model cache (components/model_cache.py), when the stack has one.
+                *([k8s.core.v1.VolumeMountArgs(name=cache_volume, mount_path=cache_mount)] if cache_volume else []),
             ],
             resources=k8s.core.v1.ResourceRequirementsArgs(
                 requests=dict(catalog.MODEL_SYNC_RESOURCES["requests"]),

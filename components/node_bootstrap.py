@@ -1,5 +1,6 @@
 """What a GPU pool's nodes are told at boot, beyond what EKS or Karpenter tell them: the
-user data of an AL2023 pool (a nodeadm NodeConfig turning on parallel image pull), and the
+user data of an AL2023 pool (a nodeadm NodeConfig turning on parallel image pull and setting up
+the instance store), and the
 volume settings that make a cold start short (gp3 throughput, a pre-pulled Bottlerocket data
 volume snapshot). Pure builders; the launch templates (components/gpu_pools.py) and the
 EC2NodeClasses (components/karpenter.py) take their output.
@@ -51,11 +52,25 @@ SOCI_PARALLEL_PULL_SETTINGS = {
 }
 
 
-def node_config(pool: GpuPoolConfig) -> dict[str, Any] | None:
-    """Our NodeConfig for the pool's nodes, or None when there is nothing to add."""
-    if not pool.uses_parallel_pull:
+# nodeadm's instance-store setup (nodeadm/internal/api/types.go LocalStorageOptions): RAID0
+# stripes every NVMe instance-store disk into one array mounted at /mnt/k8s-disks/0 and
+# bind-mounts /var/lib/kubelet, /var/lib/containerd, /var/lib/soci-snapshotter-grpc and
+# /var/log/pods onto it (templates/al2023/runtime/bin/setup-local-disks, maybe_raid).
+LOCAL_STORAGE_RAID0 = {"localStorage": {"strategy": "RAID0"}}
+
+
+def node_config(pool: GpuPoolConfig, karpenter: bool = False) -> dict[str, Any] | None:
+    """Our NodeConfig for the pool's nodes, or None when there is nothing to add. Karpenter
+    sets up the instance store itself from its EC2NodeClass `instanceStorePolicy`
+    (components/karpenter.py), which also tells it the node's ephemeral storage."""
+    spec: dict[str, Any] = {}
+    if pool.uses_parallel_pull:
+        spec["featureGates"] = {FAST_IMAGE_PULL: True}
+    if pool.instance_store == "raid0" and not karpenter:
+        spec["instance"] = LOCAL_STORAGE_RAID0
+    if not spec:
         return None
-    return {"apiVersion": NODECONFIG_API, "kind": "NodeConfig", "spec": {"featureGates": {FAST_IMAGE_PULL: True}}}
+    return {"apiVersion": NODECONFIG_API, "kind": "NodeConfig", "spec": spec}
 
 
 def mime_user_data(node_configs: list[dict[str, Any]]) -> str:
@@ -70,9 +85,9 @@ def mime_user_data(node_configs: list[dict[str, Any]]) -> str:
     return "\r\n".join(lines)
 
 
-def pool_user_data(pool: GpuPoolConfig) -> str | None:
+def pool_user_data(pool: GpuPoolConfig, karpenter: bool = False) -> str | None:
     """The pool's user data in MIME form (an EC2NodeClass `userData`), or None."""
-    config = node_config(pool)
+    config = node_config(pool, karpenter)
     return None if config is None else mime_user_data([config])
 
 

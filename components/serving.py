@@ -22,6 +22,7 @@ import pulumi_kubernetes as k8s
 
 from components.config import (
     CANARY_LABEL,
+    GpuPoolConfig,
     PROJECT,
     BatchingConfig,
     ModelConfig,
@@ -40,7 +41,7 @@ from components.model_sync import (
     sync_image,
 )
 from components.naming import k8s_labels
-from components import podsecurity
+from components import model_cache, podsecurity
 from components.podsecurity import restricted_container
 
 GRPC_PORT = 8500
@@ -377,6 +378,8 @@ class PodPlacement:
     image_mirror: pulumi.Input[str] | None = None
     # What makes the nodes of `serving.gpu_pool` (None on CPU).
     provisioner: str | None = None
+    # The node-local model cache's claim, when serving.model_cache is on.
+    cache_claim: str | None = None
 
 
 def loading_window_seconds(cfg: ServingConfig) -> int:
@@ -419,6 +422,21 @@ def pod_spec(
         config_volume="model-sync",
         tmp_volume="sync-tmp",
         rest_port=REST_PORT,
+        cache_volume=model_cache.VOLUME_NAME if placement.cache_claim else None,
+        cache_mount=model_cache.CACHE_MOUNT,
+        cache_env=model_cache.sync_env(cfg.model_cache) if placement.cache_claim else (),
+    )
+    cache_volumes = (
+        [
+            k8s.core.v1.VolumeArgs(
+                name=model_cache.VOLUME_NAME,
+                persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(
+                    claim_name=placement.cache_claim
+                ),
+            )
+        ]
+        if placement.cache_claim
+        else []
     )
     return k8s.core.v1.PodSpecArgs(
         service_account_name=placement.service_account,
@@ -431,6 +449,9 @@ def pod_spec(
             run_as_user=SERVING_UID,
             run_as_group=SERVING_UID,
             fs_group=SERVING_UID,
+            # The node cache's volume takes fsGroup; once its root is right, the kubelet does
+            # not walk every cached file again at each pod's mount (KEP 695).
+            fs_group_change_policy="OnRootMismatch" if placement.cache_claim else None,
             seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
         ),
         node_selector=gpu.node_selector if gpu else None,
@@ -463,6 +484,7 @@ def pod_spec(
             k8s.core.v1.VolumeArgs(
                 name="sync-tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Gi")
             ),
+            *cache_volumes,
         ],
     )
 
@@ -569,6 +591,7 @@ class TfServing(pulumi.ComponentResource):
         monitoring_namespace: str | None,
         image_cache: ImageCacheOutputs | None = None,
         gpu_provisioner: str | None = None,
+        gpu_pool: GpuPoolConfig | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """`gpu_scheduling`: every GPU pool's scheduling contract, by pool name; the pods
@@ -601,7 +624,21 @@ class TfServing(pulumi.ComponentResource):
             description="TF Serving pods: placed before batch and best-effort work.",
             opts=k8s_child,
         )
+        cache = None
+        if cfg.model_cache.enabled and gpu_pool is not None and cfg.gpu_pool:
+            cache = model_cache.ModelCache(
+                f"{name}-model-cache",
+                cfg.model_cache,
+                pool_name=cfg.gpu_pool,
+                pool=gpu_pool,
+                scheduling=gpu_scheduling[cfg.gpu_pool],
+                serving_namespace=namespace,
+                serving_namespace_name=ns,
+                pin_digests=cfg.pin_image_digests,
+                opts=k8s_child,
+            ).outputs
         placement = PodPlacement(
+            cache_claim=cache.claim_name if cache else None,
             gpu_scheduling=gpu_scheduling,
             store=store,
             region=region,
@@ -618,6 +655,7 @@ class TfServing(pulumi.ComponentResource):
             priority_class,
             *store.reader_ready,
             *(image_cache.pull_ready if image_cache else ()),
+            *(cache.ready if cache else ()),
         ]
         weights = canary_weights(cfg.models)
         workloads: list[tuple[str, str, Mapping[str, ModelConfig], int | None]] = [

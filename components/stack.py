@@ -155,6 +155,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         environment=cfg.environment,
         gpu_scheduling=gpu.scheduling,
         gpu_provisioner=cfg.gpu_pools[cfg.serving.gpu_pool].provisioner if cfg.serving.gpu_pool else None,
+        gpu_pool=cfg.gpu_pools[cfg.serving.gpu_pool] if cfg.serving.gpu_pool else None,
         store=store,
         region=cfg.aws_region,
         load_balancer_cidrs=(

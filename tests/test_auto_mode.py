@@ -36,10 +36,12 @@ def auto_mode_raw(stack: str, pool: str | None = None) -> Raw:
     """The repo's stack file with one pool (default: the serving pool) made an Auto Mode pool."""
     raw = raw_stack(stack)
     pool = pool or raw["serving"]["gpu_pool"]
-    for key in ("min_size", "desired_size", "max_unavailable", "ami_type", "time_slicing_replicas"):
+    for key in ("min_size", "desired_size", "max_unavailable", "ami_type", "time_slicing_replicas", "instance_store"):
         raw["gpu_pools"][pool].pop(key, None)
     raw["gpu_pools"][pool]["provisioner"] = "auto-mode"
     if pool == raw["serving"]["gpu_pool"]:
+        # The node-local model cache's host folder is not made on Auto Mode nodes.
+        raw["serving"].pop("model_cache", None)
         # No DCGM exporter on Auto Mode nodes: prod scales on its other metrics.
         raw.get("autoscaling", {}).get("metrics", {}).pop("gpu_utilisation", None)
     return raw
@@ -306,6 +308,7 @@ def with_pool(**settings: Any) -> Raw:
         ({"karpenter": {"consolidate_after": "1m"}}, "karpenter", "is for provisioner: karpenter only"),
         ({"warm_pool": {"enabled": True}}, "warm_pool.enabled", "EKS Auto Mode launches its nodes without one"),
         ({"image_pull": {"parallel": True}}, "image_pull.parallel", "take no user data"),
+        ({"instance_store": "raid0", "instance_types": ["g6.xlarge"]}, "instance_store", "take no nodeadm settings"),
         ({"image_pull": {"prepulled_snapshot_id": "snap-0123456789abcdef0"}}, "image_pull.prepulled_snapshot_id", "take no user data"),
     ],
 )
@@ -365,3 +368,10 @@ def test_beside_an_auto_mode_pool_the_serving_pods_stay_on_the_managed_pool_they
     assert not any(can_land(cr.pod_template(serving) or {}, n) for n in auto_nodes)
     assert all(can_land(cr.pod_template(serving) or {}, g) for g in named)
     assert cr.gpu_daemonset_problems(cr.rendering_charts("auto-mode-beside", r)) == []
+
+
+def test_the_model_cache_on_an_auto_mode_serving_pool_is_refused() -> None:
+    raw = auto_mode_raw("dev")
+    raw["serving"]["model_cache"] = {"enabled": True}
+    message = refusal(raw)
+    assert "tf-serving-eks:serving.model_cache.enabled:" in message and "uses EKS Auto Mode" in message, message

@@ -212,6 +212,7 @@ def test_custom_metrics_need_a_prometheus() -> None:
 def test_gpu_metric_needs_a_gpu_pool() -> None:
     raw = raw_stack("dev")
     del raw["serving"]["gpu_pool"]
+    raw["serving"].pop("model_cache", None)
     raw["autoscaling"]["metrics"] = {"gpu_utilisation": 70}
     with pytest.raises(StackConfigError, match="autoscaling.metrics.gpu_utilisation: needs serving.gpu_pool"):
         parse(raw)

@@ -193,8 +193,9 @@ def test_al2023_launch_template_turns_on_parallel_pull_as_nodeadm_reads_it(stack
     assert ours and all(schema_errors(c) == [] for c in ours)
     # EKS appends its joining NodeConfig to ours; the merged result keeps our gate.
     assert merged_feature_gates([*ours, JOINING_CONFIG]) == {FAST_IMAGE_PULL: True}
-    # Nothing of the cluster's own bootstrap is ours to say.
-    assert all(set(c["spec"]) == {"featureGates"} for c in ours)
+    # Nothing of the cluster's own bootstrap is ours to say (the instance store's set-up is
+    # the node's, on pools with instance_store: raid0).
+    assert all(set(c["spec"]) <= {"featureGates", "instance"} for c in ours)
 
 
 def test_karpenter_node_class_user_data_merges_after_karpenters_own() -> None:
@@ -227,8 +228,15 @@ def test_turning_parallel_pull_off_removes_the_user_data() -> None:
     raw = raw_stack("dev")
     raw["gpu_pools"]["l4"]["image_pull"] = {"parallel": False}
     lt = launch_template(render_raw(raw, stack="dev-no-parallel"), "l4")
-    assert lt.get("userData") is None
+    # dev's pool keeps its instance store set up, and nothing else.
+    ours = node_configs(base64.b64decode(lt["userData"]).decode())
+    assert merged_feature_gates([*ours, JOINING_CONFIG]) == {}
+    assert [c["spec"] for c in ours] == [{"instance": {"localStorage": {"strategy": "RAID0"}}}]
     assert lt["blockDeviceMappings"][0]["ebs"]["throughput"] == 125
+    raw["gpu_pools"]["l4"]["instance_store"] = "none"
+    raw["serving"].pop("model_cache")
+    lt = launch_template(render_raw(raw, stack="dev-no-parallel-no-raid"), "l4")
+    assert lt.get("userData") is None
 
 
 def test_the_checkers_fail_on_bad_user_data() -> None:
@@ -334,6 +342,8 @@ def test_a_small_node_would_silently_lose_parallel_pull(monkeypatch: pytest.Monk
     monkeypatch.setitem(catalog.ENI_LIMITS, small.name, catalog.ENI_LIMITS["g4dn.xlarge"])
     raw = raw_stack("dev")
     raw["gpu_pools"]["l4"].update({"instance_types": [small.name], "time_slicing_replicas": 1})
+    raw["gpu_pools"]["l4"].pop("instance_store")  # the made-up type has no instance store
+    raw["serving"].pop("model_cache")
     raw["serving"]["gpu_memory_fraction"] = 0.9
     with pytest.raises(StackConfigError) as info:
         parse(raw)

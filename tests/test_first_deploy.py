@@ -32,6 +32,7 @@ def _stacks() -> dict[str, dict[str, Any]]:
     cpu = raw_stack("dev")
     cpu["serving"].pop("gpu_pool")
     cpu["serving"].pop("gpu_memory_fraction")
+    cpu["serving"].pop("model_cache", None)
     cpu["serving"]["models"] = {"half-plus-two": {"version_policy": "specific", "versions": [1], "labels": {"stable": 1}}}
     return {"dev": raw_stack("dev"), "prod": raw_stack("prod"), "labelled": labelled, "canary": canary, "cpu": cpu}
 
@@ -136,6 +137,11 @@ AWAITED = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod", "Job",
 
 def awaited(obj: Manifest) -> bool:
     if obj["kind"] not in AWAITED:
+        return False
+    if obj["kind"] == "PersistentVolumeClaim" and obj.get("spec", {}).get("volumeName"):
+        # Pre-bound to a volume of ours: the PV controller binds it with no pod at all
+        # (kubernetes pkg/controller/volume/persistentvolume pv_controller.go, syncUnboundClaim:
+        # claim.Spec.VolumeName set), so waiting for it never waits for a model.
         return False
     if (obj["metadata"].get("annotations") or {}).get("pulumi.com/skipAwait") == "true":
         return False

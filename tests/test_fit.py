@@ -109,6 +109,7 @@ def cpu_stack(environment: str, system_type: str, cpu_milli: int, memory_mib: in
     raw = raw_stack("prod" if environment == "prod" else "dev")
     raw["serving"].pop("gpu_pool")
     raw["serving"].pop("gpu_memory_fraction", None)
+    raw["serving"].pop("model_cache", None)
     raw["serving"].update(cpu=f"{cpu_milli}m", memory=f"{memory_mib}Mi")
     raw["cluster"]["system_node_group"].update(instance_types=[system_type], max_size=10)
     metrics = raw.get("autoscaling", {}).get("metrics", {})

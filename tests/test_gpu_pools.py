@@ -161,6 +161,7 @@ def test_gpu_defaults_follow_environment() -> None:
     dev_raw, prod_raw = raw_stack("dev"), raw_stack("prod")
     dev_raw["serving"]["gpu_pool"] = prod_raw["serving"]["gpu_pool"] = "a"
     dev_raw["serving"]["gpu_memory_fraction"] = 0.9
+    dev_raw["serving"].pop("model_cache", None)  # on dev's own pool's instance store
     prod_raw["autoscaling"]["enabled"] = False
     dev = parse({**dev_raw, "gpu_pools": {"a": pool}}).gpu_pools["a"]
     prod = parse({**prod_raw, "gpu_pools": {"a": pool}}).gpu_pools["a"]
@@ -272,6 +273,7 @@ def test_no_pools_means_no_nvidia_stack() -> None:
     raw = raw_stack("dev")
     del raw["gpu_pools"]
     del raw["serving"]["gpu_pool"]
+    raw["serving"].pop("model_cache", None)
     rendering = render_raw(raw)
     charts = {r.inputs["chart"] for r in rendering.of_type(RELEASE)}
     assert "cluster-autoscaler" in charts

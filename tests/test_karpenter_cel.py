@@ -40,7 +40,10 @@ def karpenter(raw: Raw, **settings: Any) -> Raw:
     for key, value in settings.items():
         if key == "ami_type":
             raw["gpu_pools"][pool]["ami_type"] = value
+            # Refused on Bottlerocket: time slicing, nodeadm's instance store, the node cache.
             raw["gpu_pools"][pool].pop("time_slicing_replicas", None)
+            raw["gpu_pools"][pool].pop("instance_store", None)
+            raw["serving"].pop("model_cache", None)
         else:
             raw["gpu_pools"][pool].setdefault("karpenter", {})[key] = value
     return raw

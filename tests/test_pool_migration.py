@@ -95,7 +95,13 @@ def test_moving_the_serving_pool_rolls_the_pods_over_in_place(stack: str) -> Non
     old, new, _ = migration_steps(stack)
     _, added, moved, _ = renderings(stack)
     new_urns, removed, changed = changes(added, moved)
-    assert not new_urns and not removed
+    # The node-local model cache is the pool's nodes' (components/model_cache.py): the new
+    # pool gets its own volume, claim and folder-maker, the old pool's go.
+    new_cache = {u for u in new_urns if by_urn(moved)[u].name.startswith(f"serving-model-cache-{new}-")}
+    old_cache = {u for u in removed if by_urn(added)[u].name.startswith(f"serving-model-cache-{old}-")}
+    assert new_urns == new_cache and removed == old_cache, (short(new_urns), short(removed))
+    cached = migration_steps(stack)[2][1]["serving"].get("model_cache", {}).get("enabled", False)
+    assert len(new_cache) == len(old_cache) == (3 if cached else 0)
     assert {by_urn(moved)[u].type for u in changed} == {DEPLOYMENT}, short(changed)
     for urn in changed:
         a, b = by_urn(added)[urn].inputs, by_urn(moved)[urn].inputs

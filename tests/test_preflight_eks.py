@@ -544,7 +544,10 @@ def karpenter_dev(ami_type: str = "AL2023_x86_64_NVIDIA") -> StackConfig:
         raw["gpu_pools"][pool].pop(key, None)
     raw["gpu_pools"][pool].update(provisioner="karpenter", ami_type=ami_type)
     if ami_type.startswith("BOTTLEROCKET"):
-        raw["gpu_pools"][pool].pop("time_slicing_replicas", None)  # refused on Bottlerocket
+        # Refused on Bottlerocket: time slicing, nodeadm's instance store, the node cache.
+        raw["gpu_pools"][pool].pop("time_slicing_replicas", None)
+        raw["gpu_pools"][pool].pop("instance_store", None)
+        raw["serving"].pop("model_cache", None)
     return parse(raw, "dev")
 
 

@@ -23,9 +23,10 @@ def test_preview_writes_objects_inventory_and_outputs(tmp_path: Path, capsys: py
     manifests = list((tmp_path / "k8s").rglob("*.yaml"))
     kinds = sorted(yaml.safe_load(p.read_text())["kind"] for p in manifests)
     assert kinds == [
-        "ConfigMap", "ConfigMap", "ConfigMap", "Deployment", "GRPCRoute", "Gateway",
+        "ConfigMap", "ConfigMap", "ConfigMap", "DaemonSet", "Deployment", "GRPCRoute", "Gateway",
         "GatewayClass", "HTTPRoute", "HTTPRoute", "LoadBalancerConfiguration", "Namespace",
-        "Namespace", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "PriorityClass",
+        "Namespace", "Namespace", "Namespace", "NetworkPolicy", "NetworkPolicy", "PersistentVolume",
+        "PersistentVolumeClaim", "PodDisruptionBudget", "PriorityClass",
         "PrometheusRule", "ScaledObject", "Secret", "Service", "ServiceAccount",
         "ServiceMonitor", "StorageClass", "TargetGroupConfiguration",
     ]

@@ -1,4 +1,5 @@
-"""The serving workload through a real security scanner: checkov (installed by `make tools`).
+"""The serving workload (and its node-local model cache) through a real security scanner:
+checkov (installed by `make tools`).
 
 Rule: every check checkov runs on the objects of the serving namespace passes, or is
 skipped on the object itself with a written reason (checkov's `checkov.io/skip<N>:
@@ -68,7 +69,13 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, lis
     sets = {"plain": [PLAIN_DEPLOYMENT]}
     for stack, raw in _stacks().items():
         rendered = render_raw(copy.deepcopy(raw), stack=stack)
-        sets[stack] = [m for m in rendered.k8s_objects() if m["metadata"].get("namespace") == "tf-serving"]
+        # The serving namespace, and the node-local model cache's objects (its folder-maker's
+        # namespace and the cluster-scoped volume) where the stack has one.
+        sets[stack] = [
+            m for m in rendered.k8s_objects()
+            if m["metadata"].get("namespace") in ("tf-serving", "tf-serving-node-cache")
+            or m["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "model-cache"
+        ]
         assert any(o["kind"] == "Deployment" for o in sets[stack])
     return scan(sets, tmp_path_factory.mktemp("checkov"))
 

@@ -194,6 +194,7 @@ def test_load_threads_follow_the_models_and_the_pods_cpus() -> None:
 def test_cpu_serving_uses_the_cpu_image_without_gpu_scheduling() -> None:
     raw = raw_stack("dev")
     del raw["serving"]["gpu_pool"]
+    raw["serving"].pop("model_cache", None)
     r = render_raw(raw)
     serving = container(r, "tf-serving")
     assert serving["image"] == "tensorflow/serving:2.19.1"

@@ -384,6 +384,13 @@ class GpuPoolConfig(NodeGroupSizing):
         "AL2023 pools only).",
     )
 
+    instance_store: Literal["none", "raid0"] = Field(
+        "none",
+        description="raid0: nodeadm stripes the instance's NVMe disks into one RAID0 array at "
+        "/mnt/k8s-disks/0 and moves the kubelet's and containerd's folders onto it (images, "
+        "emptyDir volumes, the node-local model cache); none: they stay on the EBS volume. "
+        "AL2023 pools only.",
+    )
     image_pull: ImagePullConfig = section("How new nodes pull the serving image (README, Cold start).")
     warm_pool: WarmPoolConfig = section(
         "EC2 Auto Scaling warm pool of pre-booted nodes (provisioner: managed-node-group, "
@@ -536,6 +543,39 @@ class GpuPoolConfig(NodeGroupSizing):
                 "AL2023 node keeps images on its root volume, which comes from the AMI",
             )
         return self
+
+    @model_validator(mode="after")
+    def _instance_store_is_there(self) -> GpuPoolConfig:
+        if self.instance_store == "none":
+            return self
+        if self.uses_auto_mode:
+            # Auto Mode's NodeClass has no instance-store setting and takes no user data
+            # (create-node-class.adoc, "Node Class Specification").
+            raise RuleError(
+                "instance_store",
+                self.instance_store,
+                "EKS Auto Mode nodes take no nodeadm settings of ours: set instance_store: none",
+            )
+        if self.is_bottlerocket:
+            raise RuleError(
+                "instance_store",
+                self.instance_store,
+                "is set up by nodeadm's localStorage (AL2023 nodes); Bottlerocket pools keep "
+                "images and volumes on their data volume: set instance_store: none",
+            )
+        for i, name in enumerate(self.instance_types):
+            if catalog.local_nvme_gib(name) <= 0:
+                raise RuleError(
+                    f"instance_types.{i}", name, "has no instance store for instance_store: raid0"
+                )
+        return self
+
+    @property
+    def instance_store_gib(self) -> float:
+        """The smallest instance store of the pool's types (GiB), 0 when not used."""
+        if self.instance_store == "none":
+            return 0.0
+        return min(catalog.local_nvme_gib(name) for name in self.instance_types)
 
     @model_validator(mode="after")
     def _warm_pool_is_allowed(self) -> GpuPoolConfig:

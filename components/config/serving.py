@@ -6,6 +6,7 @@ secrets are set, needs other keys and lives on the root model (components/config
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -74,6 +75,14 @@ class ModelConfig(Section):
         description="GPU memory one loaded version takes (weights and working memory, as "
         "measured); when set, a stack whose GPU cannot hold the versions a pod loads, plus "
         "one more during a version switch, is refused.",
+    )
+
+    disk_gib: float | None = Field(
+        None,
+        gt=0,
+        le=10000,
+        description="Disk one version takes (its SavedModel folder); when set, a node-local "
+        "model cache (serving.model_cache) or a node disk too small for the versions is refused.",
     )
 
     def versions_held(self, canary_pod: bool = False) -> int:
@@ -179,6 +188,37 @@ class ImageCacheConfig(Section):
         return self
 
 
+class ModelCacheConfig(Section):
+    """A node-local cache of model versions shared by the serving pods of one node
+    (components/model_cache.py): each version crosses from S3 once per node."""
+
+    enabled: bool = Field(
+        False,
+        description="Fill a per-node cache from S3 once and copy each pod's versions from it "
+        "(needs serving.gpu_pool on an AL2023 pool).",
+    )
+    size_gib: int = Field(
+        50,
+        ge=1,
+        le=30000,
+        description="Most disk the cache takes on a node; least recently used versions no pod "
+        "serves are evicted beyond it. On the pool's instance store with "
+        "gpu_pools.<pool>.instance_store: raid0, else on its EBS volume (disk_size_gib).",
+    )
+
+
+def cache_need_gib(models: Mapping[str, ModelConfig]) -> float:
+    """Disk the versions of one node take in the cache: those of the stable and the canary
+    pods, plus one more per model while a version switches (the new one is fetched before the
+    old one is retired). Models without disk_gib are not counted."""
+    return sum((m.disk_gib or 0) * (m.versions_held(canary_pod=True) + 1) for m in models.values())
+
+
+def pod_copy_gib(models: Mapping[str, ModelConfig], canary_pod: bool = False) -> float:
+    """Disk one pod's own copies take (emptyDir), one more version per model while it switches."""
+    return sum((m.disk_gib or 0) * (m.versions_held(canary_pod) + 1) for m in models.values())
+
+
 SERVING_NAME_MAX = 58 - len("-canary-") - 10 - 1
 
 
@@ -274,6 +314,7 @@ class ServingConfig(Section):
         return max(1, min(len(self.models), self.cpu_milli // 1000))
     batching: BatchingConfig = section("Server-side batching.")
     image_cache: ImageCacheConfig = section("ECR pull-through cache for the serving image.")
+    model_cache: ModelCacheConfig = section("Node-local cache of model versions shared by a node's pods.")
     promotion_source: Annotated[str, worded(
         r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+",
         "must be a Pulumi stack reference org/project/stack (letters, digits, '_', '.', '-')",
@@ -297,6 +338,33 @@ class ServingConfig(Section):
                 self.name,
                 f"must be at most {SERVING_NAME_MAX} characters, so the canary pods' names "
                 "(<name>-canary-<10>-<5>) are not cut short by Kubernetes",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _model_cache_holds_the_versions(self) -> ServingConfig:
+        cache = self.model_cache
+        if not cache.enabled:
+            return self
+        if self.gpu_pool is None:
+            raise RuleError(
+                "model_cache.enabled",
+                True,
+                "the node-local model cache lives on a GPU pool's nodes: set serving.gpu_pool, "
+                "or model_cache.enabled: false for CPU serving",
+            )
+        declared = {n: m for n, m in self.models.items() if m.disk_gib is not None}
+        need = cache_need_gib(declared)
+        if need > cache.size_gib:
+            parts = ", ".join(
+                f"{n} {m.disk_gib:g} GiB x {m.versions_held(canary_pod=True) + 1}" for n, m in sorted(declared.items())
+            )
+            raise RuleError(
+                "model_cache.size_gib",
+                cache.size_gib,
+                f"the versions the pods of one node serve take {need:g} GiB ({parts}: stable "
+                "and canary versions plus the one arriving during a switch), more than the "
+                f"cache may hold; set size_gib to at least {math.ceil(need)}",
             )
         return self
 

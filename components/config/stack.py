@@ -36,7 +36,7 @@ from components.config.ingress import ALB_RULES_PER_LOAD_BALANCER, IngressConfig
 from components.config.model_store import ModelStoreConfig
 from components.config.monitoring import AlertThresholds, MonitoringConfig
 from components.config.node_autoscaling import NodeAutoscalingConfig
-from components.config.serving import GPU_SHARE_OF_ONE_PROCESS, ServingConfig
+from components.config.serving import GPU_SHARE_OF_ONE_PROCESS, ServingConfig, pod_copy_gib
 from components.validation import worded
 
 AwsRegion = Annotated[str, worded(
@@ -213,7 +213,10 @@ class StackConfig(Section):
     def node_daemons(self, gpu_node: bool) -> dict[str, catalog.Requests]:
         """The per-node daemons on a system node or a GPU node of this stack, by name."""
         return catalog.daemon_requests(
-            gpu_node=gpu_node, logs=self.monitoring.logs.enabled, node_exporter=self.monitoring.enabled
+            gpu_node=gpu_node,
+            logs=self.monitoring.logs.enabled,
+            node_exporter=self.monitoring.enabled,
+            model_cache=self.serving.model_cache.enabled,
         )
 
     @model_validator(mode="after")
@@ -451,6 +454,56 @@ class StackConfig(Section):
                 f"TF Serving allocates {allocated:.0f}% of each GPU up front (serving.gpu_memory_fraction "
                 f"x {shared} pod(s) per GPU); the alert must start at "
                 f"{allocated + GPU_CONTEXT_HEADROOM_PERCENT:.0f}% or above, else it fires on a healthy node",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _model_cache_fits_the_node_disk(self) -> StackConfig:
+        """The node-local model cache lives on the serving pool's instance store (raid0) or
+        its EBS volume: that disk must hold it beside what a node keeps anyway and the pods'
+        own copies of their versions (declared disk_gib only)."""
+        serving = self.serving
+        if not serving.model_cache.enabled or serving.gpu_pool not in self.gpu_pools:
+            return self
+        pool = self.gpu_pools[serving.gpu_pool]
+        if pool.uses_auto_mode:
+            # Its folder-maker mounts a hostPath, and Auto Mode nodes are locked down
+            # appliances whose host folders we do not manage (automode.adoc, "Nodes").
+            raise RuleError(
+                "serving.model_cache.enabled",
+                True,
+                f"pool '{serving.gpu_pool}' uses EKS Auto Mode, whose nodes' host folders this "
+                "stack does not manage; use a managed-node-group or karpenter pool, or "
+                "model_cache.enabled: false",
+            )
+        if pool.is_bottlerocket:
+            raise RuleError(
+                "serving.model_cache.enabled",
+                True,
+                f"pool '{serving.gpu_pool}' runs Bottlerocket; the cache's host folder is made for "
+                "AL2023 nodes (the EBS root volume, or the instance store with "
+                "instance_store: raid0): use an AL2023 pool or model_cache.enabled: false",
+            )
+        on_nvme = pool.instance_store == "raid0"
+        disk_gib = pool.instance_store_gib if on_nvme else float(pool.disk_size_gib)
+        reserve = catalog.NODE_DISK_RESERVE_GIB["instance_store" if on_nvme else "root_volume"]
+        pods = min(
+            max(1, instance.gpus * pool.time_slicing_replicas // serving.gpus) for instance in pool.instances
+        )
+        copies = pods * pod_copy_gib(serving.models, canary_pod=serving.canary_pods > 0)
+        need = serving.model_cache.size_gib + reserve + copies
+        if need > disk_gib + 1e-9:
+            where = (
+                f"the instance store of pool '{serving.gpu_pool}' ({disk_gib:.0f} GiB on its smallest type)"
+                if on_nvme
+                else f"gpu_pools.{serving.gpu_pool}.disk_size_gib ({pool.disk_size_gib} GiB)"
+            )
+            raise RuleError(
+                "serving.model_cache.size_gib",
+                serving.model_cache.size_gib,
+                f"a node needs {need:.0f} GiB on {where}: the cache, {reserve} GiB for images and "
+                f"the node's own files, and {copies:g} GiB for the model copies of {pods} pod(s); "
+                + ("lower size_gib" if on_nvme else "raise disk_size_gib, use instance_store: raid0, or lower size_gib"),
             )
         return self
 

@@ -98,8 +98,9 @@ def dependencies(rendering: Rendering, urn: str) -> set[str]:
 
 def cpu_serving(raw: dict[str, Any]) -> dict[str, Any]:
     """`raw` serving on CPU: no GPU pool for the pods, the CPU-serving default requests (a
-    GPU-sized pod would not fit the system nodes), no GPU-only autoscaling metric."""
-    for key in ("gpu_pool", "gpu_memory_fraction", "cpu", "memory"):
+    GPU-sized pod would not fit the system nodes), no GPU-only autoscaling metric, no node
+    cache (it lives on a GPU pool's nodes)."""
+    for key in ("gpu_pool", "gpu_memory_fraction", "cpu", "memory", "model_cache"):
         raw["serving"].pop(key, None)
     raw.get("autoscaling", {}).get("metrics", {}).pop("gpu_utilisation", None)
     return raw

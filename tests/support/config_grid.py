@@ -107,9 +107,10 @@ def _karpenter(raw: Raw) -> Raw:
 def _auto_mode(raw: Raw) -> Raw:
     """The serving pool's nodes from EKS Auto Mode (AWS picks the AMI; no time-slicing)."""
     pool = raw["gpu_pools"][raw["serving"]["gpu_pool"]]
-    for key in ("min_size", "desired_size", "max_unavailable", "ami_type", "time_slicing_replicas"):
+    for key in ("min_size", "desired_size", "max_unavailable", "ami_type", "time_slicing_replicas", "instance_store"):
         pool.pop(key, None)
     pool["provisioner"] = "auto-mode"
+    raw["serving"].pop("model_cache", None)
     return raw
 
 
