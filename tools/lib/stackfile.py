@@ -22,6 +22,16 @@ ROOT = Path(__file__).resolve().parents[2]
 # Pulumi stack names: letters, digits, '_', '.' and '-'; no path separator, so a stack file
 # is always directly in the root.
 STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def command_input_problem(stack: str, timeout: float) -> str | None:
+    """What is wrong with a command's --stack and --timeout (the commands that call a stack's
+    AWS account or endpoints), in words, or None."""
+    if not STACK_NAME.match(stack):
+        return f"{stack!r} is not a stack name (letters, digits, '_', '.', '-')"
+    if not timeout > 0:
+        return f"--timeout must be more than 0 seconds (got {timeout:g})"
+    return None
 # Offline, encrypted values can't be decrypted; the program sees this marker instead.
 OFFLINE_SECRET = "offline-preview-secret"
 

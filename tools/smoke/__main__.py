@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from components.config import StackConfigError
-from tools.lib.stackfile import STACK_NAME, load_stack_file, stack_file
+from tools.lib.stackfile import command_input_problem, load_stack_file, stack_file
 from tools.smoke.examples import EXAMPLES_DIR
 from tools.lib.deployed_stack import SmokeInputError, build_target, read_outputs
 
@@ -54,11 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, or argparse's own usage errors
         return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
-    if not STACK_NAME.match(args.stack):
-        print(f"error: {args.stack!r} is not a stack name (letters, digits, '_', '.', '-')", file=sys.stderr)
-        return 2
-    if not args.timeout > 0:
-        print(f"error: --timeout must be more than 0 seconds (got {args.timeout:g})", file=sys.stderr)
+    problem = command_input_problem(args.stack, args.timeout)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     path = args.stack_file or stack_file(args.stack)
     if not path.is_file():
