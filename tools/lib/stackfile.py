@@ -8,8 +8,10 @@ nor talk to AWS or the Pulumi CLI.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,14 +26,24 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def command_input_problem(stack: str, timeout: float) -> str | None:
-    """What is wrong with a command's --stack and --timeout (the commands that call a stack's
-    AWS account or endpoints), in words, or None."""
-    if not STACK_NAME.match(stack):
-        return f"{stack!r} is not a stack name (letters, digits, '_', '.', '-')"
-    if not timeout > 0:
-        return f"--timeout must be more than 0 seconds (got {timeout:g})"
-    return None
+def parse_stack_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+    """The arguments of a command that reaches a stack's AWS account or endpoints (--stack,
+    --timeout), or the exit status when there is nothing to run: 0 after --help, 2 for
+    argparse's own usage errors or a bad stack name or timeout (one error line printed)."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
+    if not STACK_NAME.match(args.stack):
+        problem = f"{args.stack!r} is not a stack name (letters, digits, '_', '.', '-')"
+    elif not args.timeout > 0:
+        problem = f"--timeout must be more than 0 seconds (got {args.timeout:g})"
+    else:
+        return args
+    print(f"error: {problem}", file=sys.stderr)
+    return 2
+
+
 # Offline, encrypted values can't be decrypted; the program sees this marker instead.
 OFFLINE_SECRET = "offline-preview-secret"
 

@@ -21,7 +21,7 @@ import sys
 from botocore.exceptions import BotoCoreError
 
 from components.config import StackConfigError
-from tools.lib.stackfile import command_input_problem, load_stack_file, parse_document, stack_file
+from tools.lib.stackfile import parse_stack_command, load_stack_file, parse_document, stack_file
 from tools.preflight.runner import as_json, build_context, exit_status, preflight, table
 
 
@@ -43,14 +43,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help, or argparse's own usage errors
-        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
-    problem = command_input_problem(args.stack, args.timeout)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+    args = parse_stack_command(_parser(), argv)
+    if isinstance(args, int):
+        return args
     path = stack_file(args.stack)
     if not path.is_file():
         print(f"error: stack '{args.stack}': {path.name} not found", file=sys.stderr)
