@@ -90,6 +90,12 @@ class ModelConfig(Section):
         held = len(self.versions) if self.version_policy == "specific" else self.latest_count
         return held + (1 if canary_pod and self.canary is not None else 0)
 
+    def versions_while_switching(self, canary_pod: bool = False) -> int:
+        """Versions a pod holds at most: those it serves and the one arriving, which TF
+        Serving's AvailabilityPreservingPolicy (server.cc sets it) loads before it unloads the
+        old one, and the sync fetches before it retires the old one."""
+        return self.versions_held(canary_pod) + 1
+
     @model_validator(mode="after")
     def _policy_consistent(self) -> ModelConfig:
         if self.version_policy == "specific":
@@ -211,12 +217,12 @@ def cache_need_gib(models: Mapping[str, ModelConfig]) -> float:
     """Disk the versions of one node take in the cache: those of the stable and the canary
     pods, plus one more per model while a version switches (the new one is fetched before the
     old one is retired). Models without disk_gib are not counted."""
-    return sum((m.disk_gib or 0) * (m.versions_held(canary_pod=True) + 1) for m in models.values())
+    return pod_copy_gib(models, canary_pod=True)
 
 
 def pod_copy_gib(models: Mapping[str, ModelConfig], canary_pod: bool = False) -> float:
     """Disk one pod's own copies take (emptyDir), one more version per model while it switches."""
-    return sum((m.disk_gib or 0) * (m.versions_held(canary_pod) + 1) for m in models.values())
+    return sum((m.disk_gib or 0) * m.versions_while_switching(canary_pod) for m in models.values())
 
 
 SERVING_NAME_MAX = 58 - len("-canary-") - 10 - 1
@@ -357,7 +363,7 @@ class ServingConfig(Section):
         need = cache_need_gib(declared)
         if need > cache.size_gib:
             parts = ", ".join(
-                f"{n} {m.disk_gib:g} GiB x {m.versions_held(canary_pod=True) + 1}" for n, m in sorted(declared.items())
+                f"{n} {m.disk_gib:g} GiB x {m.versions_while_switching(canary_pod=True)}" for n, m in sorted(declared.items())
             )
             raise RuleError(
                 "model_cache.size_gib",

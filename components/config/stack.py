@@ -521,10 +521,10 @@ class StackConfig(Section):
         usable = serving.gpu_memory_fraction * gpu_gib
         pods = [("stable", False)] + ([("canary", True)] if any(m.canary for m in serving.models.values()) else [])
         for pod, canary in pods:
-            need = sum((m.gpu_memory_gib or 0) * (m.versions_held(canary) + 1) for m in declared.values())
+            need = sum((m.gpu_memory_gib or 0) * m.versions_while_switching(canary) for m in declared.values())
             if need > usable + 1e-9:
                 parts = ", ".join(
-                    f"{n} {m.gpu_memory_gib:g} GiB x {m.versions_held(canary) + 1}" for n, m in sorted(declared.items())
+                    f"{n} {m.gpu_memory_gib:g} GiB x {m.versions_while_switching(canary)}" for n, m in sorted(declared.items())
                 )
                 raise RuleError(
                     "serving.gpu_memory_fraction",
