@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from components.catalog import COLD_START
-from components.config import GpuPoolConfig, StackConfig
+from components.config import GpuPoolConfig, ModelConfig, StackConfig
 
 STAGES = ("decide", "instance_launch", "node_ready", "image_pull", "model_download", "model_load")
 
@@ -56,6 +56,14 @@ class Features:
     model_gib: tuple[float, ...]
 
 
+def model_size_gib(model: ModelConfig, default: float) -> float:
+    """One version's size: on disk (disk_gib) when declared, else its GPU memory, else `default`."""
+    for declared in (model.disk_gib, model.gpu_memory_gib):
+        if declared is not None:
+            return declared
+    return default
+
+
 def features_of(cfg: StackConfig, pool_name: str) -> Features:
     pool = cfg.gpu_pools[pool_name]
     serving = cfg.serving
@@ -67,10 +75,7 @@ def features_of(cfg: StackConfig, pool_name: str) -> Features:
         warm_pool=pool.warm_pool.pool_state if pool.warm_pool.enabled else None,
         load_threads=serving.model_load_threads,
         volume_mibps=pool.volume_throughput_mibps,
-        model_gib=tuple(
-            (m.gpu_memory_gib if m.gpu_memory_gib is not None else default_size) * m.versions_held()
-            for m in serving.models.values()
-        ),
+        model_gib=tuple(model_size_gib(m, default_size) * m.versions_held() for m in serving.models.values()),
     )
 
 

@@ -85,18 +85,25 @@ def test_the_decision_is_the_node_autoscalers() -> None:
 
 
 def test_the_stack_files_models_and_pools_reach_the_budget() -> None:
-    raw = raw_stack("prod")
+    raw = raw_stack("dev")
     models = raw["serving"]["models"]
     first = next(iter(models))
     models[first]["gpu_memory_gib"] = 2.0
-    cfg = parse(raw, "prod")
+    second = list(models)[1]
+    # On disk a version may be larger than its share of GPU memory: the disk size counts.
+    models[second].update(gpu_memory_gib=1.0, disk_gib=3.0)
+    cfg = parse(raw, "dev")
     pool = cfg.serving.gpu_pool
     assert pool is not None
     f = cold_start.features_of(cfg, pool)
     held = {name: m.versions_held() for name, m in cfg.serving.models.items()}
     assert f.model_gib[0] == 2.0 * held[first]
+    assert f.model_gib[1] == 3.0 * held[second]
     default = value("model_default_size")
-    sizes = [m.gpu_memory_gib if m.gpu_memory_gib is not None else default for m in cfg.serving.models.values()]
+    sizes = [
+        m.disk_gib if m.disk_gib is not None else m.gpu_memory_gib if m.gpu_memory_gib is not None else default
+        for m in cfg.serving.models.values()
+    ]
     assert f.model_gib == tuple(size * held[n] for size, n in zip(sizes, held))
     assert f.parallel_pull == cfg.gpu_pools[pool].uses_parallel_pull
     assert f.volume_mibps == cfg.gpu_pools[pool].volume_throughput_mibps
