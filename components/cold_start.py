@@ -34,6 +34,7 @@ from typing import Any
 
 from components.catalog import COLD_START
 from components.config import GpuPoolConfig, ModelConfig, StackConfig
+from components.config.gpu_pools import GP3_BASE_THROUGHPUT_MIBPS, PARALLEL_PULL_THROUGHPUT_MIBPS
 
 STAGES = ("decide", "instance_launch", "node_ready", "image_pull", "model_download", "model_load")
 
@@ -121,7 +122,7 @@ def toggles(f: Features, pool: GpuPoolConfig) -> dict[str, Features]:
             parallel_pull=not f.parallel_pull,
             # The throughput follows the flag unless configured (GpuPoolConfig.volume_throughput_mibps).
             volume_mibps=f.volume_mibps if pool.image_pull.volume_throughput_mibps is not None
-            else (125 if f.parallel_pull else 600),
+            else (GP3_BASE_THROUGHPUT_MIBPS if f.parallel_pull else PARALLEL_PULL_THROUGHPUT_MIBPS),
         )
     if pool.is_bottlerocket and not pool.uses_auto_mode:
         out[f"prepulled_snapshot {'off' if f.prepulled_snapshot else 'on'}"] = replace(

@@ -306,7 +306,8 @@ def zone_share(total: int, zone_count: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(zone_count)]
 
 
-PROVISIONER_NAMES: Final = {KARPENTER: "Karpenter", AUTO_MODE: "EKS Auto Mode", MANAGED_NODE_GROUP: "EKS"}
+# How messages name the provisioners that launch nodes without an Auto Scaling group.
+PROVISIONER_NAMES: Final = {KARPENTER: "Karpenter", AUTO_MODE: "EKS Auto Mode"}
 AUTO_MODE_HAS_NO_NODE_COUNT = (
     "is for provisioner: managed-node-group only; EKS Auto Mode keeps no standing nodes (it "
     "launches one for each pending pod, up to max_size nodes' GPUs) and replaces nodes by its "
